@@ -1,0 +1,90 @@
+//! The baseline's forward pass: embed, add positions, causal Transformer
+//! blocks over the segment alone, (final LayerNorm,) output head.
+
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use memlab_core::layers::{
+    AbsolutePositions, TokenEmbedding, TokenEmbeddingConfig, TransformerBlock,
+    TransformerBlockConfig, causal_mask,
+};
+use memlab_core::{ModelContext, NoMemory, SegmentModel, SegmentOutput};
+
+use crate::config::BaselineConfig;
+
+/// A causal Transformer with no memory.
+#[derive(Module, Debug)]
+pub struct Baseline<B: Backend> {
+    pub embedding: TokenEmbedding<B>,
+    pub positions: AbsolutePositions<B>,
+    pub blocks: Vec<TransformerBlock<B>>,
+    /// Final LayerNorm of pre-LN stacks.
+    pub final_norm: Option<LayerNorm<B>>,
+    pub dropout: Dropout,
+}
+
+impl BaselineConfig {
+    pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> Baseline<B> {
+        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
+            .with_dropout(self.dropout)
+            .with_attn_dropout(self.attn_dropout)
+            .with_pre_norm(self.pre_norm)
+            .with_activation(self.activation)
+            .with_init_std(self.init_std);
+        Baseline {
+            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
+                .with_tied(self.tied_embeddings)
+                .with_init_std(self.init_std)
+                .init(device),
+            positions: AbsolutePositions::new(
+                self.positions,
+                ctx.max_segment_len,
+                self.d_model,
+                self.init_std,
+                device,
+            ),
+            blocks: (0..self.n_layers).map(|_| block.init(device)).collect(),
+            final_norm: self
+                .pre_norm
+                .then(|| LayerNormConfig::new(self.d_model).init(device)),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+impl<B: Backend> Baseline<B> {
+    /// Hidden states `[batch, len, d_model]` of one segment (before the head).
+    pub fn hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [_, len] = tokens.dims();
+        let device = tokens.device();
+        let x = self.embedding.embed(tokens);
+        let mut x = self.dropout.forward(self.positions.forward(x));
+        let mask = causal_mask::<B>(len, 0, &device);
+        for block in &self.blocks {
+            x = block.forward(x, None, Some(mask.clone()), None);
+        }
+        match &self.final_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
+        }
+    }
+}
+
+impl<B: Backend> SegmentModel<B> for Baseline<B> {
+    type Memory = NoMemory;
+
+    fn init_memory(&self, _batch: usize, _device: &B::Device) -> NoMemory {
+        NoMemory
+    }
+
+    fn forward_segment(&self, tokens: Tensor<B, 2, Int>, memory: NoMemory) -> SegmentOutput<B, NoMemory> {
+        SegmentOutput::new(self.embedding.logits(self.hidden(tokens)), memory)
+    }
+
+    fn memory_floats_per_sequence(&self) -> usize {
+        0
+    }
+
+    fn name(&self) -> &'static str {
+        "baseline"
+    }
+}

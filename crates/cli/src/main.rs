@@ -1,0 +1,168 @@
+//! `memlab`: train, evaluate and compare long-memory transformers.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use memlab_cli::{
+    BackendKind, csv_table, load_config, markdown_table, metric_name, registry, run_compare,
+    run_eval, run_train,
+};
+use memlab_core::Split;
+use memlab_core::checkpoint::write_atomically;
+use memlab_core::train::run_dir;
+
+#[derive(Parser)]
+#[command(name = "memlab", version, about = "Train, compare and benchmark long-memory transformers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the [model] of a config; writes config.toml, metrics.jsonl and
+    /// checkpoint.mpk into run.out_dir/run.name.
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        backend: BackendKind,
+        /// Override a config value, e.g. `--set train.lr=0.001` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue from the run directory's checkpoint, if there is one.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Evaluate the checkpoint of a run directory.
+    Eval {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        backend: BackendKind,
+        /// Split to evaluate on: valid or test.
+        #[arg(long, default_value = "valid", value_parser = parse_split)]
+        split: Split,
+        /// Number of batches (default: the run's train.eval_batches).
+        #[arg(long)]
+        batches: Option<usize>,
+    },
+    /// Train every model of [compare] under every setting on the same task and
+    /// seed; print a Markdown table and write compare.md and compare.csv.
+    Compare {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        backend: BackendKind,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// List the registered architectures and task kinds.
+    Models,
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "valid" => Ok(Split::Valid),
+        "test" => Ok(Split::Test),
+        "train" => Ok(Split::Train),
+        other => Err(format!("unknown split {other:?}; use valid, test or train")),
+    }
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Train {
+            config,
+            backend,
+            overrides,
+            resume,
+        } => {
+            let config = load_config(&config, &overrides)?;
+            let report = run_train(&config, backend, resume, progress)?;
+            if report.resumed_from > 0 {
+                println!("resumed from step {}", report.resumed_from);
+            }
+            println!(
+                "{}: {} parameters, {} memory floats/seq, {} steps on {backend}",
+                report.model.name,
+                report.model.parameters,
+                report.model.memory_floats_per_sequence,
+                report.steps
+            );
+            println!(
+                "valid {} {:.4} (loss {:.4}, accuracy {:.4}); train {:.0} tokens/s",
+                metric_name(report.eval.metric),
+                report.eval.value,
+                report.eval.loss,
+                report.eval.accuracy,
+                report.tokens_per_second
+            );
+            println!("run directory: {}", report.run_dir.display());
+        }
+        Command::Eval {
+            run,
+            backend,
+            split,
+            batches,
+        } => {
+            let report = run_eval(&run, backend, split, batches)?;
+            println!(
+                "{} at step {} on {:?}: {} {:.4}, loss {:.4}, accuracy {:.4}, exact match {:.4}",
+                report.arch,
+                report.step,
+                report.split,
+                metric_name(report.eval.metric),
+                report.eval.value,
+                report.eval.loss,
+                report.eval.accuracy,
+                report.eval.exact_match
+            );
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Compare {
+            config,
+            backend,
+            overrides,
+        } => {
+            let config = load_config(&config, &overrides)?;
+            let rows = run_compare(&config, backend, progress, |row| {
+                eprintln!(
+                    "done: {} / {}: {} {:.4}",
+                    row.setting,
+                    row.model,
+                    metric_name(row.metric),
+                    row.value
+                );
+            })?;
+            let table = markdown_table(&rows);
+            println!("{table}");
+            let dir = run_dir(&config);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            write_atomically(&dir.join("compare.md"), table.as_bytes())?;
+            write_atomically(&dir.join("compare.csv"), csv_table(&rows).as_bytes())?;
+            println!("wrote {} and compare.csv", dir.join("compare.md").display());
+        }
+        Command::Models => {
+            println!("architectures:");
+            for (name, summary) in registry::SUMMARIES {
+                println!("  {name:<16} {summary}");
+            }
+            println!("tasks:");
+            for kind in memlab_tasks::KINDS {
+                println!("  {kind}");
+            }
+        }
+    }
+    Ok(())
+}

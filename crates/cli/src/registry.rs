@@ -1,0 +1,5 @@
+//! The model registry: one line per architecture crate.
+
+memlab_core::architectures! {
+    memlab_baseline::BaselineArch,
+}

@@ -1,0 +1,491 @@
+//! Experiment configuration: TOML files parsed strictly (unknown fields are
+//! rejected) and validated, with every error naming the offending field by
+//! its dotted path (`model.heads`, `train.lr`, ...).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A configuration error that names the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `model.heads`; empty for the whole file.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Prefixes the field path with a section name (`heads` -> `model.heads`).
+    pub fn within(mut self, section: &str) -> Self {
+        self.field = join_path(section, &self.field);
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid config: {}", self.message)
+        } else {
+            write!(f, "invalid config: `{}` {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn join_path(section: &str, field: &str) -> String {
+    match (section.is_empty(), field.is_empty()) {
+        (true, _) => field.to_string(),
+        (_, true) => section.to_string(),
+        _ => format!("{section}.{field}"),
+    }
+}
+
+/// Types whose values can be checked beyond what their types express.
+pub trait Validate {
+    /// Checks every value; field paths in the error are relative to `self`.
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Small helpers so that validation code reads like the rules it enforces.
+pub mod check {
+    use super::ConfigError;
+
+    pub fn positive(field: &str, value: usize) -> Result<(), ConfigError> {
+        if value == 0 {
+            return Err(ConfigError::new(field, "must be at least 1, got 0"));
+        }
+        Ok(())
+    }
+
+    pub fn probability(field: &str, value: f64) -> Result<(), ConfigError> {
+        if !(0.0..1.0).contains(&value) {
+            return Err(ConfigError::new(
+                field,
+                format!("must be in [0, 1), got {value}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn positive_f64(field: &str, value: f64) -> Result<(), ConfigError> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(ConfigError::new(
+                field,
+                format!("must be a finite number > 0, got {value}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn non_negative_f64(field: &str, value: f64) -> Result<(), ConfigError> {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(ConfigError::new(
+                field,
+                format!("must be a finite number >= 0, got {value}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn divides(field: &str, value: usize, by_field: &str, by: usize) -> Result<(), ConfigError> {
+        if by == 0 || value % by != 0 {
+            return Err(ConfigError::new(
+                field,
+                format!("({value}) must be divisible by `{by_field}` ({by})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes `value` into `T`, rejecting unknown fields (when `T` says
+/// `deny_unknown_fields`) and naming the failing field as `section.path`.
+pub fn from_value<T: DeserializeOwned>(value: toml::Value, section: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = err.into_inner();
+        // serde reports unknown fields at the enclosing path; name the field itself.
+        let message = inner.to_string();
+        let field = match unknown_field_name(&message) {
+            Some(name) => join_path(&path, name),
+            None => path,
+        };
+        ConfigError::new(join_path(section, &field), message)
+    })
+}
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Deserializes and validates a section.
+pub fn parse_section<T: DeserializeOwned + Validate>(
+    value: toml::Value,
+    section: &str,
+) -> Result<T, ConfigError> {
+    let parsed: T = from_value(value, section)?;
+    parsed.validate().map_err(|e| e.within(section))?;
+    Ok(parsed)
+}
+
+/// Applies `key=value` overrides (`--set train.lr=0.001`) to a TOML document.
+/// The value is parsed as a TOML value (`3`, `0.5`, `true`, `"x"`, `[1, 2]`);
+/// anything that does not parse is taken as a string.
+pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        ConfigError::new(
+            "",
+            format!("override `{assignment}` must have the form key=value"),
+        )
+    })?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(ConfigError::new(
+            key,
+            format!("override `{assignment}` has an empty key"),
+        ));
+    }
+    let value = parse_toml_value(raw.trim());
+    set_path(doc, key, value)
+}
+
+fn parse_toml_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Sets a dotted key in a TOML table, creating intermediate tables.
+pub fn set_path(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split yields at least one part");
+    let mut table = doc;
+    let mut walked = String::new();
+    for part in parts {
+        walked = join_path(&walked, part);
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::new(walked.clone(), "is not a table"))?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// Reads a TOML file into a table, with errors that name the file.
+pub fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new("", format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    parse_toml(&text).map_err(|e| {
+        ConfigError::new(e.field, format!("in {}: {}", path.display(), e.message))
+    })
+}
+
+/// Parses TOML text into a table.
+pub fn parse_toml(text: &str) -> Result<toml::Table, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::new("", format!("not valid TOML: {e}")))
+}
+
+/// Removes the string-valued tag key (e.g. `arch`, `kind`) from a table and
+/// returns it with the remaining table, for configs that choose a type by name.
+pub fn take_tag(
+    mut table: toml::Table,
+    tag: &str,
+    section: &str,
+) -> Result<(String, toml::Table), ConfigError> {
+    match table.remove(tag) {
+        Some(toml::Value::String(name)) => Ok((name, table)),
+        Some(other) => Err(ConfigError::new(
+            join_path(section, tag),
+            format!("must be a string, got {}", other.type_str()),
+        )),
+        None => Err(ConfigError::new(join_path(section, tag), "is missing")),
+    }
+}
+
+/// How far gradients flow back through the memory carried between segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BpttDepth {
+    /// Gradients flow through every segment of the rollout.
+    #[default]
+    Full,
+    /// Gradients flow through at most `k` memory transitions: the memory is
+    /// detached before segments `k+1, 2(k+1), ...` (truncated BPTT in windows
+    /// of `k+1` segments); `0` detaches after every segment.
+    Segments(usize),
+}
+
+impl Serialize for BpttDepth {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BpttDepth::Full => s.serialize_str("full"),
+            BpttDepth::Segments(k) => s.serialize_u64(*k as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BpttDepth {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(k) if k >= 0 => Ok(BpttDepth::Segments(k as usize)),
+            Raw::Int(k) => Err(serde::de::Error::custom(format!(
+                "bptt depth must be \"full\" or a number >= 0, got {k}"
+            ))),
+            Raw::Str(s) if s == "full" => Ok(BpttDepth::Full),
+            Raw::Str(s) => Err(serde::de::Error::custom(format!(
+                "bptt depth must be \"full\" or a number >= 0, got \"{s}\""
+            ))),
+        }
+    }
+}
+
+impl BpttDepth {
+    /// Whether the memory entering segment `index` (0-based) is detached.
+    /// The first segment's memory is never detached here: it is either the
+    /// model's (possibly learned) initial memory, or memory carried over from
+    /// a previous batch, which the caller detaches.
+    pub fn detach_before(&self, index: usize) -> bool {
+        match self {
+            BpttDepth::Full => false,
+            BpttDepth::Segments(k) => index > 0 && index % (k + 1) == 0,
+        }
+    }
+}
+
+impl fmt::Display for BpttDepth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BpttDepth::Full => write!(f, "full"),
+            BpttDepth::Segments(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+/// `[run]`: where and how a run is recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Name of the run; its directory is `out_dir/name`.
+    pub name: String,
+    /// Parent directory of run directories.
+    pub out_dir: String,
+    /// Seed for parameter initialisation, data and dropout.
+    pub seed: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            out_dir: "runs".into(),
+            seed: 42,
+        }
+    }
+}
+
+impl Validate for RunConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
+            return Err(ConfigError::new(
+                "name",
+                format!("must be a plain directory name, got {:?}", self.name),
+            ));
+        }
+        if self.out_dir.is_empty() {
+            return Err(ConfigError::new("out_dir", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// `[train]`: optimisation and the segment runner's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Number of optimizer steps.
+    pub steps: usize,
+    /// Sequences per batch.
+    pub batch_size: usize,
+    /// Segment length the runner splits sequences into.
+    pub segment_len: usize,
+    /// BPTT depth through memory: `"full"` or a number of segments.
+    pub bptt_depth: BpttDepth,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// Final learning rate of the cosine decay.
+    pub min_lr: f64,
+    /// Linear warm-up steps before the cosine decay.
+    pub warmup_steps: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Gradient clipping by norm (Burn clips each parameter tensor); 0 = off.
+    pub grad_clip: f64,
+    /// Evaluate every this many steps (and at the end); 0 = only at the end.
+    pub eval_every: usize,
+    /// Batches per evaluation.
+    pub eval_batches: usize,
+    /// Write a checkpoint every this many steps (and at the end); 0 = only at the end.
+    pub checkpoint_every: usize,
+    /// Log training figures to metrics.jsonl every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 32,
+            segment_len: 24,
+            bptt_depth: BpttDepth::Full,
+            lr: 1e-3,
+            min_lr: 1e-5,
+            warmup_steps: 100,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            eval_every: 0,
+            eval_batches: 4,
+            checkpoint_every: 0,
+            log_every: 10,
+        }
+    }
+}
+
+impl Validate for TrainConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check::positive("steps", self.steps)?;
+        check::positive("batch_size", self.batch_size)?;
+        check::positive("segment_len", self.segment_len)?;
+        check::positive("eval_batches", self.eval_batches)?;
+        check::positive("log_every", self.log_every)?;
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
+            return Err(ConfigError::new(
+                "lr",
+                format!("must be in (0, 1], got {}", self.lr),
+            ));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0 && self.min_lr <= self.lr) {
+            return Err(ConfigError::new(
+                "min_lr",
+                format!("must be in [0, lr = {}], got {}", self.lr, self.min_lr),
+            ));
+        }
+        if self.warmup_steps >= self.steps {
+            return Err(ConfigError::new(
+                "warmup_steps",
+                format!(
+                    "({}) must be smaller than `steps` ({})",
+                    self.warmup_steps, self.steps
+                ),
+            ));
+        }
+        check::non_negative_f64("weight_decay", self.weight_decay)?;
+        check::non_negative_f64("grad_clip", self.grad_clip)?;
+        Ok(())
+    }
+}
+
+/// One setting of a comparison: a label and `key=value` overrides applied to
+/// the whole config (e.g. `task.length = 24`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSetting {
+    pub label: String,
+    #[serde(default)]
+    pub set: toml::Table,
+}
+
+/// `[compare]`: which models and settings `memlab compare` runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    /// Model tables, each with `arch` and its fields; `label` names the row.
+    pub models: Vec<toml::Table>,
+    /// Settings (columns of the matrix); one unnamed setting when empty.
+    #[serde(default)]
+    pub settings: Vec<CompareSetting>,
+}
+
+/// A whole experiment file. Task and model tables stay raw here: the tasks
+/// crate and the model registry parse them by their `kind` / `arch` tag.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    #[serde(default)]
+    pub run: RunConfig,
+    pub task: toml::Table,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub model: Option<toml::Table>,
+    #[serde(default)]
+    pub compare: Option<CompareConfig>,
+}
+
+impl ExperimentConfig {
+    /// Parses and validates a document (after any overrides were applied).
+    pub fn from_table(table: toml::Table) -> Result<Self, ConfigError> {
+        let config: ExperimentConfig = from_value(toml::Value::Table(table), "")?;
+        config.run.validate().map_err(|e| e.within("run"))?;
+        config.train.validate().map_err(|e| e.within("train"))?;
+        if let Some(compare) = &config.compare {
+            if compare.models.is_empty() {
+                return Err(ConfigError::new("compare.models", "must list at least one model"));
+            }
+            for (i, s) in compare.settings.iter().enumerate() {
+                if s.label.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("compare.settings[{i}].label"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads a file, applies `key=value` overrides, parses and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table = read_toml(path)?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        Self::from_table(table)
+    }
+
+    /// The document as TOML text (what a run directory's config.toml holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("an experiment config always serializes")
+    }
+
+    /// The `[model]` table, or an error naming it when absent.
+    pub fn model_table(&self) -> Result<&toml::Table, ConfigError> {
+        self.model
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("model", "is missing (`memlab train` needs a [model] table)"))
+    }
+}

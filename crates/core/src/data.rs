@@ -1,0 +1,146 @@
+//! What a task hands the segment runner: long sequences of input tokens,
+//! target tokens and a loss mask, built on the host and checked before they
+//! reach a model.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Which split a batch is drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    /// A number mixed into seeds so that splits never share examples.
+    pub fn seed_salt(self) -> u64 {
+        match self {
+            Split::Train => 0x7472_6169_6e00_0000,
+            Split::Valid => 0x7661_6c69_6400_0000,
+            Split::Test => 0x7465_7374_0000_0000,
+        }
+    }
+}
+
+/// The figure a task is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Fraction of masked target tokens predicted exactly.
+    TokenAccuracy,
+    /// Fraction of sequences whose masked tokens are all right.
+    ExactMatch,
+    /// Bits per character (loss / ln 2).
+    BitsPerCharacter,
+    /// exp(loss).
+    Perplexity,
+}
+
+/// A batch of sequences on the host: `inputs`, `targets` and `mask` are
+/// row-major `[batch, len]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    pub batch: usize,
+    pub len: usize,
+    pub inputs: Vec<i64>,
+    pub targets: Vec<i64>,
+    /// 1 where the loss and metrics count a position, 0 elsewhere.
+    pub mask: Vec<f32>,
+}
+
+/// A token id that does not fit the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError(pub String);
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+impl HostBatch {
+    /// Checks the shapes and that every token id is in `0..vocab_size`.
+    pub fn validate(&self, vocab_size: usize) -> Result<(), BatchError> {
+        let n = self.batch * self.len;
+        if self.batch == 0 || self.len == 0 {
+            return Err(BatchError(format!(
+                "empty batch: {} sequences of {} tokens",
+                self.batch, self.len
+            )));
+        }
+        for (name, len) in [
+            ("inputs", self.inputs.len()),
+            ("targets", self.targets.len()),
+            ("mask", self.mask.len()),
+        ] {
+            if len != n {
+                return Err(BatchError(format!(
+                    "{name} hold {len} values, expected batch {} x len {} = {n}",
+                    self.batch, self.len
+                )));
+            }
+        }
+        for (name, ids) in [("input", &self.inputs), ("target", &self.targets)] {
+            if let Some((i, &id)) = ids
+                .iter()
+                .enumerate()
+                .find(|&(_, &id)| id < 0 || id as usize >= vocab_size)
+            {
+                return Err(BatchError(format!(
+                    "{name} token id {id} at sequence {}, position {} is outside the vocabulary 0..{vocab_size}",
+                    i / self.len,
+                    i % self.len
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of positions the loss counts.
+    pub fn masked_tokens(&self) -> usize {
+        self.mask.iter().filter(|&&m| m > 0.0).count()
+    }
+
+    /// Checks the batch against the vocabulary and moves it to `device`.
+    pub fn to_device<B: Backend>(
+        &self,
+        vocab_size: usize,
+        device: &B::Device,
+    ) -> Result<SequenceBatch<B>, BatchError> {
+        self.validate(vocab_size)?;
+        let shape = [self.batch, self.len];
+        Ok(SequenceBatch {
+            inputs: Tensor::from_data(TensorData::new(self.inputs.clone(), shape), device),
+            targets: Tensor::from_data(TensorData::new(self.targets.clone(), shape), device),
+            mask: Tensor::from_data(TensorData::new(self.mask.clone(), shape), device),
+        })
+    }
+}
+
+/// A batch on a device: `[batch, len]` each.
+#[derive(Debug, Clone)]
+pub struct SequenceBatch<B: Backend> {
+    pub inputs: Tensor<B, 2, Int>,
+    pub targets: Tensor<B, 2, Int>,
+    pub mask: Tensor<B, 2>,
+}
+
+/// A source of batches. Generators are seeded and deterministic: the same
+/// `(split, index)` always gives the same batch.
+pub trait Task: Send + Sync {
+    /// Short name, e.g. `copy`.
+    fn name(&self) -> String;
+    /// Token ids are `0..vocab_size`.
+    fn vocab_size(&self) -> usize;
+    /// Length of every sequence the task yields.
+    fn seq_len(&self) -> usize;
+    /// The figure the task is judged by.
+    fn metric(&self) -> Metric;
+    /// Batch number `index` of `split`.
+    fn batch(&self, split: Split, index: u64, batch_size: usize) -> HostBatch;
+}

@@ -1,0 +1,169 @@
+//! Multi-head scaled dot-product attention (Vaswani et al., 2017, §3.2),
+//! with an arbitrary boolean mask and an optional additive bias on the scores
+//! (what Transformer-XL's relative positions, RMT's memory layout and
+//! Memformer's slot attention all need).
+//!
+//! Mask convention (Burn's): `true` marks a key a query must NOT attend to.
+//! A query whose keys are all masked gets a zero output.
+
+use burn::module::Initializer;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+/// Configuration of [`MultiHeadAttention`].
+#[derive(Config, Debug)]
+pub struct MultiHeadAttentionConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Size of each head; `d_model / n_heads` when absent.
+    #[config(default = "None")]
+    pub d_head: Option<usize>,
+    /// Dropout on the attention probabilities.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Whether the projections have biases.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Standard deviation of the N(0, std²) weight initialisation.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+}
+
+/// Multi-head attention: `softmax(QKᵀ/√d + bias, masked) V`, projected.
+#[derive(Module, Debug)]
+pub struct MultiHeadAttention<B: Backend> {
+    pub query: Linear<B>,
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    pub output: Linear<B>,
+    pub dropout: Dropout,
+    pub n_heads: usize,
+    pub d_head: usize,
+}
+
+impl MultiHeadAttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> MultiHeadAttention<B> {
+        let d_head = self.d_head.unwrap_or(self.d_model / self.n_heads);
+        let inner = d_head * self.n_heads;
+        let linear = |d_in, d_out| {
+            LinearConfig::new(d_in, d_out)
+                .with_bias(self.bias)
+                .with_initializer(normal_init(self.init_std))
+                .init(device)
+        };
+        MultiHeadAttention {
+            query: linear(self.d_model, inner),
+            key: linear(self.d_model, inner),
+            value: linear(self.d_model, inner),
+            output: linear(inner, self.d_model),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            n_heads: self.n_heads,
+            d_head,
+        }
+    }
+}
+
+/// N(0, std²), the initialisation of GPT-2 and Transformer-XL.
+pub fn normal_init(std: f64) -> Initializer {
+    Initializer::Normal { mean: 0.0, std }
+}
+
+impl<B: Backend> MultiHeadAttention<B> {
+    /// Attention of `x` `[batch, q, d]` over `context` `[batch, k, d]` (`x`
+    /// itself when `None`). `mask` and `bias` broadcast to `[batch, heads, q, k]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        context: Option<Tensor<B, 3>>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        bias: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = split_heads(self.query.forward(x), self.n_heads);
+        let k = split_heads(self.key.forward(context.clone()), self.n_heads);
+        let v = split_heads(self.value.forward(context), self.n_heads);
+        let heads = scaled_dot_product_attention(q, k, v, mask, bias, &self.dropout);
+        self.output.forward(merge_heads(heads))
+    }
+}
+
+/// `[batch, len, heads * d_head]` -> `[batch, heads, len, d_head]`.
+pub fn split_heads<B: Backend>(x: Tensor<B, 3>, n_heads: usize) -> Tensor<B, 4> {
+    let [batch, len, d] = x.dims();
+    x.reshape([batch, len, n_heads, d / n_heads]).swap_dims(1, 2)
+}
+
+/// `[batch, heads, len, d_head]` -> `[batch, len, heads * d_head]`.
+pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [batch, heads, len, d_head] = x.dims();
+    x.swap_dims(1, 2).reshape([batch, len, heads * d_head])
+}
+
+/// `softmax(q kᵀ / √d_head + bias, masked) v` for `q` `[b, h, q, d]`,
+/// `k`/`v` `[b, h, k, d]`.
+///
+/// Uses Burn's fused `attention` op, which is exact for masks and biases;
+/// when attention dropout is active (training with `p > 0`), the probabilities
+/// must be materialised, so the unfused [`attention_reference`] runs instead.
+pub fn scaled_dot_product_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    bias: Option<Tensor<B, 4>>,
+    dropout: &Dropout,
+) -> Tensor<B, 4> {
+    let [batch, heads, q_len, _] = q.dims();
+    let k_len = k.dims()[2];
+    let full = [batch, heads, q_len, k_len];
+    let mask = mask.map(|m| m.expand(full));
+    let bias = bias.map(|b| b.expand(full));
+    if dropout.prob > 0.0 && B::ad_enabled(&q.device()) {
+        return attention_reference(q, k, v, mask, bias, Some(dropout));
+    }
+    attention(q, k, v, mask, bias, AttentionModuleOptions::default())
+}
+
+/// The unfused attention: scores, mask, bias, softmax, dropout, values.
+/// Reference for the fused op and the path used with attention dropout.
+pub fn attention_reference<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    bias: Option<Tensor<B, 4>>,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
+    let d_head = q.dims()[3];
+    let mut scores = q.matmul(k.transpose()) / (d_head as f64).sqrt();
+    if let Some(bias) = bias {
+        scores = scores + bias;
+    }
+    let mut probs = match mask {
+        Some(mask) => {
+            // A large finite fill keeps fully-masked rows finite; they are zeroed below.
+            let probs = softmax(scores.mask_fill(mask.clone(), -1.0e30), 3);
+            probs.mask_fill(mask, 0.0)
+        }
+        None => softmax(scores, 3),
+    };
+    if let Some(dropout) = dropout {
+        probs = dropout.forward(probs);
+    }
+    probs.matmul(v)
+}
+
+/// Causal mask `[1, 1, q_len, mem_len + q_len]` for a segment preceded by
+/// `mem_len` cached positions: query `i` sees every cached position and
+/// segment positions `j <= i` (`true` = masked).
+pub fn causal_mask<B: Backend>(
+    q_len: usize,
+    mem_len: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    Tensor::<B, 2, Bool>::tril_mask([q_len, mem_len + q_len], mem_len as i64, device)
+        .reshape([1, 1, q_len, mem_len + q_len])
+}

@@ -1,0 +1,16 @@
+//! Layers shared by every architecture; never copy them into a model crate.
+
+pub mod attention;
+pub mod block;
+pub mod embedding;
+pub mod feed_forward;
+pub mod positions;
+
+pub use attention::{
+    MultiHeadAttention, MultiHeadAttentionConfig, attention_reference, causal_mask, merge_heads,
+    normal_init, scaled_dot_product_attention, split_heads,
+};
+pub use block::{TransformerBlock, TransformerBlockConfig};
+pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
+pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
+pub use positions::{AbsolutePositions, PositionKind, sinusoids};

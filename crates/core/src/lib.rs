@@ -1,0 +1,26 @@
+//! memlab-core: the contract between memlab's crates and what they share.
+//!
+//! - [`model`]: [`SegmentModel`] and [`MemoryState`], what every architecture implements;
+//! - [`layers`]: attention, positions, feed-forward, blocks, embeddings;
+//! - [`runner`]: the segment runner (segmenting, memory, BPTT depth, masked loss);
+//! - [`train`]: the training loop, evaluation, checkpoints and resume;
+//! - [`registry`]: how architecture crates make themselves known;
+//! - [`config`]: strict TOML configs with field-named errors;
+//! - [`data`]: the [`Task`] interface tasks implement.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod layers;
+pub mod model;
+pub mod registry;
+pub mod runner;
+pub mod train;
+
+pub use config::{BpttDepth, ConfigError, ExperimentConfig, Validate};
+pub use data::{HostBatch, Metric, SequenceBatch, Split, Task};
+pub use model::{
+    MemoryError, MemoryState, ModelContext, ModelDescription, NoMemory, SegmentModel,
+    SegmentOutput, TensorMemory,
+};
+pub use registry::{Architecture, ArchitectureVisitor, ModelSpec};

@@ -1,0 +1,133 @@
+//! The model registry. Each architecture crate implements [`Architecture`]
+//! (a name, a serde config, a constructor); one line in the CLI's registry
+//! (`memlab_core::architectures!`) makes it available to `memlab train`,
+//! `compare`, `bench` and the benchmarks, with nothing else to change.
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{ConfigError, Validate, parse_section, take_tag};
+use crate::model::{ModelContext, SegmentModel};
+
+/// An architecture: its registry name, config type and constructors.
+///
+/// `Model<B>` is the model on any backend; `TrainModel<B>` is the same type on
+/// an autodiff backend, with the bound Burn's optimizers need (in every
+/// implementation both are the same struct: `type TrainModel<B> = Model<B>`).
+pub trait Architecture: 'static {
+    /// Name used in configs (`arch = "..."`) and tables.
+    const NAME: &'static str;
+    /// One line for `memlab models`.
+    const SUMMARY: &'static str;
+
+    /// The `[model]` table, without its `arch` key.
+    type Config: Serialize + DeserializeOwned + Validate + Default + Clone + std::fmt::Debug;
+
+    type Model<B: Backend>: SegmentModel<B>;
+    type TrainModel<B: AutodiffBackend>: SegmentModel<B>
+        + AutodiffModule<B, InnerModule = Self::Model<B::InnerBackend>>;
+
+    /// Checks the config against the task (e.g. sizes that must agree).
+    fn check(config: &Self::Config, ctx: &ModelContext) -> Result<(), ConfigError> {
+        let _ = (config, ctx);
+        Ok(())
+    }
+
+    fn init<B: Backend>(config: &Self::Config, ctx: &ModelContext, device: &B::Device)
+    -> Self::Model<B>;
+
+    fn init_train<B: AutodiffBackend>(
+        config: &Self::Config,
+        ctx: &ModelContext,
+        device: &B::Device,
+    ) -> Self::TrainModel<B>;
+}
+
+/// Parses a `[model]` table (with its `arch` key removed) for architecture `A`.
+pub fn parse_model_config<A: Architecture>(
+    table: toml::Table,
+    ctx: &ModelContext,
+) -> Result<A::Config, ConfigError> {
+    let config: A::Config = parse_section(toml::Value::Table(table), "model")?;
+    A::check(&config, ctx).map_err(|e| e.within("model"))?;
+    Ok(config)
+}
+
+/// Work that is generic over the architecture: the registry calls
+/// `visit::<A>()` with the architecture named in a config.
+pub trait ArchitectureVisitor {
+    type Output;
+    fn visit<A: Architecture>(self) -> Self::Output;
+}
+
+/// A model table split into its architecture name, optional row label and
+/// the remaining fields.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub arch: String,
+    pub label: String,
+    pub fields: toml::Table,
+}
+
+impl ModelSpec {
+    /// Splits `arch` (required) and `label` (optional, defaults to `arch`).
+    pub fn from_table(table: &toml::Table, section: &str) -> Result<Self, ConfigError> {
+        let (arch, mut fields) = take_tag(table.clone(), "arch", section)?;
+        let label = match fields.remove("label") {
+            None => arch.clone(),
+            Some(toml::Value::String(s)) if !s.is_empty() => s,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    format!("{section}.label"),
+                    format!("must be a non-empty string, got {other}"),
+                ));
+            }
+        };
+        Ok(Self {
+            arch,
+            label,
+            fields,
+        })
+    }
+}
+
+/// Declares the registry: the list of architectures, with `NAMES`,
+/// `SUMMARIES` and `dispatch(name, visitor)`.
+///
+/// ```ignore
+/// memlab_core::architectures! {
+///     memlab_baseline::Baseline,
+/// }
+/// ```
+#[macro_export]
+macro_rules! architectures {
+    ($($arch:ty),+ $(,)?) => {
+        /// Registry names of every architecture, in registry order.
+        pub const NAMES: &[&str] = &[$(<$arch as $crate::registry::Architecture>::NAME),+];
+
+        /// `(name, summary)` of every architecture.
+        pub const SUMMARIES: &[(&str, &str)] = &[$((
+            <$arch as $crate::registry::Architecture>::NAME,
+            <$arch as $crate::registry::Architecture>::SUMMARY,
+        )),+];
+
+        /// Runs `visitor` with the architecture called `name`.
+        pub fn dispatch<V: $crate::registry::ArchitectureVisitor>(
+            name: &str,
+            visitor: V,
+        ) -> Result<V::Output, $crate::config::ConfigError> {
+            $(
+                if name == <$arch as $crate::registry::Architecture>::NAME {
+                    return Ok(visitor.visit::<$arch>());
+                }
+            )+
+            Err($crate::config::ConfigError::new(
+                "model.arch",
+                format!("unknown architecture {name:?}; known: {}", NAMES.join(", ")),
+            ))
+        }
+    };
+}

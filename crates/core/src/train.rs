@@ -1,0 +1,423 @@
+//! The training loop, shared by every architecture: Burn's AdamW with
+//! gradient clipping, linear warm-up times cosine decay (Burn's schedulers),
+//! seeded and reproducible, periodic evaluation, atomic checkpoints with the
+//! optimizer state, and resume.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use burn::module::AutodiffModule;
+use burn::optim::lr_scheduler::LrScheduler;
+use burn::optim::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
+use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, write_atomically};
+use crate::config::{BpttDepth, ExperimentConfig, TrainConfig};
+use crate::data::{BatchError, Metric, Split, Task};
+use crate::model::{ModelContext, ModelDescription, SegmentModel};
+use crate::registry::Architecture;
+use crate::runner::{RolloutFigures, run_segments};
+
+/// Anything that stops a run.
+#[derive(Debug)]
+pub enum TrainError {
+    Batch(BatchError),
+    Checkpoint(CheckpointError),
+    Io(PathBuf, std::io::Error),
+    Resume(String),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Batch(e) => write!(f, "bad batch: {e}"),
+            TrainError::Checkpoint(e) => write!(f, "{e}"),
+            TrainError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            TrainError::Resume(why) => write!(f, "cannot resume: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<BatchError> for TrainError {
+    fn from(e: BatchError) -> Self {
+        TrainError::Batch(e)
+    }
+}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        TrainError::Checkpoint(e)
+    }
+}
+
+/// Figures of an evaluation over several batches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalFigures {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub exact_match: f64,
+    /// The task's own metric (accuracy, exact match, bits/char or perplexity).
+    pub metric: Metric,
+    pub value: f64,
+    pub tokens: f64,
+    /// Mean accuracy of each segment position (over batches).
+    pub segment_accuracy: Vec<f64>,
+}
+
+impl EvalFigures {
+    fn from_rollouts(metric: Metric, rollouts: &[RolloutFigures]) -> Self {
+        let tokens: f64 = rollouts.iter().map(|r| r.tokens).sum();
+        let sequences: usize = rollouts.iter().map(|r| r.sequences).sum();
+        let weighted = |f: fn(&RolloutFigures) -> f64| {
+            if tokens > 0.0 {
+                rollouts.iter().map(|r| f(r) * r.tokens).sum::<f64>() / tokens
+            } else {
+                0.0
+            }
+        };
+        let loss = weighted(|r| r.loss);
+        let accuracy = weighted(|r| r.accuracy);
+        let exact_match = rollouts
+            .iter()
+            .map(|r| r.exact_match * r.sequences as f64)
+            .sum::<f64>()
+            / sequences.max(1) as f64;
+        let n_segments = rollouts.iter().map(|r| r.segments.len()).max().unwrap_or(0);
+        let segment_accuracy = (0..n_segments)
+            .map(|i| {
+                let (c, t) = rollouts
+                    .iter()
+                    .filter_map(|r| r.segments.get(i))
+                    .fold((0.0, 0.0), |(c, t), s| (c + s.accuracy * s.tokens, t + s.tokens));
+                if t > 0.0 { c / t } else { 0.0 }
+            })
+            .collect();
+        let value = match metric {
+            Metric::TokenAccuracy => accuracy,
+            Metric::ExactMatch => exact_match,
+            Metric::BitsPerCharacter => loss / std::f64::consts::LN_2,
+            Metric::Perplexity => loss.exp(),
+        };
+        Self {
+            loss,
+            accuracy,
+            exact_match,
+            metric,
+            value,
+            tokens,
+            segment_accuracy,
+        }
+    }
+}
+
+/// Evaluates `model` on `batches` batches of `split` (fresh memory per batch).
+pub fn evaluate<B: Backend, M: SegmentModel<B>>(
+    model: &M,
+    task: &dyn Task,
+    split: Split,
+    batches: usize,
+    batch_size: usize,
+    segment_len: usize,
+    device: &B::Device,
+) -> Result<EvalFigures, TrainError> {
+    let mut rollouts = Vec::with_capacity(batches);
+    for index in 0..batches {
+        let batch = task
+            .batch(split, index as u64, batch_size)
+            .to_device::<B>(task.vocab_size(), device)?;
+        let memory = model.init_memory(batch_size, device);
+        let rollout = run_segments(model, &batch, segment_len, BpttDepth::Full, memory);
+        rollouts.push(rollout.figures());
+    }
+    Ok(EvalFigures::from_rollouts(task.metric(), &rollouts))
+}
+
+/// How a run is shown and where it is recorded.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The run directory (config.toml, metrics.jsonl, checkpoint.mpk).
+    pub run_dir: PathBuf,
+    /// Continue from the run directory's checkpoint when there is one.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub model: ModelDescription,
+    pub steps: usize,
+    /// Step the run started from (0, or the resumed checkpoint's step).
+    pub resumed_from: usize,
+    pub final_train_loss: f64,
+    pub eval: EvalFigures,
+    /// Training throughput (input tokens per second, excluding evaluation).
+    pub tokens_per_second: f64,
+    pub run_dir: PathBuf,
+}
+
+/// Linear warm-up from `lr / warmup` to `lr`, times a cosine decay from `lr`
+/// to `min_lr` over all steps: Burn's schedulers composed by product.
+pub fn lr_scheduler(train: &TrainConfig) -> ComposedLrScheduler {
+    let mut config = ComposedLrSchedulerConfig::new().cosine(
+        CosineAnnealingLrSchedulerConfig::new(train.lr, train.steps).with_min_lr(train.min_lr),
+    );
+    if train.warmup_steps > 0 {
+        config = config.linear(LinearLrSchedulerConfig::new(
+            1.0 / train.warmup_steps as f64,
+            1.0,
+            train.warmup_steps,
+        ));
+    }
+    config.init().expect("train config was validated")
+}
+
+/// The seed of step `step`'s randomness (dropout), so that a resumed run
+/// draws exactly what an uninterrupted one would.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    // SplitMix64 finaliser: decorrelates consecutive steps.
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Appends JSON lines to `metrics.jsonl`.
+struct MetricsLog {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens the log; when resuming from `step`, drops lines written after it
+    /// (by the interrupted run, past its last checkpoint).
+    fn open(path: PathBuf, keep_until: Option<usize>) -> Result<Self, TrainError> {
+        let io = |e| TrainError::Io(path.clone(), e);
+        let kept = match (keep_until, path.exists()) {
+            (Some(step), true) => {
+                let reader = BufReader::new(fs::File::open(&path).map_err(io)?);
+                let mut kept = String::new();
+                for line in reader.lines() {
+                    let line = line.map_err(io)?;
+                    let line_step = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+                    if matches!(line_step, Some(s) if s as usize <= step) {
+                        kept.push_str(&line);
+                        kept.push('\n');
+                    }
+                }
+                kept
+            }
+            _ => String::new(),
+        };
+        write_atomically(&path, kept.as_bytes()).map_err(io)?;
+        let file = fs::OpenOptions::new().append(true).open(&path).map_err(io)?;
+        Ok(Self { file, path })
+    }
+
+    fn write(&mut self, value: serde_json::Value) -> Result<(), TrainError> {
+        writeln!(self.file, "{value}").map_err(|e| TrainError::Io(self.path.clone(), e))
+    }
+}
+
+/// Trains architecture `A` on `task` as `config` says, on an autodiff backend.
+pub fn train<A: Architecture, B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    model_config: &A::Config,
+    task: &dyn Task,
+    options: &TrainOptions,
+    device: &B::Device,
+) -> Result<TrainReport, TrainError> {
+    let train = &config.train;
+    let seed = config.run.seed;
+    let ctx = ModelContext {
+        vocab_size: task.vocab_size(),
+        max_segment_len: train.segment_len,
+    };
+    let run_dir = &options.run_dir;
+    fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(run_dir.clone(), e))?;
+    let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
+    let config_toml = config.to_toml();
+
+    B::seed(device, seed);
+    let mut model = A::init_train::<B>(model_config, &ctx, device);
+    let mut optimizer = AdamWConfig::new()
+        .with_weight_decay(train.weight_decay as f32)
+        .with_grad_clipping(
+            (train.grad_clip > 0.0)
+                .then(|| burn::grad_clipping::GradientClippingConfig::Norm(train.grad_clip as f32)),
+        )
+        .init::<B, A::TrainModel<B>>();
+    let mut scheduler = lr_scheduler(train);
+
+    let mut start_step = 0;
+    if options.resume && checkpoint_path.exists() {
+        let checkpoint = Checkpoint::load(&checkpoint_path, A::NAME)?;
+        check_resumable(&checkpoint.config_toml, config)?;
+        model = checkpoint.load_model(model, device)?;
+        optimizer = optimizer.load_record(checkpoint.optimizer_record(device)?);
+        start_step = checkpoint.step;
+        // The schedule is a pure function of the step: replay it.
+        for _ in 0..start_step {
+            scheduler.step();
+        }
+    }
+    write_atomically(&run_dir.join("config.toml"), config_toml.as_bytes())
+        .map_err(|e| TrainError::Io(run_dir.join("config.toml"), e))?;
+    let mut log = MetricsLog::open(run_dir.join("metrics.jsonl"), Some(start_step))?;
+
+    let description = model.describe();
+    let progress = if options.progress {
+        ProgressBar::new(train.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+        )
+        .expect("valid template"),
+    );
+    progress.set_prefix(description.name.clone());
+    progress.set_position(start_step as u64);
+
+    let tokens_per_step = (train.batch_size * task.seq_len()) as f64;
+    let mut train_time = Duration::ZERO;
+    let mut trained_steps = 0usize;
+    let mut last_train_loss = f64::NAN;
+    let save = |model: &A::TrainModel<B>, optimizer_record, step| {
+        Checkpoint::new::<B, _, _>(A::NAME, step, config_toml.clone(), model, optimizer_record)?
+            .save(&checkpoint_path)
+    };
+
+    for step in start_step..train.steps {
+        let started = Instant::now();
+        let lr = scheduler.step();
+        B::seed(device, step_seed(seed, step));
+        let batch = task
+            .batch(Split::Train, step as u64, train.batch_size)
+            .to_device::<B>(task.vocab_size(), device)?;
+        let memory = model.init_memory(train.batch_size, device);
+        let rollout = run_segments(&model, &batch, train.segment_len, train.bptt_depth, memory);
+        let grads = GradientsParams::from_grads(rollout.loss.backward(), &model);
+        model = optimizer.step(lr, model, grads);
+
+        let done = step + 1;
+        let log_now = done % train.log_every == 0 || done == train.steps;
+        if log_now {
+            let figures = rollout.figures(); // synchronises
+            train_time += started.elapsed();
+            trained_steps += 1;
+            last_train_loss = figures.loss;
+            let tps = tokens_per_step * trained_steps as f64 / train_time.as_secs_f64();
+            progress.set_message(format!(
+                "loss {:.4} acc {:.3} {:.0} tok/s",
+                figures.loss, figures.accuracy, tps
+            ));
+            log.write(serde_json::json!({
+                "step": done, "split": "train", "loss": figures.loss,
+                "accuracy": figures.accuracy, "aux_loss": figures.aux_loss,
+                "lr": lr, "tokens_per_second": tps,
+            }))?;
+        } else {
+            drop(rollout);
+            B::sync(device).ok();
+            train_time += started.elapsed();
+            trained_steps += 1;
+        }
+        progress.set_position(done as u64);
+
+        if train.eval_every > 0 && done % train.eval_every == 0 && done != train.steps {
+            let eval = evaluate_on_valid(&model, task, train, device)?;
+            log_eval(&mut log, done, &eval)?;
+        }
+        if train.checkpoint_every > 0 && done % train.checkpoint_every == 0 {
+            save(&model, optimizer.to_record(), done)?;
+        }
+    }
+    progress.finish_and_clear();
+
+    let eval = evaluate_on_valid(&model, task, train, device)?;
+    log_eval(&mut log, train.steps, &eval)?;
+    save(&model, optimizer.to_record(), train.steps)?;
+
+    Ok(TrainReport {
+        model: description,
+        steps: train.steps,
+        resumed_from: start_step,
+        final_train_loss: last_train_loss,
+        eval,
+        tokens_per_second: if train_time.is_zero() {
+            0.0
+        } else {
+            tokens_per_step * trained_steps as f64 / train_time.as_secs_f64()
+        },
+        run_dir: run_dir.clone(),
+    })
+}
+
+fn evaluate_on_valid<B: AutodiffBackend, M>(
+    model: &M,
+    task: &dyn Task,
+    train: &TrainConfig,
+    device: &B::Device,
+) -> Result<EvalFigures, TrainError>
+where
+    M: AutodiffModule<B>,
+    M::InnerModule: SegmentModel<B::InnerBackend>,
+{
+    evaluate::<B::InnerBackend, _>(
+        &model.valid(),
+        task,
+        Split::Valid,
+        train.eval_batches,
+        train.batch_size,
+        train.segment_len,
+        device,
+    )
+}
+
+fn log_eval(log: &mut MetricsLog, step: usize, eval: &EvalFigures) -> Result<(), TrainError> {
+    log.write(serde_json::json!({
+        "step": step, "split": "valid", "loss": eval.loss, "accuracy": eval.accuracy,
+        "exact_match": eval.exact_match, "metric": eval.metric, "value": eval.value,
+        "segment_accuracy": eval.segment_accuracy,
+    }))
+}
+
+/// A checkpoint may be resumed only with the same task, model and seed.
+fn check_resumable(saved_toml: &str, config: &ExperimentConfig) -> Result<(), TrainError> {
+    let saved: ExperimentConfig = toml::from_str(saved_toml)
+        .map_err(|e| TrainError::Resume(format!("the checkpoint's config does not parse: {e}")))?;
+    for (field, same) in [
+        ("task", saved.task == config.task),
+        ("model", saved.model == config.model),
+        ("run.seed", saved.run.seed == config.run.seed),
+        ("train.batch_size", saved.train.batch_size == config.train.batch_size),
+        ("train.segment_len", saved.train.segment_len == config.train.segment_len),
+    ] {
+        if !same {
+            return Err(TrainError::Resume(format!(
+                "`{field}` differs from the checkpoint's config; start a new run instead"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The run directory a config names: `run.out_dir / run.name`.
+pub fn run_dir(config: &ExperimentConfig) -> PathBuf {
+    Path::new(&config.run.out_dir).join(&config.run.name)
+}
