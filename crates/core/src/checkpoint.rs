@@ -14,6 +14,8 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use serde::{Deserialize, Serialize};
 
+use crate::seed::param_shapes;
+
 /// File name of the checkpoint inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.mpk";
 const MAGIC: &str = "memlab-checkpoint";
@@ -68,6 +70,8 @@ pub struct Checkpoint {
     pub step: usize,
     /// The run's config (TOML).
     pub config_toml: String,
+    /// Shapes of the model's parameters, checked before loading.
+    param_shapes: Vec<Vec<usize>>,
     #[serde(with = "serde_bytes")]
     model: Vec<u8>,
     #[serde(with = "serde_bytes")]
@@ -106,6 +110,7 @@ impl Checkpoint {
             arch: arch.into(),
             step,
             config_toml,
+            param_shapes: param_shapes::<B, M>(model),
             model: record_to_bytes::<B, _>(model.clone().into_record())?,
             optimizer: record_to_bytes::<B, _>(optimizer)?,
         })
@@ -117,6 +122,27 @@ impl Checkpoint {
         model: M,
         device: &B::Device,
     ) -> Result<M, CheckpointError> {
+        // Burn panics on a record of other sizes; compare the shapes first.
+        let expected = param_shapes::<B, M>(&model);
+        if expected.len() != self.param_shapes.len() {
+            return Err(CheckpointError::Record(format!(
+                "the checkpoint holds {} parameter tensors, the model built from the config {}",
+                self.param_shapes.len(),
+                expected.len()
+            )));
+        }
+        if let Some((i, (saved, built))) = self
+            .param_shapes
+            .iter()
+            .zip(&expected)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+        {
+            return Err(CheckpointError::Record(format!(
+                "parameter tensor {i} has shape {saved:?} in the checkpoint but {built:?} in the \
+                 model built from the config"
+            )));
+        }
         let record = record_from_bytes::<B, M::Record>(self.model.clone(), device)?;
         Ok(model.load_record(record))
     }

@@ -118,10 +118,11 @@ pub fn from_value<T: DeserializeOwned>(value: toml::Value, section: &str) -> Res
         let path = if path == "." { String::new() } else { path };
         let inner = err.into_inner();
         // serde reports unknown fields at the enclosing path; name the field itself.
-        let message = inner.to_string();
+        // toml adds the enclosing key on a second line; the path says it already.
+        let message = inner.to_string().lines().next().unwrap_or_default().to_string();
         let field = match unknown_field_name(&message) {
-            Some(name) => join_path(&path, name),
-            None => path,
+            Some(name) if !path.ends_with(name) => join_path(&path, name),
+            _ => path,
         };
         ConfigError::new(join_path(section, &field), message)
     })

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod model;
 pub mod registry;
 pub mod runner;
+pub mod seed;
 pub mod train;
 
 pub use config::{BpttDepth, ConfigError, ExperimentConfig, Validate};

@@ -4,7 +4,7 @@
 //! and computes masked cross-entropy and accuracy for the whole rollout and
 //! for each segment.
 //!
-//! Everything stays on the device; figures are read back in one transfer by
+//! The loss stays on the device; figures are read back in one transfer by
 //! [`Rollout::figures`], so a training step synchronises at most once.
 
 use burn::prelude::*;
@@ -25,17 +25,6 @@ pub fn segment_bounds(len: usize, segment_len: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// On-device sums of one segment.
-#[derive(Debug, Clone)]
-struct SegmentSums<B: Backend> {
-    /// Summed masked cross-entropy, `[1]` (detached).
-    loss: Tensor<B, 1>,
-    /// Correctly predicted masked tokens, `[1]`.
-    correct: Tensor<B, 1>,
-    /// Masked tokens, `[1]`.
-    tokens: Tensor<B, 1>,
-}
-
 /// Result of running a model over a batch.
 #[derive(Debug, Clone)]
 pub struct Rollout<B: Backend, M> {
@@ -44,10 +33,9 @@ pub struct Rollout<B: Backend, M> {
     pub loss: Tensor<B, 1>,
     /// The memory after the last segment.
     pub memory: M,
-    segments: Vec<SegmentSums<B>>,
-    /// Per sequence: masked tokens predicted correctly and masked tokens `[batch]`.
-    sequence_correct: Tensor<B, 1>,
-    sequence_tokens: Tensor<B, 1>,
+    /// Per segment, `[3, batch, segment]`: masked token NLL, masked
+    /// correctness (0/1) and the mask, detached.
+    per_token: Vec<Tensor<B, 3>>,
     aux: Option<Tensor<B, 1>>,
 }
 
@@ -82,56 +70,59 @@ pub struct RolloutFigures {
 }
 
 impl<B: Backend, M> Rollout<B, M> {
-    /// Reads the figures back (one device-to-host transfer).
+    /// Reads the figures back in one device-to-host transfer and sums them on
+    /// the host in a fixed order (f64), so that the same run always reports
+    /// the same figures whatever order a backend reduces in.
     pub fn figures(&self) -> RolloutFigures {
-        let n = self.segments.len();
-        let mut parts: Vec<Tensor<B, 1>> = Vec::with_capacity(3 * n + 1);
-        for s in &self.segments {
-            parts.push(s.loss.clone());
-            parts.push(s.correct.clone());
-            parts.push(s.tokens.clone());
+        let [_, batch, _] = self.per_token[0].dims();
+        let lens: Vec<usize> = self.per_token.iter().map(|t| t.dims()[2]).collect();
+        let len: usize = lens.iter().sum();
+        let mut parts = vec![Tensor::cat(self.per_token.clone(), 2).reshape([3 * batch * len])];
+        if let Some(aux) = &self.aux {
+            parts.push(aux.clone().detach());
         }
-        parts.push(
-            self.aux
-                .clone()
-                .map(|a| a.detach())
-                .unwrap_or_else(|| Tensor::zeros([1], &self.loss.device())),
-        );
-        let exact = self
-            .sequence_correct
-            .clone()
-            .equal(self.sequence_tokens.clone())
-            .float();
-        let sequences = exact.dims()[0];
-        parts.push(exact.sum().reshape([1]));
-        let values: Vec<f64> = Tensor::cat(parts, 0)
-            .into_data()
-            .iter::<f64>()
-            .collect();
+        let values: Vec<f32> = Tensor::cat(parts, 0).into_data().to_vec().expect("float data");
+        let (nll, rest) = values.split_at(batch * len);
+        let (correct, rest) = rest.split_at(batch * len);
+        let (mask, aux) = rest.split_at(batch * len);
 
-        let mut segments = Vec::with_capacity(n);
-        let (mut loss, mut correct, mut tokens) = (0.0, 0.0, 0.0);
-        for i in 0..n {
-            let (l, c, t) = (values[3 * i], values[3 * i + 1], values[3 * i + 2]);
-            loss += l;
-            correct += c;
-            tokens += t;
+        let mut segments = Vec::with_capacity(lens.len());
+        let (mut loss_sum, mut correct_sum, mut tokens) = (0.0f64, 0.0f64, 0.0f64);
+        let mut row_ok = vec![true; batch];
+        let mut start = 0;
+        for (index, &seg_len) in lens.iter().enumerate() {
+            let (mut l, mut c, mut t) = (0.0f64, 0.0f64, 0.0f64);
+            for (b, ok) in row_ok.iter_mut().enumerate() {
+                for i in b * len + start..b * len + start + seg_len {
+                    if mask[i] > 0.0 {
+                        l += nll[i] as f64;
+                        c += correct[i] as f64;
+                        t += 1.0;
+                        *ok &= correct[i] > 0.0;
+                    }
+                }
+            }
             let per = |x: f64| if t > 0.0 { x / t } else { 0.0 };
             segments.push(SegmentFigures {
-                index: i,
+                index,
                 tokens: t,
                 loss: per(l),
                 accuracy: per(c),
             });
+            loss_sum += l;
+            correct_sum += c;
+            tokens += t;
+            start += seg_len;
         }
+        let exact = row_ok.iter().filter(|&&ok| ok).count();
         let per = |x: f64| if tokens > 0.0 { x / tokens } else { 0.0 };
         RolloutFigures {
-            loss: per(loss),
-            accuracy: per(correct),
-            exact_match: values[3 * n + 1] / sequences.max(1) as f64,
+            loss: per(loss_sum),
+            accuracy: per(correct_sum),
+            exact_match: exact as f64 / batch as f64,
             tokens,
-            sequences,
-            aux_loss: values[3 * n],
+            sequences: batch,
+            aux_loss: aux.first().copied().unwrap_or(0.0) as f64,
             segments,
         }
     }
@@ -148,15 +139,12 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
     memory: M::Memory,
 ) -> Rollout<B, M::Memory> {
     let [batch_size, len] = batch.inputs.dims();
-    let device = batch.inputs.device();
     let bounds = segment_bounds(len, segment_len);
 
     let mut memory = memory;
     let mut loss_sum: Option<Tensor<B, 1>> = None;
     let mut aux_sum: Option<Tensor<B, 1>> = None;
-    let mut segments = Vec::with_capacity(bounds.len());
-    let mut sequence_correct = Tensor::<B, 1>::zeros([batch_size], &device);
-    let mut sequence_tokens = Tensor::<B, 1>::zeros([batch_size], &device);
+    let mut per_token = Vec::with_capacity(bounds.len());
 
     for (index, &(start, end)) in bounds.iter().enumerate() {
         if bptt.detach_before(index) {
@@ -176,23 +164,19 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
         }
 
         let (nll, correct) = token_nll_and_correct(output.logits, targets);
-        let seg_loss = (nll * mask.clone()).sum();
-        let correct = correct * mask.clone();
-
-        sequence_correct = sequence_correct + correct.clone().sum_dim(1).reshape([batch_size]);
-        sequence_tokens = sequence_tokens + mask.clone().sum_dim(1).reshape([batch_size]);
-        segments.push(SegmentSums {
-            loss: seg_loss.clone().detach(),
-            correct: correct.sum(),
-            tokens: mask.sum(),
-        });
+        let masked_nll = nll * mask.clone();
+        per_token.push(Tensor::stack::<3>(
+            vec![masked_nll.clone().detach(), correct * mask.clone(), mask],
+            0,
+        ));
+        let seg_loss = masked_nll.sum();
         loss_sum = Some(match loss_sum {
             Some(sum) => sum + seg_loss,
             None => seg_loss,
         });
     }
 
-    let total_tokens = sequence_tokens.clone().sum().clamp_min(1.0);
+    let total_tokens = batch.mask.clone().sum().clamp_min(1.0);
     let mut loss = loss_sum.expect("a batch has at least one segment") / total_tokens;
     let aux = aux_sum.map(|a| a / bounds.len() as f64);
     if let Some(aux) = &aux {
@@ -201,9 +185,7 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
     Rollout {
         loss,
         memory,
-        segments,
-        sequence_correct,
-        sequence_tokens,
+        per_token,
         aux,
     }
 }

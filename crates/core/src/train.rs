@@ -25,6 +25,7 @@ use crate::data::{BatchError, Metric, Split, Task};
 use crate::model::{ModelContext, ModelDescription, SegmentModel};
 use crate::registry::Architecture;
 use crate::runner::{RolloutFigures, run_segments};
+use crate::seed::{init_seeded, seeded};
 
 /// Anything that stops a run.
 #[derive(Debug)]
@@ -183,8 +184,7 @@ pub fn lr_scheduler(train: &TrainConfig) -> ComposedLrScheduler {
     config.init().expect("train config was validated")
 }
 
-/// The seed of step `step`'s randomness (dropout), so that a resumed run
-/// draws exactly what an uninterrupted one would.
+/// The seed of step `step`'s randomness (dropout).
 fn step_seed(seed: u64, step: usize) -> u64 {
     // SplitMix64 finaliser: decorrelates consecutive steps.
     let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -251,8 +251,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
     let config_toml = config.to_toml();
 
-    B::seed(device, seed);
-    let mut model = A::init_train::<B>(model_config, &ctx, device);
+    let mut model = init_seeded::<B, _>(device, seed, || A::init_train::<B>(model_config, &ctx, device));
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(train.weight_decay as f32)
         .with_grad_clipping(
@@ -305,12 +304,15 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     for step in start_step..train.steps {
         let started = Instant::now();
         let lr = scheduler.step();
-        B::seed(device, step_seed(seed, step));
         let batch = task
             .batch(Split::Train, step as u64, train.batch_size)
             .to_device::<B>(task.vocab_size(), device)?;
-        let memory = model.init_memory(train.batch_size, device);
-        let rollout = run_segments(&model, &batch, train.segment_len, train.bptt_depth, memory);
+        // Dropout draws from the backend's generator, seeded per step so that
+        // a resumed run draws exactly what an uninterrupted one would.
+        let rollout = seeded::<B, _>(device, step_seed(seed, step), || {
+            let memory = model.init_memory(train.batch_size, device);
+            run_segments(&model, &batch, train.segment_len, train.bptt_depth, memory)
+        });
         let grads = GradientsParams::from_grads(rollout.loss.backward(), &model);
         model = optimizer.step(lr, model, grads);
 
