@@ -53,10 +53,13 @@ impl Validate for BaselineConfig {
         check::positive("n_heads", self.n_heads)?;
         check::positive("d_ff", self.d_ff)?;
         check::divides("d_model", self.d_model, "n_heads", self.n_heads)?;
-        if self.positions == PositionKind::Sinusoidal && self.d_model % 2 != 0 {
+        if self.positions == PositionKind::Sinusoidal && !self.d_model.is_multiple_of(2) {
             return Err(ConfigError::new(
                 "d_model",
-                format!("must be even for sinusoidal positions, got {}", self.d_model),
+                format!(
+                    "must be even for sinusoidal positions, got {}",
+                    self.d_model
+                ),
             ));
         }
         check::probability("dropout", self.dropout)?;

@@ -24,7 +24,11 @@ impl Architecture for BaselineArch {
     type Model<B: Backend> = Baseline<B>;
     type TrainModel<B: AutodiffBackend> = Baseline<B>;
 
-    fn init<B: Backend>(config: &BaselineConfig, ctx: &ModelContext, device: &B::Device) -> Baseline<B> {
+    fn init<B: Backend>(
+        config: &BaselineConfig,
+        ctx: &ModelContext,
+        device: &B::Device,
+    ) -> Baseline<B> {
         config.init(ctx, device)
     }
 

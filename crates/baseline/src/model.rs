@@ -76,7 +76,11 @@ impl<B: Backend> SegmentModel<B> for Baseline<B> {
         NoMemory
     }
 
-    fn forward_segment(&self, tokens: Tensor<B, 2, Int>, memory: NoMemory) -> SegmentOutput<B, NoMemory> {
+    fn forward_segment(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: NoMemory,
+    ) -> SegmentOutput<B, NoMemory> {
         SegmentOutput::new(self.embedding.logits(self.hidden(tokens)), memory)
     }
 

@@ -31,7 +31,11 @@ fn model(seed: u64) -> memlab_baseline::Baseline<B> {
 
 fn logits(m: &memlab_baseline::Baseline<B>, t: Tensor<B, 2, Int>) -> Vec<f32> {
     let memory = m.init_memory(t.dims()[0], &t.device());
-    m.forward_segment(t, memory).logits.into_data().to_vec().unwrap()
+    m.forward_segment(t, memory)
+        .logits
+        .into_data()
+        .to_vec()
+        .unwrap()
 }
 
 #[test]
@@ -55,9 +59,15 @@ fn positions_are_causal_within_a_segment() {
     // Changing the token at position 4 must not change logits before it.
     let m = model(1);
     let mut a: Vec<i64> = (0..8).map(|i| i % 10).collect();
-    let before = logits(&m, Tensor::from_data(TensorData::new(a.clone(), [1, 8]), &Default::default()));
+    let before = logits(
+        &m,
+        Tensor::from_data(TensorData::new(a.clone(), [1, 8]), &Default::default()),
+    );
     a[4] = 9;
-    let after = logits(&m, Tensor::from_data(TensorData::new(a, [1, 8]), &Default::default()));
+    let after = logits(
+        &m,
+        Tensor::from_data(TensorData::new(a, [1, 8]), &Default::default()),
+    );
     assert_eq!(before[..4 * 10], after[..4 * 10]);
     assert_ne!(before[4 * 10..], after[4 * 10..]);
 }
@@ -173,7 +183,10 @@ fn every_bad_model_value_names_its_field() {
         ("init_std = 0.0", "model.init_std"),
         ("positions = \"rotary\"", "model.positions"),
         ("activation = \"tanh\"", "model.activation"),
-        ("d_model = 9\nn_heads = 3\npositions = \"sinusoidal\"\n", "model.d_model"),
+        (
+            "d_model = 9\nn_heads = 3\npositions = \"sinusoidal\"\n",
+            "model.d_model",
+        ),
         ("hedas = 4", "model.hedas"),
         ("d_model = \"big\"", "model.d_model"),
     ];
@@ -184,7 +197,12 @@ fn every_bad_model_value_names_its_field() {
     }
 }
 
-fn copy_config(dir: &std::path::Path, steps: usize, segment_len: usize, dropout: f64) -> ExperimentConfig {
+fn copy_config(
+    dir: &std::path::Path,
+    steps: usize,
+    segment_len: usize,
+    dropout: f64,
+) -> ExperimentConfig {
     let text = format!(
         r#"
 [run]
@@ -214,7 +232,10 @@ dropout = {dropout}
     ExperimentConfig::from_table(parse_toml(&text).unwrap()).unwrap()
 }
 
-fn train_copy(config: &ExperimentConfig, run_dir: std::path::PathBuf) -> memlab_core::train::TrainReport {
+fn train_copy(
+    config: &ExperimentConfig,
+    run_dir: std::path::PathBuf,
+) -> memlab_core::train::TrainReport {
     let task = CopyTask::new(
         CopyConfig {
             length: 8,
@@ -244,7 +265,11 @@ fn baseline_learns_copy_within_one_segment() {
     let dir = tempfile::tempdir().unwrap();
     let config = copy_config(dir.path(), 300, 24, 0.0);
     let report = train_copy(&config, dir.path().join("one"));
-    assert!(report.eval.accuracy > 0.95, "accuracy {}", report.eval.accuracy);
+    assert!(
+        report.eval.accuracy > 0.95,
+        "accuracy {}",
+        report.eval.accuracy
+    );
     assert!(dir.path().join("one/checkpoint.mpk").exists());
     assert!(dir.path().join("one/config.toml").exists());
 }

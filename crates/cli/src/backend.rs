@@ -1,7 +1,8 @@
 //! Backend selection. ndarray (CPU) is always compiled; wgpu and cuda are
 //! cargo features of this crate (`--features wgpu,cuda`).
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 
 /// The `--backend` choices.
@@ -32,35 +33,40 @@ pub trait BackendVisitor {
     fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Runs `visitor` on the chosen backend's default device.
+pub fn with_backend<V: BackendVisitor>(kind: BackendKind, visitor: V) -> Result<V::Output> {
+    match kind {
+        BackendKind::Ndarray => Ok(visitor
+            .visit::<Autodiff<burn::backend::NdArray>>(burn::backend::ndarray::NdArrayDevice::Cpu)),
+        BackendKind::Wgpu => wgpu(visitor),
+        BackendKind::Cuda => cuda(visitor),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu<V: BackendVisitor>(visitor: V) -> Result<V::Output> {
+    Ok(visitor.visit::<Autodiff<burn::backend::Wgpu>>(burn::backend::wgpu::WgpuDevice::default()))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda<V: BackendVisitor>(visitor: V) -> Result<V::Output> {
+    Ok(visitor.visit::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::default()))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu<V: BackendVisitor>(_: V) -> Result<V::Output> {
+    Err(not_compiled(BackendKind::Wgpu))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda<V: BackendVisitor>(_: V) -> Result<V::Output> {
+    Err(not_compiled(BackendKind::Cuda))
+}
+
+#[cfg(not(all(feature = "wgpu", feature = "cuda")))]
 fn not_compiled(kind: BackendKind) -> anyhow::Error {
     anyhow::anyhow!(
         "this memlab was built without the `{kind}` backend; rebuild with \
          `cargo build --release -p memlab-cli --features {kind}`"
     )
-}
-
-/// Runs `visitor` on the chosen backend's default device.
-pub fn with_backend<V: BackendVisitor>(kind: BackendKind, visitor: V) -> Result<V::Output> {
-    use burn::backend::Autodiff;
-    match kind {
-        BackendKind::Ndarray => Ok(visitor.visit::<Autodiff<burn::backend::NdArray>>(
-            burn::backend::ndarray::NdArrayDevice::Cpu,
-        )),
-        BackendKind::Wgpu => {
-            #[cfg(feature = "wgpu")]
-            return Ok(visitor.visit::<Autodiff<burn::backend::Wgpu>>(
-                burn::backend::wgpu::WgpuDevice::default(),
-            ));
-            #[cfg(not(feature = "wgpu"))]
-            bail!(not_compiled(kind))
-        }
-        BackendKind::Cuda => {
-            #[cfg(feature = "cuda")]
-            return Ok(visitor.visit::<Autodiff<burn::backend::Cuda>>(
-                burn::backend::cuda::CudaDevice::default(),
-            ));
-            #[cfg(not(feature = "cuda"))]
-            bail!(not_compiled(kind))
-        }
-    }
 }

@@ -14,7 +14,9 @@ use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::{ConfigError, apply_override, set_path};
 use memlab_core::registry::parse_model_config;
 use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
-use memlab_core::{Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task};
+use memlab_core::{
+    Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task,
+};
 use serde::Serialize;
 
 pub use backend::{BackendKind, BackendVisitor, with_backend};
@@ -90,7 +92,13 @@ fn train_model(
             } = self.job;
             let model_config =
                 parse_model_config::<A>(spec.fields.clone(), &model_context(config, task))?;
-            Ok(train::<A, B>(config, &model_config, task, options, &self.device)?)
+            Ok(train::<A, B>(
+                config,
+                &model_config,
+                task,
+                options,
+                &self.device,
+            )?)
         }
     }
     impl BackendVisitor for Job<'_> {
@@ -174,10 +182,7 @@ pub fn run_eval(
         type Output = Result<(usize, EvalFigures)>;
         fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
             let arch = self.spec.arch.clone();
-            registry::dispatch(
-                &arch,
-                ArchJob::<B::InnerBackend> { job: self, device },
-            )?
+            registry::dispatch(&arch, ArchJob::<B::InnerBackend> { job: self, device })?
         }
     }
 
@@ -225,11 +230,15 @@ pub struct CompareRow {
 }
 
 /// The configs a comparison trains: one per (setting, model).
-pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<(String, ModelSpec, ExperimentConfig)>> {
-    let compare = config
-        .compare
-        .as_ref()
-        .ok_or_else(|| ConfigError::new("compare", "is missing (`memlab compare` needs a [compare] table)"))?;
+pub fn compare_plan(
+    config: &ExperimentConfig,
+) -> Result<Vec<(String, ModelSpec, ExperimentConfig)>> {
+    let compare = config.compare.as_ref().ok_or_else(|| {
+        ConfigError::new(
+            "compare",
+            "is missing (`memlab compare` needs a [compare] table)",
+        )
+    })?;
     let settings = if compare.settings.is_empty() {
         vec![memlab_core::config::CompareSetting {
             label: "default".into(),
@@ -250,7 +259,12 @@ pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<(String, ModelSpec,
             for (key, value) in &setting.set {
                 set_path(&mut doc, key, value.clone())?;
             }
-            let name = format!("{}/{}-{}", config.run.name, slug(&setting.label), slug(&spec.label));
+            let name = format!(
+                "{}/{}-{}",
+                config.run.name,
+                slug(&setting.label),
+                slug(&spec.label)
+            );
             let mut run_config = ExperimentConfig::from_table(doc)
                 .map_err(|e| anyhow!("{e} (in setting `{}`)", setting.label))?;
             run_config.run.name = name;
@@ -265,7 +279,13 @@ pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<(String, ModelSpec,
 
 fn slug(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

@@ -14,7 +14,11 @@ use memlab_core::checkpoint::write_atomically;
 use memlab_core::train::run_dir;
 
 #[derive(Parser)]
-#[command(name = "memlab", version, about = "Train, compare and benchmark long-memory transformers")]
+#[command(
+    name = "memlab",
+    version,
+    about = "Train, compare and benchmark long-memory transformers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

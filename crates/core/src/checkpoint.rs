@@ -52,7 +52,9 @@ impl std::fmt::Display for CheckpointError {
                 "checkpoint {} holds a `{found}` model, but the config asks for `{expected}`",
                 path.display()
             ),
-            CheckpointError::Record(why) => write!(f, "checkpoint record does not fit the model: {why}"),
+            CheckpointError::Record(why) => {
+                write!(f, "checkpoint record does not fit the model: {why}")
+            }
         }
     }
 }
@@ -84,7 +86,8 @@ fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
 
 /// Serializes any Burn record to bytes at full precision.
 pub fn record_to_bytes<B: Backend, R: Record<B>>(record: R) -> Result<Vec<u8>, CheckpointError> {
-    Recorder::<B>::record(&recorder(), record, ()).map_err(|e| CheckpointError::Record(e.to_string()))
+    Recorder::<B>::record(&recorder(), record, ())
+        .map_err(|e| CheckpointError::Record(e.to_string()))
 }
 
 /// Deserializes a Burn record from bytes.
@@ -92,7 +95,8 @@ pub fn record_from_bytes<B: Backend, R: Record<B>>(
     bytes: Vec<u8>,
     device: &B::Device,
 ) -> Result<R, CheckpointError> {
-    Recorder::<B>::load(&recorder(), bytes, device).map_err(|e| CheckpointError::Record(e.to_string()))
+    Recorder::<B>::load(&recorder(), bytes, device)
+        .map_err(|e| CheckpointError::Record(e.to_string()))
 }
 
 impl Checkpoint {

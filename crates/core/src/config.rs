@@ -99,8 +99,13 @@ pub mod check {
         Ok(())
     }
 
-    pub fn divides(field: &str, value: usize, by_field: &str, by: usize) -> Result<(), ConfigError> {
-        if by == 0 || value % by != 0 {
+    pub fn divides(
+        field: &str,
+        value: usize,
+        by_field: &str,
+        by: usize,
+    ) -> Result<(), ConfigError> {
+        if by == 0 || !value.is_multiple_of(by) {
             return Err(ConfigError::new(
                 field,
                 format!("({value}) must be divisible by `{by_field}` ({by})"),
@@ -112,14 +117,22 @@ pub mod check {
 
 /// Deserializes `value` into `T`, rejecting unknown fields (when `T` says
 /// `deny_unknown_fields`) and naming the failing field as `section.path`.
-pub fn from_value<T: DeserializeOwned>(value: toml::Value, section: &str) -> Result<T, ConfigError> {
+pub fn from_value<T: DeserializeOwned>(
+    value: toml::Value,
+    section: &str,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let inner = err.into_inner();
         // serde reports unknown fields at the enclosing path; name the field itself.
         // toml adds the enclosing key on a second line; the path says it already.
-        let message = inner.to_string().lines().next().unwrap_or_default().to_string();
+        let message = inner
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let field = match unknown_field_name(&message) {
             Some(name) if !path.ends_with(name) => join_path(&path, name),
             _ => path,
@@ -167,7 +180,9 @@ pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<(), Con
 fn parse_toml_value(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&wrapped) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -194,11 +209,13 @@ pub fn set_path(doc: &mut toml::Table, key: &str, value: toml::Value) -> Result<
 /// Reads a TOML file into a table, with errors that name the file.
 pub fn read_toml(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new("", format!("cannot read config file {}: {e}", path.display()))
+        ConfigError::new(
+            "",
+            format!("cannot read config file {}: {e}", path.display()),
+        )
     })?;
-    parse_toml(&text).map_err(|e| {
-        ConfigError::new(e.field, format!("in {}: {}", path.display(), e.message))
-    })
+    parse_toml(&text)
+        .map_err(|e| ConfigError::new(e.field, format!("in {}: {}", path.display(), e.message)))
 }
 
 /// Parses TOML text into a table.
@@ -273,7 +290,7 @@ impl BpttDepth {
     pub fn detach_before(&self, index: usize) -> bool {
         match self {
             BpttDepth::Full => false,
-            BpttDepth::Segments(k) => index > 0 && index % (k + 1) == 0,
+            BpttDepth::Segments(k) => index > 0 && index.is_multiple_of(k + 1),
         }
     }
 }
@@ -455,7 +472,10 @@ impl ExperimentConfig {
         config.train.validate().map_err(|e| e.within("train"))?;
         if let Some(compare) = &config.compare {
             if compare.models.is_empty() {
-                return Err(ConfigError::new("compare.models", "must list at least one model"));
+                return Err(ConfigError::new(
+                    "compare.models",
+                    "must list at least one model",
+                ));
             }
             for (i, s) in compare.settings.iter().enumerate() {
                 if s.label.is_empty() {
@@ -485,8 +505,8 @@ impl ExperimentConfig {
 
     /// The `[model]` table, or an error naming it when absent.
     pub fn model_table(&self) -> Result<&toml::Table, ConfigError> {
-        self.model
-            .as_ref()
-            .ok_or_else(|| ConfigError::new("model", "is missing (`memlab train` needs a [model] table)"))
+        self.model.as_ref().ok_or_else(|| {
+            ConfigError::new("model", "is missing (`memlab train` needs a [model] table)")
+        })
     }
 }

@@ -36,8 +36,11 @@ pub trait Architecture: 'static {
         Ok(())
     }
 
-    fn init<B: Backend>(config: &Self::Config, ctx: &ModelContext, device: &B::Device)
-    -> Self::Model<B>;
+    fn init<B: Backend>(
+        config: &Self::Config,
+        ctx: &ModelContext,
+        device: &B::Device,
+    ) -> Self::Model<B>;
 
     fn init_train<B: AutodiffBackend>(
         config: &Self::Config,

@@ -81,7 +81,10 @@ impl<B: Backend, M> Rollout<B, M> {
         if let Some(aux) = &self.aux {
             parts.push(aux.clone().detach());
         }
-        let values: Vec<f32> = Tensor::cat(parts, 0).into_data().to_vec().expect("float data");
+        let values: Vec<f32> = Tensor::cat(parts, 0)
+            .into_data()
+            .to_vec()
+            .expect("float data");
         let (nll, rest) = values.split_at(batch * len);
         let (correct, rest) = rest.split_at(batch * len);
         let (mask, aux) = rest.split_at(batch * len);

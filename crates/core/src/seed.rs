@@ -19,7 +19,9 @@ static RNG_LOCK: Mutex<()> = Mutex::new(());
 /// Seeds the backend's generator and runs `f` while no other memlab code in
 /// this process can draw from it.
 pub fn seeded<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> R) -> R {
-    let _guard = RNG_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = RNG_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     B::seed(device, seed);
     f()
 }
@@ -39,7 +41,11 @@ pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
 }
 
 /// Builds a model with `init` under `seed`, with every parameter drawn.
-pub fn init_seeded<B: Backend, M: Module<B>>(device: &B::Device, seed: u64, init: impl FnOnce() -> M) -> M {
+pub fn init_seeded<B: Backend, M: Module<B>>(
+    device: &B::Device,
+    seed: u64,
+    init: impl FnOnce() -> M,
+) -> M {
     seeded::<B, _>(device, seed, || materialize(init()))
 }
 

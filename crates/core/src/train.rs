@@ -99,7 +99,9 @@ impl EvalFigures {
                 let (c, t) = rollouts
                     .iter()
                     .filter_map(|r| r.segments.get(i))
-                    .fold((0.0, 0.0), |(c, t), s| (c + s.accuracy * s.tokens, t + s.tokens));
+                    .fold((0.0, 0.0), |(c, t), s| {
+                        (c + s.accuracy * s.tokens, t + s.tokens)
+                    });
                 if t > 0.0 { c / t } else { 0.0 }
             })
             .collect();
@@ -223,7 +225,10 @@ impl MetricsLog {
             _ => String::new(),
         };
         write_atomically(&path, kept.as_bytes()).map_err(io)?;
-        let file = fs::OpenOptions::new().append(true).open(&path).map_err(io)?;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
         Ok(Self { file, path })
     }
 
@@ -251,13 +256,14 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
     let config_toml = config.to_toml();
 
-    let mut model = init_seeded::<B, _>(device, seed, || A::init_train::<B>(model_config, &ctx, device));
+    let mut model = init_seeded::<B, _>(device, seed, || {
+        A::init_train::<B>(model_config, &ctx, device)
+    });
     let mut optimizer = AdamWConfig::new()
         .with_weight_decay(train.weight_decay as f32)
-        .with_grad_clipping(
-            (train.grad_clip > 0.0)
-                .then(|| burn::grad_clipping::GradientClippingConfig::Norm(train.grad_clip as f32)),
-        )
+        .with_grad_clipping((train.grad_clip > 0.0).then_some(
+            burn::grad_clipping::GradientClippingConfig::Norm(train.grad_clip as f32),
+        ))
         .init::<B, A::TrainModel<B>>();
     let mut scheduler = lr_scheduler(train);
 
@@ -284,10 +290,8 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         ProgressBar::hidden()
     };
     progress.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("valid template"),
     );
     progress.set_prefix(description.name.clone());
     progress.set_position(start_step as u64);
@@ -407,8 +411,14 @@ fn check_resumable(saved_toml: &str, config: &ExperimentConfig) -> Result<(), Tr
         ("task", saved.task == config.task),
         ("model", saved.model == config.model),
         ("run.seed", saved.run.seed == config.run.seed),
-        ("train.batch_size", saved.train.batch_size == config.train.batch_size),
-        ("train.segment_len", saved.train.segment_len == config.train.segment_len),
+        (
+            "train.batch_size",
+            saved.train.batch_size == config.train.batch_size,
+        ),
+        (
+            "train.segment_len",
+            saved.train.segment_len == config.train.segment_len,
+        ),
     ] {
         if !same {
             return Err(TrainError::Resume(format!(

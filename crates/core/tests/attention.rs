@@ -12,10 +12,14 @@ type B = NdArray;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -84,7 +88,10 @@ fn masked_biased_attention_matches_naive_reference() {
     let v = values(b * h * nk * d, 3);
     let bias = values(b * h * nq * nk, 4);
     // An arbitrary mask, with one query of one head fully masked.
-    let mut mask: Vec<bool> = values(b * h * nq * nk, 5).iter().map(|x| *x > 0.3).collect();
+    let mut mask: Vec<bool> = values(b * h * nq * nk, 5)
+        .iter()
+        .map(|x| *x > 0.3)
+        .collect();
     for j in 0..nk {
         mask[((h + 1) * nq + 2) * nk + j] = true;
     }
@@ -97,7 +104,8 @@ fn masked_biased_attention_matches_naive_reference() {
     let kt = t(&k, [b, h, nk, d]);
     let vt = t(&v, [b, h, nk, d]);
     let bt = t(&bias, [b, h, nq, nk]);
-    let mt = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask.clone(), [b, h, nq, nk]), &device);
+    let mt =
+        Tensor::<B, 4, Bool>::from_data(TensorData::new(mask.clone(), [b, h, nq, nk]), &device);
 
     let no_dropout = DropoutConfig::new(0.0).init();
     let fused = scaled_dot_product_attention(

@@ -78,7 +78,13 @@ fn every_bad_value_names_its_field() {
 
 #[test]
 fn bptt_depth_accepts_full_and_numbers() {
-    assert_eq!(load(&["train.bptt_depth=\"full\""]).unwrap().train.bptt_depth, BpttDepth::Full);
+    assert_eq!(
+        load(&["train.bptt_depth=\"full\""])
+            .unwrap()
+            .train
+            .bptt_depth,
+        BpttDepth::Full
+    );
     assert_eq!(
         load(&["train.bptt_depth=2"]).unwrap().train.bptt_depth,
         BpttDepth::Segments(2)
@@ -111,8 +117,10 @@ fn warmup_then_cosine_follows_the_closed_form() {
     let mut scheduler = lr_scheduler(t);
     for step in 0..t.steps {
         let lr = scheduler.step();
-        let cosine =
-            t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + (std::f64::consts::PI * step as f64 / t.steps as f64).cos());
+        let cosine = t.min_lr
+            + 0.5
+                * (t.lr - t.min_lr)
+                * (1.0 + (std::f64::consts::PI * step as f64 / t.steps as f64).cos());
         let warm = 1.0 / t.warmup_steps as f64;
         let factor = if step < t.warmup_steps {
             warm + (1.0 - warm) * step as f64 / t.warmup_steps as f64
@@ -120,6 +128,9 @@ fn warmup_then_cosine_follows_the_closed_form() {
             1.0
         };
         let expected = cosine * factor;
-        assert!((lr - expected).abs() < 1e-9, "step {step}: {lr} vs {expected}");
+        assert!(
+            (lr - expected).abs() < 1e-9,
+            "step {step}: {lr} vs {expected}"
+        );
     }
 }

@@ -24,8 +24,12 @@ struct Toy<B: Backend> {
 
 impl<B: Backend> Toy<B> {
     fn new(vocab: usize, d: usize, device: &B::Device) -> Self {
-        let e: Vec<f32> = (0..vocab * d).map(|i| ((i * 7 % 13) as f32 - 6.0) / 10.0).collect();
-        let w: Vec<f32> = (0..d * d).map(|i| ((i * 5 % 11) as f32 - 5.0) / 10.0).collect();
+        let e: Vec<f32> = (0..vocab * d)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 10.0)
+            .collect();
+        let w: Vec<f32> = (0..d * d)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 10.0)
+            .collect();
         Self {
             embed: Param::from_tensor(Tensor::from_data(TensorData::new(e, [vocab, d]), device)),
             write: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d, d]), device)),
@@ -72,7 +76,12 @@ impl<B: Backend> SegmentModel<B> for Toy<B> {
     }
 }
 
-fn batch<B: Backend>(inputs: Vec<i64>, targets: Vec<i64>, mask: Vec<f32>, b: usize) -> SequenceBatch<B> {
+fn batch<B: Backend>(
+    inputs: Vec<i64>,
+    targets: Vec<i64>,
+    mask: Vec<f32>,
+    b: usize,
+) -> SequenceBatch<B> {
     let len = inputs.len() / b;
     HostBatch {
         batch: b,
@@ -99,10 +108,18 @@ fn loss_and_accuracy_match_a_host_computation() {
     let (b, len) = (2, 7);
     let inputs: Vec<i64> = (0..b * len).map(|i| (i * 3 % 8) as i64).collect();
     let targets: Vec<i64> = (0..b * len).map(|i| (i * 5 % 8) as i64).collect();
-    let mask: Vec<f32> = (0..b * len).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+    let mask: Vec<f32> = (0..b * len)
+        .map(|i| if i % 3 == 0 { 0.0 } else { 1.0 })
+        .collect();
     let data = batch::<NdArray>(inputs, targets.clone(), mask.clone(), b);
 
-    let rollout = run_segments(&model, &data, 3, BpttDepth::Full, model.init_memory(b, &device));
+    let rollout = run_segments(
+        &model,
+        &data,
+        3,
+        BpttDepth::Full,
+        model.init_memory(b, &device),
+    );
     let figures = rollout.figures();
 
     // Recompute on the host from the logits of each segment, carrying memory.
@@ -122,7 +139,12 @@ fn loss_and_accuracy_match_a_host_computation() {
                 }
                 let row = &logits[(bi * s + t) * 8..(bi * s + t + 1) * 8];
                 let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                let lse = max
+                    + row
+                        .iter()
+                        .map(|&x| (x as f64 - max).exp())
+                        .sum::<f64>()
+                        .ln();
                 nll += lse - row[targets[pos] as usize] as f64;
                 let argmax = (0..8).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap();
                 correct += (argmax as i64 == targets[pos]) as u8 as f64;
@@ -131,7 +153,12 @@ fn loss_and_accuracy_match_a_host_computation() {
         }
     }
     assert_eq!(figures.tokens, count);
-    assert!((figures.loss - nll / count).abs() < 1e-5, "{} vs {}", figures.loss, nll / count);
+    assert!(
+        (figures.loss - nll / count).abs() < 1e-5,
+        "{} vs {}",
+        figures.loss,
+        nll / count
+    );
     assert!((figures.accuracy - correct / count).abs() < 1e-9);
     let loss: f32 = rollout.loss.into_scalar();
     assert!((loss as f64 - nll / count).abs() < 1e-5);
@@ -144,7 +171,8 @@ fn loss_and_accuracy_match_a_host_computation() {
 fn nll_matches_closed_form_on_uniform_logits() {
     let device = Default::default();
     let logits = Tensor::<NdArray, 3>::zeros([1, 2, 4], &device);
-    let targets = Tensor::<NdArray, 2, Int>::from_data(TensorData::new(vec![1i64, 3], [1, 2]), &device);
+    let targets =
+        Tensor::<NdArray, 2, Int>::from_data(TensorData::new(vec![1i64, 3], [1, 2]), &device);
     let (nll, _) = token_nll_and_correct(logits, targets);
     for v in nll.into_data().to_vec::<f32>().unwrap() {
         assert!((v - 4f32.ln()).abs() < 1e-6);
@@ -160,7 +188,13 @@ fn write_grad_norm(depth: BpttDepth) -> f32 {
     let inputs: Vec<i64> = (0..b * len).map(|i| (i * 3 % 8) as i64).collect();
     let targets: Vec<i64> = (0..b * len).map(|i| (i * 5 % 8) as i64).collect();
     let mask: Vec<f32> = (0..b * len)
-        .map(|i| if (3..6).contains(&(i % len)) { 1.0 } else { 0.0 })
+        .map(|i| {
+            if (3..6).contains(&(i % len)) {
+                1.0
+            } else {
+                0.0
+            }
+        })
         .collect();
     let data = batch::<AB>(inputs, targets, mask, b);
     let rollout = run_segments(&model, &data, 3, depth, model.init_memory(b, &device));
@@ -203,7 +237,12 @@ fn detached_memory_carries_no_gradient() {
         // A second term keeps the parameter in the graph either way.
         let loss = memory.0.sum() + param.val().sum() * 0.5;
         let grads = loss.backward();
-        param.grad(&grads).unwrap().sum().into_scalar().elem::<f32>()
+        param
+            .grad(&grads)
+            .unwrap()
+            .sum()
+            .into_scalar()
+            .elem::<f32>()
     }
     // d/dp of (3p summed) + 0.5 p summed over 4 elements: 4 * (3 + 0.5).
     assert_eq!(grad_sum::<AB>(false), 14.0);

@@ -52,7 +52,10 @@ impl Validate for CopyConfig {
         if self.vocab_size < 3 {
             return Err(ConfigError::new(
                 "vocab_size",
-                format!("must be at least 3 (0 and 1 are reserved), got {}", self.vocab_size),
+                format!(
+                    "must be at least 3 (0 and 1 are reserved), got {}",
+                    self.vocab_size
+                ),
             ));
         }
         Ok(())
@@ -84,7 +87,10 @@ impl CopyTask {
 
 impl Task for CopyTask {
     fn name(&self) -> String {
-        format!("copy(L={}, V={})", self.config.length, self.config.vocab_size)
+        format!(
+            "copy(L={}, V={})",
+            self.config.length, self.config.vocab_size
+        )
     }
 
     fn vocab_size(&self) -> usize {

@@ -20,7 +20,10 @@ pub fn build_task(table: &toml::Table, seed: u64) -> Result<Box<dyn Task>, Confi
     let (kind, fields) = take_tag(table.clone(), "kind", "task")?;
     let fields = toml::Value::Table(fields);
     match kind.as_str() {
-        "copy" => Ok(Box::new(CopyTask::new(parse_section(fields, "task")?, seed))),
+        "copy" => Ok(Box::new(CopyTask::new(
+            parse_section(fields, "task")?,
+            seed,
+        ))),
         other => Err(ConfigError::new(
             "task.kind",
             format!("unknown task {other:?}; known: {}", KINDS.join(", ")),

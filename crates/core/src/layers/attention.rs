@@ -93,7 +93,8 @@ impl<B: Backend> MultiHeadAttention<B> {
 /// `[batch, len, heads * d_head]` -> `[batch, heads, len, d_head]`.
 pub fn split_heads<B: Backend>(x: Tensor<B, 3>, n_heads: usize) -> Tensor<B, 4> {
     let [batch, len, d] = x.dims();
-    x.reshape([batch, len, n_heads, d / n_heads]).swap_dims(1, 2)
+    x.reshape([batch, len, n_heads, d / n_heads])
+        .swap_dims(1, 2)
 }
 
 /// `[batch, heads, len, d_head]` -> `[batch, len, heads * d_head]`.
@@ -164,6 +165,10 @@ pub fn causal_mask<B: Backend>(
     mem_len: usize,
     device: &B::Device,
 ) -> Tensor<B, 4, Bool> {
-    Tensor::<B, 2, Bool>::tril_mask([q_len, mem_len + q_len], mem_len as i64, device)
-        .reshape([1, 1, q_len, mem_len + q_len])
+    Tensor::<B, 2, Bool>::tril_mask([q_len, mem_len + q_len], mem_len as i64, device).reshape([
+        1,
+        1,
+        q_len,
+        mem_len + q_len,
+    ])
 }

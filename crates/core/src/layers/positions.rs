@@ -14,7 +14,11 @@ use super::attention::normal_init;
 
 /// Sinusoids for the given positions: `[positions.len(), d_model]` where
 /// column `c < d/2` is `sin(p / 10000^(2c/d))` and column `d/2 + c` the cosine.
-pub fn sinusoids<B: Backend>(positions: &[f32], d_model: usize, device: &B::Device) -> Tensor<B, 2> {
+pub fn sinusoids<B: Backend>(
+    positions: &[f32],
+    d_model: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
     let half = d_model / 2;
     let mut data = vec![0.0f32; positions.len() * d_model];
     for (row, &p) in positions.iter().enumerate() {
@@ -81,7 +85,7 @@ impl<B: Backend> AbsolutePositions<B> {
             self.max_len
         );
         if let Some(learned) = &self.learned {
-            return x + learned.weight.val().slice([0..len]).reshape([1, len, d]);
+            return x + learned.weight.val().narrow(0, 0, len).reshape([1, len, d]);
         }
         if self.sinusoidal {
             let positions: Vec<f32> = (0..len).map(|p| p as f32).collect();

@@ -1,0 +1,302 @@
+//! The `memlab` binary end to end: train, kill, resume, eval, compare, and
+//! the errors a user sees.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn memlab() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_memlab"))
+}
+
+fn run(args: &[&str]) -> Output {
+    memlab().args(args).output().expect("memlab runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_config(dir: &Path, name: &str, steps: usize, checkpoint_every: usize) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[run]
+name = "{name}"
+out_dir = "{}"
+seed = 5
+[task]
+kind = "copy"
+length = 4
+vocab_size = 8
+[train]
+steps = {steps}
+batch_size = 16
+segment_len = 12
+lr = 0.003
+min_lr = 0.0001
+warmup_steps = 5
+log_every = 1
+eval_batches = 2
+checkpoint_every = {checkpoint_every}
+[model]
+arch = "baseline"
+d_model = 32
+n_heads = 2
+d_ff = 64
+dropout = 0.1
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn models_lists_the_registry() {
+    let out = run(&["models"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("baseline"), "{stdout}");
+    assert!(stdout.contains("copy"), "{stdout}");
+}
+
+#[test]
+fn a_bad_config_value_is_reported_with_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "bad", 10, 0);
+    let config = config.to_str().unwrap();
+    for (set, field) in [
+        ("model.n_heads=0", "model.n_heads"),
+        ("model.n_heads=3", "model.d_model"),
+        ("train.lr=-1", "train.lr"),
+        ("task.length=0", "task.length"),
+        ("model.arch=\"nope\"", "model.arch"),
+        ("model.wings=2", "model.wings"),
+    ] {
+        let out = run(&["train", "--config", config, "--set", set]);
+        assert_eq!(out.status.code(), Some(1), "{set}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(field), "{set}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{set}: {stderr}");
+    }
+    let out = run(&["train", "--config", "/no/such/file.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/no/such/file.toml"));
+}
+
+#[test]
+fn a_backend_that_was_not_compiled_in_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "cuda", 10, 0);
+    let out = run(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--backend",
+        "cuda",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--features cuda"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = 150;
+    let config = write_config(dir.path(), "killed", steps, 10);
+    let run_dir = dir.path().join("killed");
+    let checkpoint = run_dir.join("checkpoint.mpk");
+
+    // Start, wait for a checkpoint past the first, kill (SIGKILL: no cleanup).
+    let mut child = memlab()
+        .args(["train", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut killed = false;
+    while started.elapsed() < Duration::from_secs(120) {
+        let metrics = run_dir.join("metrics.jsonl");
+        let progressed = metrics.exists()
+            && std::fs::read_to_string(&metrics)
+                .unwrap_or_default()
+                .lines()
+                .count()
+                >= 25;
+        if checkpoint.exists() && progressed {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait().unwrap();
+    assert!(
+        killed,
+        "the run ended before it could be killed; make it longer"
+    );
+
+    // A half-written temporary checkpoint must never be read.
+    std::fs::write(run_dir.join("checkpoint.mpk.tmp"), b"partial garbage").unwrap();
+
+    let out = run(&["train", "--config", config.to_str().unwrap(), "--resume"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let resumed: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("resumed from step "))
+        .expect("the run says where it resumed")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        resumed >= 10 && resumed < steps && resumed.is_multiple_of(10),
+        "{resumed}"
+    );
+
+    // Every training step is logged exactly once, in order.
+    let metrics = jsonl(&run_dir.join("metrics.jsonl"));
+    let train_steps: Vec<u64> = metrics
+        .iter()
+        .filter(|m| m["split"] == "train")
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(train_steps, (1..=steps as u64).collect::<Vec<_>>());
+
+    // The same run without interruption reports the same figures.
+    let whole = write_config(dir.path(), "whole", steps, 10);
+    let out = run(&["train", "--config", whole.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reference = jsonl(&dir.path().join("whole/metrics.jsonl"));
+    let strip = |ms: &[serde_json::Value]| -> Vec<String> {
+        ms.iter()
+            .map(|m| {
+                let mut m = m.clone();
+                m.as_object_mut().unwrap().remove("tokens_per_second");
+                m.to_string()
+            })
+            .collect()
+    };
+    assert_eq!(strip(&metrics), strip(&reference));
+
+    // eval reads the run directory back.
+    let out = run(&["eval", "--run", run_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("at step {steps}")), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let final_valid = reference
+        .iter()
+        .rev()
+        .find(|m| m["split"] == "valid")
+        .unwrap();
+    assert_eq!(report["eval"]["loss"], final_valid["loss"]);
+}
+
+#[test]
+fn eval_of_a_directory_without_a_run_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["eval", "--run", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a memlab run directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn compare_prints_a_table_and_writes_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cmp.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[run]
+name = "cmp"
+out_dir = "{}"
+[task]
+kind = "copy"
+length = 2
+vocab_size = 6
+[train]
+steps = 4
+batch_size = 4
+segment_len = 6
+warmup_steps = 1
+eval_batches = 1
+[compare]
+settings = [{{ label = "one", set = {{ "train.segment_len" = 6 }} }},
+            {{ label = "three", set = {{ "train.segment_len" = 2 }} }}]
+[[compare.models]]
+arch = "baseline"
+label = "small"
+d_model = 16
+n_heads = 2
+d_ff = 16
+[[compare.models]]
+arch = "baseline"
+label = "post-ln"
+d_model = 16
+n_heads = 2
+d_ff = 16
+pre_norm = false
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["compare", "--config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("| setting | model |"), "{stdout}");
+    for row in [
+        "| one | small | 1 |",
+        "| one | post-ln | 1 |",
+        "| three | small | 3 |",
+        "| three | post-ln | 3 |",
+    ] {
+        assert!(stdout.contains(row), "{row} missing from\n{stdout}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("cmp/compare.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    assert!(dir.path().join("cmp/compare.md").exists());
+    assert!(dir.path().join("cmp/three-post-ln/checkpoint.mpk").exists());
+
+    // A bad model in the list is caught before anything trains.
+    let bad = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("pre_norm = false", "pre_norm = 3");
+    std::fs::write(&path, bad).unwrap();
+    let out = run(&["compare", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("model.pre_norm") && stderr.contains("compare.models[1]"),
+        "{stderr}"
+    );
+}
