@@ -89,16 +89,22 @@ fn what_segment_one_held_cannot_reach_segment_three() {
     assert_eq!(run(tokens(2, 6, 0)), run(tokens(2, 6, 5)));
 }
 
-#[test]
-fn checkpoint_round_trip_gives_bit_identical_logits() {
+/// Saves `m` as a step-`step` baseline checkpoint in a fresh directory.
+fn saved(m: &memlab_baseline::Baseline<B>, step: usize) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(CHECKPOINT_FILE);
-    let device = Default::default();
-    let trained = model(3);
-    Checkpoint::new::<B, _, _>("baseline", 7, "x".into(), &trained, ())
+    Checkpoint::new::<B, _, _>("baseline", step, "x".into(), m, ())
         .unwrap()
         .save(&path)
         .unwrap();
+    (dir, path)
+}
+
+#[test]
+fn checkpoint_round_trip_gives_bit_identical_logits() {
+    let device = Default::default();
+    let trained = model(3);
+    let (_dir, path) = saved(&trained, 7);
     let loaded = Checkpoint::load(&path, "baseline").unwrap();
     assert_eq!(loaded.step, 7);
     let fresh = loaded.load_model(model(99), &device).unwrap();
@@ -111,12 +117,7 @@ fn checkpoint_round_trip_gives_bit_identical_logits() {
 
 #[test]
 fn a_checkpoint_of_another_model_or_a_truncated_one_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(CHECKPOINT_FILE);
-    Checkpoint::new::<B, _, _>("baseline", 1, "x".into(), &model(0), ())
-        .unwrap()
-        .save(&path)
-        .unwrap();
+    let (dir, path) = saved(&model(0), 1);
     let err = Checkpoint::load(&path, "rmt").unwrap_err();
     assert!(matches!(err, CheckpointError::WrongModel { .. }), "{err}");
     assert!(err.to_string().contains("`baseline`") && err.to_string().contains("`rmt`"));
@@ -141,33 +142,24 @@ fn a_checkpoint_of_another_model_or_a_truncated_one_is_a_clear_error() {
 
 #[test]
 fn a_record_of_other_sizes_is_an_error_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(CHECKPOINT_FILE);
-    Checkpoint::new::<B, _, _>("baseline", 1, "x".into(), &model(0), ())
-        .unwrap()
-        .save(&path)
-        .unwrap();
+    let (_dir, path) = saved(&model(0), 1);
     let device = Default::default();
     let other = BaselineConfig {
         n_layers: 3,
         ..BaselineConfig::default()
     };
-    let target = BaselineArch::init::<B>(&other, &CTX, &device);
-    let err = Checkpoint::load(&path, "baseline")
-        .unwrap()
-        .load_model(target, &device)
-        .unwrap_err();
-    assert!(err.to_string().contains("parameter tensors"), "{err}");
     let wider = BaselineConfig {
         d_ff: 128,
         ..BaselineConfig::default()
     };
-    let target = BaselineArch::init::<B>(&wider, &CTX, &device);
-    let err = Checkpoint::load(&path, "baseline")
-        .unwrap()
-        .load_model(target, &device)
-        .unwrap_err();
-    assert!(err.to_string().contains("shape"), "{err}");
+    for (config, says) in [(other, "parameter tensors"), (wider, "shape")] {
+        let target = BaselineArch::init::<B>(&config, &CTX, &device);
+        let err = Checkpoint::load(&path, "baseline")
+            .unwrap()
+            .load_model(target, &device)
+            .unwrap_err();
+        assert!(err.to_string().contains(says), "{err}");
+    }
 }
 
 #[test]

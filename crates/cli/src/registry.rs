@@ -2,4 +2,5 @@
 
 memlab_core::architectures! {
     memlab_baseline::BaselineArch,
+    memlab_transformer_xl::TransformerXlArch,
 }

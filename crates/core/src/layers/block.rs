@@ -1,18 +1,25 @@
-//! The Transformer block (Vaswani et al., 2017, §3.1): self-attention and a
+//! The Transformer block (Vaswani et al., 2017, §3.1): attention and a
 //! feed-forward network, each in a residual branch, with LayerNorm after the
-//! residual (post-LN, the original) or at the branch input (pre-LN, GPT-2).
+//! residual (post-LN, the original and Transformer-XL's default) or at the
+//! branch input (pre-LN, GPT-2). [`TransformerBlock`] attends with absolute
+//! positions, [`RelativeTransformerBlock`] with Transformer-XL's relative
+//! ones; both share [`BlockBody`], everything around the attention.
 
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use super::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use super::feed_forward::{Activation, FeedForward, FeedForwardConfig};
+use super::relative::{RelativeAttentionConfig, RelativeBias, RelativeMultiHeadAttention};
 
 #[derive(Config, Debug)]
 pub struct TransformerBlockConfig {
     pub d_model: usize,
     pub n_heads: usize,
     pub d_ff: usize,
+    /// Size of each head; `d_model / n_heads` when absent.
+    #[config(default = "None")]
+    pub d_head: Option<usize>,
     /// Residual and feed-forward dropout.
     #[config(default = 0.0)]
     pub dropout: f64,
@@ -28,9 +35,10 @@ pub struct TransformerBlockConfig {
     pub init_std: f64,
 }
 
+/// Everything of a block but its attention: the feed-forward network, the
+/// two LayerNorms, residual dropout and their placement.
 #[derive(Module, Debug)]
-pub struct TransformerBlock<B: Backend> {
-    pub attention: MultiHeadAttention<B>,
+pub struct BlockBody<B: Backend> {
     pub feed_forward: FeedForward<B>,
     pub norm_attention: LayerNorm<B>,
     pub norm_feed_forward: LayerNorm<B>,
@@ -38,13 +46,63 @@ pub struct TransformerBlock<B: Backend> {
     pub pre_norm: bool,
 }
 
+impl<B: Backend> BlockBody<B> {
+    /// `x + dropout(attend(·))` with the block's LayerNorm placement;
+    /// `attend` receives the (normalised, under pre-LN) input.
+    pub fn attention_residual(
+        &self,
+        x: Tensor<B, 3>,
+        attend: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        self.residual(x, &self.norm_attention, attend)
+    }
+
+    /// The context an attention reads (e.g. `[cache ; x]`), normalised like
+    /// its input under pre-LN.
+    pub fn attention_context(&self, context: Tensor<B, 3>) -> Tensor<B, 3> {
+        if self.pre_norm {
+            self.norm_attention.forward(context)
+        } else {
+            context
+        }
+    }
+
+    /// The feed-forward residual branch.
+    pub fn feed_forward_residual(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.residual(x, &self.norm_feed_forward, |h| self.feed_forward.forward(h))
+    }
+
+    fn residual(
+        &self,
+        x: Tensor<B, 3>,
+        norm: &LayerNorm<B>,
+        f: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        if self.pre_norm {
+            x.clone() + self.dropout.forward(f(norm.forward(x)))
+        } else {
+            norm.forward(x.clone() + self.dropout.forward(f(x)))
+        }
+    }
+}
+
+/// A block with standard multi-head attention.
+#[derive(Module, Debug)]
+pub struct TransformerBlock<B: Backend> {
+    pub attention: MultiHeadAttention<B>,
+    pub body: BlockBody<B>,
+}
+
+/// A block with Transformer-XL's relative multi-head attention.
+#[derive(Module, Debug)]
+pub struct RelativeTransformerBlock<B: Backend> {
+    pub attention: RelativeMultiHeadAttention<B>,
+    pub body: BlockBody<B>,
+}
+
 impl TransformerBlockConfig {
-    pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerBlock<B> {
-        TransformerBlock {
-            attention: MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
-                .with_dropout(self.attn_dropout)
-                .with_init_std(self.init_std)
-                .init(device),
+    fn init_body<B: Backend>(&self, device: &B::Device) -> BlockBody<B> {
+        BlockBody {
             feed_forward: FeedForwardConfig::new(self.d_model, self.d_ff)
                 .with_dropout(self.dropout)
                 .with_activation(self.activation)
@@ -54,6 +112,32 @@ impl TransformerBlockConfig {
             norm_feed_forward: LayerNormConfig::new(self.d_model).init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
             pre_norm: self.pre_norm,
+        }
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerBlock<B> {
+        TransformerBlock {
+            attention: MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
+                .with_d_head(self.d_head)
+                .with_dropout(self.attn_dropout)
+                .with_init_std(self.init_std)
+                .init(device),
+            body: self.init_body(device),
+        }
+    }
+
+    /// The configuration of the relative attention of [`Self::init_relative`].
+    pub fn relative_attention(&self) -> RelativeAttentionConfig {
+        RelativeAttentionConfig::new(self.d_model, self.n_heads)
+            .with_d_head(self.d_head)
+            .with_dropout(self.attn_dropout)
+            .with_init_std(self.init_std)
+    }
+
+    pub fn init_relative<B: Backend>(&self, device: &B::Device) -> RelativeTransformerBlock<B> {
+        RelativeTransformerBlock {
+            attention: self.relative_attention().init(device),
+            body: self.init_body(device),
         }
     }
 }
@@ -68,27 +152,35 @@ impl<B: Backend> TransformerBlock<B> {
         mask: Option<Tensor<B, 4, Bool>>,
         bias: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
-        let x = self.residual(x, &self.norm_attention, |h| {
-            let context = context.map(|c| match self.pre_norm {
-                true => self.norm_attention.forward(c),
-                false => c,
-            });
-            self.attention.forward(h, context, mask, bias)
-        });
-        self.residual(x, &self.norm_feed_forward, |h| self.feed_forward.forward(h))
+        let context = context.map(|c| self.body.attention_context(c));
+        let x = self
+            .body
+            .attention_residual(x, |h| self.attention.forward(h, context, mask, bias));
+        self.body.feed_forward_residual(x)
     }
+}
 
-    /// `x + dropout(f(x))` with the block's LayerNorm placement.
-    pub fn residual(
+impl<B: Backend> RelativeTransformerBlock<B> {
+    /// Relative self-attention of `x` `[batch, q, d]` over `[memory ; x]`
+    /// (`memory` `[batch, m, d]`, this layer's cached inputs), then the
+    /// feed-forward network. `pos` are the sinusoids for distances
+    /// `m+q−1 … 0`; `mask` is `[.., q, m+q]`.
+    pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        norm: &LayerNorm<B>,
-        f: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+        memory: Option<Tensor<B, 3>>,
+        pos: Tensor<B, 2>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
-        if self.pre_norm {
-            x.clone() + self.dropout.forward(f(norm.forward(x)))
-        } else {
-            norm.forward(x.clone() + self.dropout.forward(f(x)))
-        }
+        let context = match memory {
+            Some(m) => Tensor::cat(vec![m, x.clone()], 1),
+            None => x.clone(),
+        };
+        let context = self.body.attention_context(context);
+        let x = self
+            .body
+            .attention_residual(x, |h| self.attention.forward(h, context, pos, bias, mask));
+        self.body.feed_forward_residual(x)
     }
 }

@@ -5,12 +5,17 @@ pub mod block;
 pub mod embedding;
 pub mod feed_forward;
 pub mod positions;
+pub mod relative;
 
 pub use attention::{
     MultiHeadAttention, MultiHeadAttentionConfig, attention_reference, causal_mask, merge_heads,
     normal_init, scaled_dot_product_attention, split_heads,
 };
-pub use block::{TransformerBlock, TransformerBlockConfig};
+pub use block::{BlockBody, RelativeTransformerBlock, TransformerBlock, TransformerBlockConfig};
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use positions::{AbsolutePositions, PositionKind, sinusoids};
+pub use relative::{
+    RelativeAttentionConfig, RelativeBias, RelativeMultiHeadAttention, rel_shift,
+    relative_sinusoids,
+};

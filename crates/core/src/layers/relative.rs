@@ -1,0 +1,148 @@
+//! Transformer-XL's relative positional attention (Dai et al., 2019, §3.3):
+//!
+//! ```text
+//! A_ij = (E q_i + u)ᵀ W_k E k_j  +  (E q_i + v)ᵀ W_R R_{i−j}
+//!        └──── (a) + (c) ────┘      └───── (b) + (d) ─────┘
+//! ```
+//!
+//! scaled by 1/√d_head, where `R` are fixed sinusoids of the distance and
+//! `u`, `v` learned per head. The content term is computed by Burn's fused
+//! attention (with `u` folded into the query); the position term is formed
+//! for every distance `klen−1 … 0` at once and aligned to `(i, j)` by the
+//! rel-shift of the official code, then passed to the fused op as an
+//! additive bias — which the op adds after scaling, hence the explicit
+//! 1/√d_head on it.
+
+use burn::module::Param;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+
+use super::attention::{
+    MultiHeadAttention, MultiHeadAttentionConfig, merge_heads, normal_init,
+    scaled_dot_product_attention, split_heads,
+};
+use super::positions::sinusoids;
+
+/// Configuration of [`RelativeMultiHeadAttention`].
+#[derive(Config, Debug)]
+pub struct RelativeAttentionConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    #[config(default = "None")]
+    pub d_head: Option<usize>,
+    /// Dropout on attention probabilities.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    #[config(default = 0.02)]
+    pub init_std: f64,
+}
+
+/// Multi-head attention with relative positions. The content projections
+/// are a plain [`MultiHeadAttention`] without biases (as in the official
+/// code); `position` is `W_R`.
+#[derive(Module, Debug)]
+pub struct RelativeMultiHeadAttention<B: Backend> {
+    pub projections: MultiHeadAttention<B>,
+    pub position: Linear<B>,
+}
+
+/// The global content and position biases `u` and `v`, `[n_heads, d_head]`.
+#[derive(Module, Debug)]
+pub struct RelativeBias<B: Backend> {
+    pub u: Param<Tensor<B, 2>>,
+    pub v: Param<Tensor<B, 2>>,
+}
+
+impl RelativeAttentionConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> RelativeMultiHeadAttention<B> {
+        let d_head = self.d_head.unwrap_or(self.d_model / self.n_heads);
+        RelativeMultiHeadAttention {
+            projections: MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
+                .with_d_head(Some(d_head))
+                .with_dropout(self.dropout)
+                .with_bias(false)
+                .with_init_std(self.init_std)
+                .init(device),
+            position: LinearConfig::new(self.d_model, self.n_heads * d_head)
+                .with_bias(false)
+                .with_initializer(normal_init(self.init_std))
+                .init(device),
+        }
+    }
+
+    /// `u` and `v`, N(0, init_std²) as in the official code.
+    pub fn init_bias<B: Backend>(&self, device: &B::Device) -> RelativeBias<B> {
+        let d_head = self.d_head.unwrap_or(self.d_model / self.n_heads);
+        let init = normal_init(self.init_std);
+        RelativeBias {
+            u: init.init([self.n_heads, d_head], device),
+            v: init.init([self.n_heads, d_head], device),
+        }
+    }
+}
+
+impl<B: Backend> RelativeMultiHeadAttention<B> {
+    /// Attention of `x` `[batch, q, d]` over `context` `[batch, k, d]` (the
+    /// cache followed by `x`, so the last `q` keys are `x` itself). `pos` are
+    /// the sinusoids `[k, d]` for distances `k−1 … 0` ([`relative_sinusoids`]);
+    /// `mask` broadcasts to `[batch, heads, q, k]` (`true` = masked).
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        context: Tensor<B, 3>,
+        pos: Tensor<B, 2>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let p = &self.projections;
+        let (heads, d_head) = (p.n_heads, p.d_head);
+        let k_len = context.dims()[1];
+        let q = split_heads(p.query.forward(x), heads);
+        let k = split_heads(p.key.forward(context.clone()), heads);
+        let v = split_heads(p.value.forward(context), heads);
+        let r = self
+            .position
+            .forward(pos)
+            .reshape([k_len, heads, d_head])
+            .swap_dims(0, 1)
+            .unsqueeze_dim::<4>(0); // [1, heads, k, d_head]
+
+        let u = bias.u.val().reshape([1, heads, 1, d_head]);
+        let v_bias = bias.v.val().reshape([1, heads, 1, d_head]);
+        // (b) + (d) for every distance, then aligned: BD[i, j] uses R_{mlen+i−j}.
+        let position_scores = rel_shift((q.clone() + v_bias).matmul(r.transpose()));
+        let position_scores = position_scores / (d_head as f64).sqrt();
+
+        let heads_out =
+            scaled_dot_product_attention(q + u, k, v, mask, Some(position_scores), &p.dropout);
+        p.output.forward(merge_heads(heads_out))
+    }
+}
+
+/// The rel-shift of Transformer-XL's code: for scores `x` `[b, h, q, k]`
+/// whose column `c` holds distance `k−1−c`, returns scores whose `(i, j)`
+/// holds distance `(k−q) + i − j` for every `j ≤ (k−q) + i` (the positions
+/// a causal query may see; the rest is never used: it is masked).
+pub fn rel_shift<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, q, k] = x.dims();
+    let zero = Tensor::zeros([b, h, q, 1], &x.device());
+    Tensor::cat(vec![zero, x], 3)
+        .reshape([b, h, k + 1, q])
+        .slice([0..b, 0..h, 1..k + 1, 0..q])
+        .reshape([b, h, q, k])
+}
+
+/// Sinusoids `[k_len, d_model]` for the distances `k_len−1, …, 1, 0`, each
+/// clamped to `clamp_len` when given (the official code's `pos_seq`).
+pub fn relative_sinusoids<B: Backend>(
+    k_len: usize,
+    d_model: usize,
+    clamp_len: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let distances: Vec<f32> = (0..k_len)
+        .rev()
+        .map(|d| clamp_len.map_or(d, |c| d.min(c)) as f32)
+        .collect();
+    sinusoids(&distances, d_model, device)
+}

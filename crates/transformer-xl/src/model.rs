@@ -1,0 +1,174 @@
+//! The Transformer-XL forward pass (Dai et al., 2019, §3.3, "the complete
+//! computational procedure"; the official `MemTransformerLM._forward`):
+//!
+//! ```text
+//! h⁰ = dropout(√d · E[tokens])
+//! for each layer n:  h̃ⁿ⁻¹ = [SG(memⁿ⁻¹) ∘ hⁿ⁻¹]
+//!                    hⁿ = FF(LN(hⁿ⁻¹ + RelAttn(hⁿ⁻¹, h̃ⁿ⁻¹, R, u, v, mask)))
+//! logits = dropout(hᴺ) Eᵀ;   memⁿ⁻¹ ← last mem_len of h̃ⁿ⁻¹ (stop-gradient)
+//! ```
+
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+use memlab_core::layers::{
+    RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
+    TransformerBlockConfig, relative_sinusoids,
+};
+use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+
+use crate::config::XlConfig;
+use crate::memory::XlMemory;
+
+/// Transformer-XL.
+#[derive(Module, Debug)]
+pub struct TransformerXl<B: Backend> {
+    pub embedding: TokenEmbedding<B>,
+    pub layers: Vec<RelativeTransformerBlock<B>>,
+    /// `u`, `v`: one pair shared by every layer, or one per layer (`untie_r`).
+    pub biases: Vec<RelativeBias<B>>,
+    pub dropout: Dropout,
+    pub d_model: usize,
+    pub mem_len: usize,
+    pub eval_mem_len: usize,
+    /// Distances are clamped to this (`usize::MAX`: no clamping).
+    pub clamp_len: usize,
+    pub same_length: bool,
+}
+
+impl XlConfig {
+    pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> TransformerXl<B> {
+        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
+            .with_d_head(Some(self.d_head()))
+            .with_dropout(self.dropout)
+            .with_attn_dropout(self.attn_dropout)
+            .with_pre_norm(self.pre_norm)
+            .with_activation(self.activation)
+            .with_init_std(self.init_std);
+        let n_biases = if self.untie_r { self.n_layers } else { 1 };
+        TransformerXl {
+            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
+                .with_tied(self.tied_embeddings)
+                .with_scale(self.scale_embeddings)
+                .with_init_std(self.init_std)
+                .init(device),
+            layers: (0..self.n_layers)
+                .map(|_| block.init_relative(device))
+                .collect(),
+            biases: (0..n_biases)
+                .map(|_| block.relative_attention().init_bias(device))
+                .collect(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            d_model: self.d_model,
+            mem_len: self.mem_len,
+            eval_mem_len: self.eval_mem_len(),
+            clamp_len: self.clamp_len.unwrap_or(usize::MAX),
+            same_length: self.same_length,
+        }
+    }
+}
+
+/// The attention mask `[1, 1, q, m+q]` of a segment of `q` tokens after `m`
+/// cached ones (`true` = masked): query `i` sees keys `j ≤ m + i`; with
+/// `same_length = Some(mem_len)` also not keys `j ≤ i − s`, where
+/// `s = q − (m + q − mem_len)` when `m + q > mem_len` (else `q`), so that
+/// every query sees the same `mem_len` nearest keys (the official
+/// `dec_attn_mask`).
+pub fn xl_mask<B: Backend>(
+    q: usize,
+    m: usize,
+    same_length: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let k = m + q;
+    let future = Tensor::<B, 2, Bool>::tril_mask([q, k], m as i64, device);
+    let mask = match same_length {
+        Some(mem_len) => {
+            let mask_len = k as i64 - mem_len as i64;
+            let shift = if mask_len > 0 {
+                q as i64 - mask_len
+            } else {
+                q as i64
+            };
+            // triu_mask(offset) is true where j < i + offset: here j ≤ i − shift.
+            let too_far = Tensor::<B, 2, Bool>::triu_mask([q, k], 1 - shift, device);
+            future.bool_or(too_far)
+        }
+        None => future,
+    };
+    mask.reshape([1, 1, q, k])
+}
+
+impl<B: Backend> TransformerXl<B> {
+    /// The cache length in force: `eval_mem_len` when no gradient is being
+    /// recorded (evaluation runs on the inner, non-autodiff backend), else
+    /// `mem_len` — the same test Burn's dropout uses to tell training.
+    pub fn active_mem_len(&self, device: &B::Device) -> usize {
+        if B::ad_enabled(device) {
+            self.mem_len
+        } else {
+            self.eval_mem_len
+        }
+    }
+
+    fn bias(&self, layer: usize) -> &RelativeBias<B> {
+        &self.biases[layer.min(self.biases.len() - 1)]
+    }
+
+    /// Final hidden states `[batch, q, d_model]` and the next memory.
+    pub fn hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: XlMemory<B>,
+    ) -> (Tensor<B, 3>, XlMemory<B>) {
+        let [_, q] = tokens.dims();
+        let device = tokens.device();
+        let m = memory.len();
+        assert!(
+            memory.layers.is_empty() || memory.layers.len() == self.layers.len(),
+            "Transformer-XL memory holds {} layer caches for a {}-layer model",
+            memory.layers.len(),
+            self.layers.len()
+        );
+        let mem_len = self.active_mem_len(&device);
+        let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
+        let pos =
+            self.dropout
+                .forward(relative_sinusoids::<B>(m + q, self.d_model, clamp, &device));
+        let mask = xl_mask::<B>(q, m, self.same_length.then_some(mem_len), &device);
+
+        let mut h = self.dropout.forward(self.embedding.embed(tokens));
+        let mut layer_inputs = Vec::with_capacity(self.layers.len());
+        for (n, layer) in self.layers.iter().enumerate() {
+            layer_inputs.push(h.clone());
+            let cache = memory.layers.get(n).cloned();
+            h = layer.forward(h, cache, pos.clone(), self.bias(n), Some(mask.clone()));
+        }
+        let next = memory.update(layer_inputs, mem_len);
+        (self.dropout.forward(h), next)
+    }
+}
+
+impl<B: Backend> SegmentModel<B> for TransformerXl<B> {
+    type Memory = XlMemory<B>;
+
+    fn init_memory(&self, _batch: usize, _device: &B::Device) -> XlMemory<B> {
+        XlMemory::empty()
+    }
+
+    fn forward_segment(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: XlMemory<B>,
+    ) -> SegmentOutput<B, XlMemory<B>> {
+        let (h, next) = self.hidden(tokens, memory);
+        SegmentOutput::new(self.embedding.logits(h), next)
+    }
+
+    fn memory_floats_per_sequence(&self) -> usize {
+        self.layers.len() * self.mem_len * self.d_model
+    }
+
+    fn name(&self) -> &'static str {
+        "transformer-xl"
+    }
+}
