@@ -3,7 +3,7 @@
 use burn::backend::NdArray;
 use burn::prelude::*;
 use memlab_core::layers::{
-    RelativeAttentionConfig, TransformerBlockConfig, causal_mask, rel_shift, relative_sinusoids,
+    MultiHeadAttentionConfig, TransformerBlockConfig, causal_mask, rel_shift, relative_sinusoids,
     sinusoids,
 };
 use memlab_core::seed::materialize;
@@ -94,9 +94,9 @@ fn relative_attention_matches_the_paper_score_for_every_query_and_key() {
     let (d, heads, q, m) = (8, 2, 3, 4);
     let dh = d / heads;
     let k = m + q;
-    let config = RelativeAttentionConfig::new(d, heads).with_init_std(0.3);
-    let attn = config.init::<B>(&device);
-    let bias = config.init_bias::<B>(&device);
+    let config = MultiHeadAttentionConfig::new(d, heads).with_init_std(0.3);
+    let attn = config.init_relative::<B>(&device);
+    let bias = config.init_relative_bias::<B>(&device);
 
     let context_data = values(k * d, 7);
     let context =
@@ -173,7 +173,7 @@ fn without_its_position_term_the_relative_block_is_the_standard_block() {
     // Materialise before cloning: a clone of an untouched lazy parameter
     // would draw values of its own.
     let mut relative = materialize(config.init_relative::<B>(&device));
-    let mut bias = materialize(config.relative_attention().init_bias::<B>(&device));
+    let mut bias = materialize(config.init_relative_bias::<B>(&device));
     let standard = materialize(config.init::<B>(&device));
     // Copy the standard block's weights, zero W_R, u and v, drop the biases
     // the relative projections do not have.

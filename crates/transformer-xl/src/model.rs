@@ -55,7 +55,7 @@ impl XlConfig {
                 .map(|_| block.init_relative(device))
                 .collect(),
             biases: (0..n_biases)
-                .map(|_| block.relative_attention().init_bias(device))
+                .map(|_| block.init_relative_bias(device))
                 .collect(),
             dropout: DropoutConfig::new(self.dropout).init(),
             d_model: self.d_model,

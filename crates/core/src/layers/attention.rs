@@ -45,8 +45,13 @@ pub struct MultiHeadAttention<B: Backend> {
 }
 
 impl MultiHeadAttentionConfig {
+    /// Size of each head.
+    pub fn head_size(&self) -> usize {
+        self.d_head.unwrap_or(self.d_model / self.n_heads)
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> MultiHeadAttention<B> {
-        let d_head = self.d_head.unwrap_or(self.d_model / self.n_heads);
+        let d_head = self.head_size();
         let inner = d_head * self.n_heads;
         let linear = |d_in, d_out| {
             LinearConfig::new(d_in, d_out)

@@ -10,7 +10,7 @@ use burn::prelude::*;
 
 use super::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use super::feed_forward::{Activation, FeedForward, FeedForwardConfig};
-use super::relative::{RelativeAttentionConfig, RelativeBias, RelativeMultiHeadAttention};
+use super::relative::{RelativeBias, RelativeMultiHeadAttention};
 
 #[derive(Config, Debug)]
 pub struct TransformerBlockConfig {
@@ -115,30 +115,31 @@ impl TransformerBlockConfig {
         }
     }
 
-    pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerBlock<B> {
-        TransformerBlock {
-            attention: MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
-                .with_d_head(self.d_head)
-                .with_dropout(self.attn_dropout)
-                .with_init_std(self.init_std)
-                .init(device),
-            body: self.init_body(device),
-        }
-    }
-
-    /// The configuration of the relative attention of [`Self::init_relative`].
-    pub fn relative_attention(&self) -> RelativeAttentionConfig {
-        RelativeAttentionConfig::new(self.d_model, self.n_heads)
+    /// The configuration of the block's attention.
+    pub fn attention(&self) -> MultiHeadAttentionConfig {
+        MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
             .with_d_head(self.d_head)
             .with_dropout(self.attn_dropout)
             .with_init_std(self.init_std)
     }
 
-    pub fn init_relative<B: Backend>(&self, device: &B::Device) -> RelativeTransformerBlock<B> {
-        RelativeTransformerBlock {
-            attention: self.relative_attention().init(device),
+    pub fn init<B: Backend>(&self, device: &B::Device) -> TransformerBlock<B> {
+        TransformerBlock {
+            attention: self.attention().init(device),
             body: self.init_body(device),
         }
+    }
+
+    pub fn init_relative<B: Backend>(&self, device: &B::Device) -> RelativeTransformerBlock<B> {
+        RelativeTransformerBlock {
+            attention: self.attention().init_relative(device),
+            body: self.init_body(device),
+        }
+    }
+
+    /// `u`, `v` for blocks of [`Self::init_relative`].
+    pub fn init_relative_bias<B: Backend>(&self, device: &B::Device) -> RelativeBias<B> {
+        self.attention().init_relative_bias(device)
     }
 }
 

@@ -15,7 +15,4 @@ pub use block::{BlockBody, RelativeTransformerBlock, TransformerBlock, Transform
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use positions::{AbsolutePositions, PositionKind, sinusoids};
-pub use relative::{
-    RelativeAttentionConfig, RelativeBias, RelativeMultiHeadAttention, rel_shift,
-    relative_sinusoids,
-};
+pub use relative::{RelativeBias, RelativeMultiHeadAttention, rel_shift, relative_sinusoids};

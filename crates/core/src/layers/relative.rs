@@ -23,20 +23,6 @@ use super::attention::{
 };
 use super::positions::sinusoids;
 
-/// Configuration of [`RelativeMultiHeadAttention`].
-#[derive(Config, Debug)]
-pub struct RelativeAttentionConfig {
-    pub d_model: usize,
-    pub n_heads: usize,
-    #[config(default = "None")]
-    pub d_head: Option<usize>,
-    /// Dropout on attention probabilities.
-    #[config(default = 0.0)]
-    pub dropout: f64,
-    #[config(default = 0.02)]
-    pub init_std: f64,
-}
-
 /// Multi-head attention with relative positions. The content projections
 /// are a plain [`MultiHeadAttention`] without biases (as in the official
 /// code); `position` is `W_R`.
@@ -53,16 +39,14 @@ pub struct RelativeBias<B: Backend> {
     pub v: Param<Tensor<B, 2>>,
 }
 
-impl RelativeAttentionConfig {
-    pub fn init<B: Backend>(&self, device: &B::Device) -> RelativeMultiHeadAttention<B> {
-        let d_head = self.d_head.unwrap_or(self.d_model / self.n_heads);
+impl MultiHeadAttentionConfig {
+    /// The relative attention with this configuration's sizes, attention
+    /// dropout and init: content projections without biases (as in the
+    /// official code) and `W_R`.
+    pub fn init_relative<B: Backend>(&self, device: &B::Device) -> RelativeMultiHeadAttention<B> {
+        let d_head = self.head_size();
         RelativeMultiHeadAttention {
-            projections: MultiHeadAttentionConfig::new(self.d_model, self.n_heads)
-                .with_d_head(Some(d_head))
-                .with_dropout(self.dropout)
-                .with_bias(false)
-                .with_init_std(self.init_std)
-                .init(device),
+            projections: self.clone().with_bias(false).init(device),
             position: LinearConfig::new(self.d_model, self.n_heads * d_head)
                 .with_bias(false)
                 .with_initializer(normal_init(self.init_std))
@@ -71,12 +55,11 @@ impl RelativeAttentionConfig {
     }
 
     /// `u` and `v`, N(0, init_std²) as in the official code.
-    pub fn init_bias<B: Backend>(&self, device: &B::Device) -> RelativeBias<B> {
-        let d_head = self.d_head.unwrap_or(self.d_model / self.n_heads);
+    pub fn init_relative_bias<B: Backend>(&self, device: &B::Device) -> RelativeBias<B> {
         let init = normal_init(self.init_std);
         RelativeBias {
-            u: init.init([self.n_heads, d_head], device),
-            v: init.init([self.n_heads, d_head], device),
+            u: init.init([self.n_heads, self.head_size()], device),
+            v: init.init([self.n_heads, self.head_size()], device),
         }
     }
 }
