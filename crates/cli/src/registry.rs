@@ -3,4 +3,5 @@
 memlab_core::architectures! {
     memlab_baseline::BaselineArch,
     memlab_transformer_xl::TransformerXlArch,
+    memlab_rmt::RmtArch,
 }

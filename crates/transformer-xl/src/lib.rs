@@ -4,16 +4,17 @@
 //! `attn_type = 0`):
 //!
 //! - segment-level recurrence with state reuse (§3.2): each layer caches its
-//!   input for the last `mem_len` positions, without gradient ([`memory`]);
+//!   input for the last `mem_len` positions, without gradient
+//!   (memlab-core's `LayerCache`);
 //! - relative positional encodings (§3.3): memlab-core's
 //!   `RelativeMultiHeadAttention` with global `u`, `v` biases ([`model`]).
 
 pub mod config;
-pub mod memory;
 pub mod model;
 
 pub use config::XlConfig;
-pub use memory::XlMemory;
+/// Transformer-XL's memory: memlab-core's per-layer cache.
+pub type XlMemory<B> = memlab_core::cache::LayerCache<B>;
 pub use model::{TransformerXl, xl_mask};
 
 use burn::prelude::*;

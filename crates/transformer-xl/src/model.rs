@@ -10,14 +10,15 @@
 
 use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
+use memlab_core::cache::relative_stack;
 use memlab_core::layers::{
     RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
-    TransformerBlockConfig, relative_sinusoids,
+    TransformerBlockConfig,
 };
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
 use crate::config::XlConfig;
-use crate::memory::XlMemory;
+use crate::XlMemory;
 
 /// Transformer-XL.
 #[derive(Module, Debug)]
@@ -110,40 +111,24 @@ impl<B: Backend> TransformerXl<B> {
         }
     }
 
-    fn bias(&self, layer: usize) -> &RelativeBias<B> {
-        &self.biases[layer.min(self.biases.len() - 1)]
-    }
-
     /// Final hidden states `[batch, q, d_model]` and the next memory.
-    pub fn hidden(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        memory: XlMemory<B>,
-    ) -> (Tensor<B, 3>, XlMemory<B>) {
+    pub fn hidden(&self, tokens: Tensor<B, 2, Int>, memory: XlMemory<B>) -> (Tensor<B, 3>, XlMemory<B>) {
         let [_, q] = tokens.dims();
         let device = tokens.device();
-        let m = memory.len();
-        assert!(
-            memory.layers.is_empty() || memory.layers.len() == self.layers.len(),
-            "Transformer-XL memory holds {} layer caches for a {}-layer model",
-            memory.layers.len(),
-            self.layers.len()
-        );
         let mem_len = self.active_mem_len(&device);
+        let mask = xl_mask::<B>(q, memory.len(), self.same_length.then_some(mem_len), &device);
+        let h = self.dropout.forward(self.embedding.embed(tokens));
         let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
-        let pos =
-            self.dropout
-                .forward(relative_sinusoids::<B>(m + q, self.d_model, clamp, &device));
-        let mask = xl_mask::<B>(q, m, self.same_length.then_some(mem_len), &device);
-
-        let mut h = self.dropout.forward(self.embedding.embed(tokens));
-        let mut layer_inputs = Vec::with_capacity(self.layers.len());
-        for (n, layer) in self.layers.iter().enumerate() {
-            layer_inputs.push(h.clone());
-            let cache = memory.layers.get(n).cloned();
-            h = layer.forward(h, cache, pos.clone(), self.bias(n), Some(mask.clone()));
-        }
-        let next = memory.update(layer_inputs, mem_len);
+        let (h, next) = relative_stack(
+            &self.layers,
+            &self.biases,
+            h,
+            &memory,
+            mask,
+            mem_len,
+            clamp,
+            &self.dropout,
+        );
         (self.dropout.forward(h), next)
     }
 }

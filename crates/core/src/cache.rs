@@ -1,18 +1,22 @@
-//! Segment-level recurrence with state reuse (Dai et al., 2019, §3.2): the
-//! memory is, per layer, that layer's input for the last `mem_len`
-//! positions, `h̃ = [SG(h_{τ−1}) ∘ h_τ]`, kept without gradient.
+//! Transformer-XL's segment-level recurrence with state reuse (Dai et al.,
+//! 2019, §3.2): per layer, that layer's input for the last `mem_len`
+//! positions, `h̃ = [SG(h_{τ−1}) ∘ h_τ]`, kept without gradient; and the
+//! stack of relative blocks that reads it. Shared by Transformer-XL, the
+//! Tr-XL backbone of RMT and the ∞-former's short-term memory.
 
 use burn::prelude::*;
-use memlab_core::{MemoryError, MemoryState};
+
+use crate::layers::{RelativeBias, RelativeTransformerBlock, relative_sinusoids};
+use crate::model::{MemoryError, MemoryState};
 
 /// Per-layer caches `[batch, m, d_model]` (`m ≤ mem_len`); empty before the
 /// first segment.
 #[derive(Debug, Clone)]
-pub struct XlMemory<B: Backend> {
+pub struct LayerCache<B: Backend> {
     pub layers: Vec<Tensor<B, 3>>,
 }
 
-impl<B: Backend> XlMemory<B> {
+impl<B: Backend> LayerCache<B> {
     pub fn empty() -> Self {
         Self { layers: Vec::new() }
     }
@@ -49,7 +53,7 @@ impl<B: Backend> XlMemory<B> {
     }
 }
 
-impl<B: Backend> MemoryState<B> for XlMemory<B> {
+impl<B: Backend> MemoryState<B> for LayerCache<B> {
     fn detach(self) -> Self {
         Self {
             layers: self.layers.into_iter().map(|t| t.detach()).collect(),
@@ -81,4 +85,44 @@ impl<B: Backend> MemoryState<B> for XlMemory<B> {
         }
         Ok(Self { layers: tensors })
     }
+}
+
+/// Runs `h` `[batch, q, d]` through a stack of relative blocks, layer `n`
+/// attending over `[cache_n ; h]`; returns the output and the updated cache
+/// (each layer's input appended, the last `mem_len` kept, detached).
+/// `biases` holds one `(u, v)` pair shared by every layer, or one per layer.
+/// `mask` is `[.., q, m + q]` for `m` cached positions; `pos_dropout` is
+/// applied to the relative sinusoids (Transformer-XL drops them too).
+#[allow(clippy::too_many_arguments)]
+pub fn relative_stack<B: Backend>(
+    layers: &[RelativeTransformerBlock<B>],
+    biases: &[RelativeBias<B>],
+    h: Tensor<B, 3>,
+    cache: &LayerCache<B>,
+    mask: Tensor<B, 4, Bool>,
+    mem_len: usize,
+    clamp_len: Option<usize>,
+    pos_dropout: &burn::nn::Dropout,
+) -> (Tensor<B, 3>, LayerCache<B>) {
+    assert!(
+        cache.layers.is_empty() || cache.layers.len() == layers.len(),
+        "the cache holds {} layers for a {}-layer stack",
+        cache.layers.len(),
+        layers.len()
+    );
+    let [_, q, d_model] = h.dims();
+    let pos = pos_dropout.forward(relative_sinusoids::<B>(
+        cache.len() + q,
+        d_model,
+        clamp_len,
+        &h.device(),
+    ));
+    let mut h = h;
+    let mut inputs = Vec::with_capacity(layers.len());
+    for (n, layer) in layers.iter().enumerate() {
+        inputs.push(h.clone());
+        let bias = &biases[n.min(biases.len() - 1)];
+        h = layer.forward(h, cache.layers.get(n).cloned(), pos.clone(), bias, Some(mask.clone()));
+    }
+    (h, cache.update(inputs, mem_len))
 }

@@ -1,0 +1,139 @@
+//! `[model]` with `arch = "rmt"`. Names follow booydar/LM-RMT's flags where
+//! they exist (`num_mem_tokens`, `mem_at_end`, `read_mem_from_cache`,
+//! `mem_len`).
+
+use memlab_core::config::{ConfigError, Validate, check};
+use memlab_core::layers::{Activation, PositionKind};
+use serde::{Deserialize, Serialize};
+
+/// The Transformer that reads `[read memory ; segment ; write memory]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    /// Absolute positions, no cache (the paper's "RMT").
+    #[default]
+    Transformer,
+    /// Relative positions and a cache of `mem_len` states of the augmented
+    /// sequence (the paper's "Tr-XL + RMT").
+    TransformerXl,
+}
+
+/// How the learned initial memory is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryInit {
+    /// One N(0, 1) vector copied into every slot (LM-RMT's `init_mem_tokens`);
+    /// the slots are separate parameters from then on.
+    #[default]
+    Repeated,
+    /// An independent N(0, 1) vector per slot.
+    Distinct,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RmtConfig {
+    pub backbone: Backbone,
+    /// Memory tokens `m`.
+    pub num_mem_tokens: usize,
+    /// `[read ; segment ; write]` (true) or `[read ; segment]` (false: the
+    /// paper's "MemTr", whose memory is the read block's output).
+    pub mem_at_end: bool,
+    pub memory_init: MemoryInit,
+    /// Tr-XL backbone: memory tokens may attend to the cache.
+    pub read_mem_from_cache: bool,
+    /// Tr-XL backbone: cached states per layer (of the augmented sequence).
+    pub mem_len: usize,
+    pub clamp_len: Option<usize>,
+    pub untie_r: bool,
+    /// Transformer backbone: `learned` or `sinusoidal` absolute positions.
+    pub positions: PositionKind,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub d_head: Option<usize>,
+    pub d_ff: usize,
+    pub dropout: f64,
+    pub attn_dropout: f64,
+    pub pre_norm: bool,
+    pub activation: Activation,
+    pub tied_embeddings: bool,
+    /// Multiply token embeddings (not memory) by √d_model, as LM-RMT does.
+    pub scale_embeddings: bool,
+    pub init_std: f64,
+}
+
+impl Default for RmtConfig {
+    fn default() -> Self {
+        Self {
+            backbone: Backbone::Transformer,
+            num_mem_tokens: 10,
+            mem_at_end: true,
+            memory_init: MemoryInit::Repeated,
+            read_mem_from_cache: false,
+            mem_len: 0,
+            clamp_len: None,
+            untie_r: false,
+            positions: PositionKind::Learned,
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            d_head: None,
+            d_ff: 256,
+            dropout: 0.0,
+            attn_dropout: 0.0,
+            pre_norm: true,
+            activation: Activation::Relu,
+            tied_embeddings: true,
+            scale_embeddings: false,
+            init_std: 0.02,
+        }
+    }
+}
+
+impl RmtConfig {
+    /// Length of the augmented segment for a segment of `len` tokens.
+    pub fn augmented_len(&self, len: usize) -> usize {
+        let write = if self.mem_at_end { self.num_mem_tokens } else { 0 };
+        self.num_mem_tokens + len + write
+    }
+}
+
+impl Validate for RmtConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check::positive("d_model", self.d_model)?;
+        check::positive("n_layers", self.n_layers)?;
+        check::positive("n_heads", self.n_heads)?;
+        check::positive("d_ff", self.d_ff)?;
+        match self.d_head {
+            Some(d) => check::positive("d_head", d)?,
+            None => check::divides("d_model", self.d_model, "n_heads", self.n_heads)?,
+        }
+        let sinusoids = self.backbone == Backbone::TransformerXl || self.positions == PositionKind::Sinusoidal;
+        if sinusoids && !self.d_model.is_multiple_of(2) {
+            return Err(ConfigError::new(
+                "d_model",
+                format!("must be even for sinusoidal positions, got {}", self.d_model),
+            ));
+        }
+        check::probability("dropout", self.dropout)?;
+        check::probability("attn_dropout", self.attn_dropout)?;
+        check::positive_f64("init_std", self.init_std)?;
+        if self.backbone == Backbone::Transformer {
+            for (field, set) in [
+                ("mem_len", self.mem_len > 0),
+                ("read_mem_from_cache", self.read_mem_from_cache),
+                ("clamp_len", self.clamp_len.is_some()),
+                ("untie_r", self.untie_r),
+            ] {
+                if set {
+                    return Err(ConfigError::new(
+                        field,
+                        "applies to `backbone = \"transformer-xl\"` only",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! The RMT forward pass (Bulatov et al., 2022, §3, Fig. 1c):
+//!
+//! ```text
+//! H̃⁰ = [H_mem ; E[tokens] ; H_mem]          (read, segment, write)
+//! H̄ᴺ = Transformer(H̃⁰, mask)                (absolute or Tr-XL backbone)
+//! [H_read ; H_out ; H_write] = H̄ᴺ
+//! logits = H_out Eᵀ;   next H_mem = H_write  (H_read without mem_at_end)
+//! ```
+//!
+//! Gradients flow from segment to segment through `H_mem`; the segment
+//! runner truncates them at the configured BPTT depth.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use memlab_core::cache::{LayerCache, relative_stack};
+use memlab_core::layers::{
+    AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
+    TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig,
+};
+use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+
+use crate::config::{Backbone, MemoryInit, RmtConfig};
+use crate::mask::rmt_mask;
+use crate::memory::RmtMemory;
+
+/// The Recurrent Memory Transformer.
+#[derive(Module, Debug)]
+pub struct Rmt<B: Backend> {
+    pub embedding: TokenEmbedding<B>,
+    /// The learned initial memory `[m, d_model]` (`None` when `m = 0`).
+    pub memory_init: Option<Param<Tensor<B, 2>>>,
+    /// Transformer backbone: absolute positions over the augmented segment.
+    pub positions: AbsolutePositions<B>,
+    pub blocks: Vec<TransformerBlock<B>>,
+    /// Final LayerNorm of a pre-LN Transformer backbone.
+    pub final_norm: Option<LayerNorm<B>>,
+    /// Tr-XL backbone.
+    pub relative_blocks: Vec<RelativeTransformerBlock<B>>,
+    pub biases: Vec<RelativeBias<B>>,
+    pub dropout: Dropout,
+    pub num_mem_tokens: usize,
+    pub mem_at_end: bool,
+    pub read_mem_from_cache: bool,
+    pub mem_len: usize,
+    pub clamp_len: usize,
+    pub d_model: usize,
+}
+
+impl RmtConfig {
+    pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> Rmt<B> {
+        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
+            .with_d_head(self.d_head)
+            .with_dropout(self.dropout)
+            .with_attn_dropout(self.attn_dropout)
+            .with_pre_norm(self.pre_norm)
+            .with_activation(self.activation)
+            .with_init_std(self.init_std);
+        let (m, d) = (self.num_mem_tokens, self.d_model);
+        let memory_init = (m > 0).then(|| {
+            let unit = burn::module::Initializer::Normal { mean: 0.0, std: 1.0 };
+            match self.memory_init {
+                MemoryInit::Distinct => unit.init([m, d], device),
+                MemoryInit::Repeated => {
+                    let one = Tensor::<B, 2>::random([1, d], Distribution::Normal(0.0, 1.0), device);
+                    Param::from_tensor(one.repeat_dim(0, m))
+                }
+            }
+        });
+        let xl = self.backbone == Backbone::TransformerXl;
+        let n = self.n_layers;
+        Rmt {
+            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, d)
+                .with_tied(self.tied_embeddings)
+                .with_scale(self.scale_embeddings)
+                .with_init_std(self.init_std)
+                .init(device),
+            memory_init,
+            positions: AbsolutePositions::new(
+                if xl { PositionKind::None } else { self.positions },
+                self.augmented_len(ctx.max_segment_len),
+                d,
+                self.init_std,
+                device,
+            ),
+            blocks: if xl { Vec::new() } else { (0..n).map(|_| block.init(device)).collect() },
+            final_norm: (!xl && self.pre_norm).then(|| LayerNormConfig::new(d).init(device)),
+            relative_blocks: if xl {
+                (0..n).map(|_| block.init_relative(device)).collect()
+            } else {
+                Vec::new()
+            },
+            biases: if xl {
+                let pairs = if self.untie_r { n } else { 1 };
+                (0..pairs).map(|_| block.init_relative_bias(device)).collect()
+            } else {
+                Vec::new()
+            },
+            dropout: DropoutConfig::new(self.dropout).init(),
+            num_mem_tokens: m,
+            mem_at_end: self.mem_at_end,
+            read_mem_from_cache: self.read_mem_from_cache,
+            mem_len: self.mem_len,
+            clamp_len: self.clamp_len.unwrap_or(usize::MAX),
+            d_model: d,
+        }
+    }
+}
+
+impl<B: Backend> Rmt<B> {
+    fn is_xl(&self) -> bool {
+        !self.relative_blocks.is_empty()
+    }
+
+    /// Hidden states of the segment's tokens `[batch, s, d]` and the next memory.
+    pub fn hidden(&self, tokens: Tensor<B, 2, Int>, memory: RmtMemory<B>) -> (Tensor<B, 3>, RmtMemory<B>) {
+        let [batch, s] = tokens.dims();
+        let device = tokens.device();
+        let m = self.num_mem_tokens;
+        let x = self.embedding.embed(tokens);
+        let read = memory.tokens.clone();
+        let mut parts = Vec::with_capacity(3);
+        parts.extend(read.clone());
+        parts.push(x);
+        if self.mem_at_end {
+            parts.extend(read);
+        }
+        let augmented = Tensor::cat(parts, 1);
+        let q = augmented.dims()[1];
+
+        let (h, cache) = if self.is_xl() {
+            let mask = rmt_mask::<B>(
+                m,
+                s,
+                memory.cache.len(),
+                self.mem_at_end,
+                self.read_mem_from_cache,
+                &device,
+            );
+            let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
+            let h = self.dropout.forward(augmented);
+            let (h, cache) = relative_stack(
+                &self.relative_blocks,
+                &self.biases,
+                h,
+                &memory.cache,
+                mask,
+                self.mem_len,
+                clamp,
+                &self.dropout,
+            );
+            (self.dropout.forward(h), cache)
+        } else {
+            let mask = rmt_mask::<B>(m, s, 0, self.mem_at_end, false, &device);
+            let mut h = self.dropout.forward(self.positions.forward(augmented));
+            for block in &self.blocks {
+                h = block.forward(h, None, Some(mask.clone()), None);
+            }
+            if let Some(norm) = &self.final_norm {
+                h = norm.forward(h);
+            }
+            (h, LayerCache::empty())
+        };
+
+        let next_tokens = (m > 0).then(|| {
+            let start = if self.mem_at_end { q - m } else { 0 };
+            h.clone().narrow(1, start, m)
+        });
+        let out = h.narrow(1, m, s);
+        debug_assert_eq!(out.dims()[0], batch);
+        (
+            out,
+            RmtMemory {
+                tokens: next_tokens,
+                cache,
+            },
+        )
+    }
+}
+
+impl<B: Backend> SegmentModel<B> for Rmt<B> {
+    type Memory = RmtMemory<B>;
+
+    /// The learned initial memory, the same for every sequence of the batch.
+    fn init_memory(&self, batch: usize, _device: &B::Device) -> RmtMemory<B> {
+        let tokens = self.memory_init.as_ref().map(|p| {
+            let [m, d] = p.dims();
+            p.val().reshape([1, m, d]).repeat_dim(0, batch)
+        });
+        RmtMemory {
+            tokens,
+            cache: LayerCache::empty(),
+        }
+    }
+
+    fn forward_segment(&self, tokens: Tensor<B, 2, Int>, memory: RmtMemory<B>) -> SegmentOutput<B, RmtMemory<B>> {
+        let (h, next) = self.hidden(tokens, memory);
+        SegmentOutput::new(self.embedding.logits(h), next)
+    }
+
+    fn memory_floats_per_sequence(&self) -> usize {
+        let layers = if self.is_xl() { self.relative_blocks.len() } else { 0 };
+        (self.num_mem_tokens + layers * self.mem_len) * self.d_model
+    }
+
+    fn name(&self) -> &'static str {
+        "rmt"
+    }
+}

@@ -1,0 +1,291 @@
+use burn::backend::{Autodiff, NdArray};
+use burn::prelude::*;
+use memlab_baseline::{BaselineArch, BaselineConfig};
+use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
+use memlab_core::config::parse_toml;
+use memlab_core::registry::parse_model_config;
+use memlab_core::runner::run_segments;
+use memlab_core::seed::{init_seeded, materialize};
+use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
+use memlab_rmt::{Backbone, MemoryInit, Rmt, RmtArch, RmtConfig, RmtMemory, rmt_masked};
+use memlab_transformer_xl::{TransformerXlArch, XlConfig};
+
+type B = NdArray;
+type AB = Autodiff<NdArray>;
+
+const CTX: ModelContext = ModelContext {
+    vocab_size: 12,
+    max_segment_len: 6,
+};
+
+fn rmt<BB: Backend>(config: &RmtConfig, seed: u64) -> Rmt<BB> {
+    let device = Default::default();
+    init_seeded::<BB, _>(&device, seed, || RmtArch::init::<BB>(config, &CTX, &device))
+}
+
+fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
+    Tensor::from_data(TensorData::new(data.to_vec(), [b, data.len() / b]), &Default::default())
+}
+
+fn seq(len: usize, seed: i64) -> Vec<i64> {
+    (0..len as i64).map(|i| (i * 7 + seed * 5 + i * i) % 12).collect()
+}
+
+/// Logits of each segment of `data` `[1, len]`.
+fn segment_logits<BB: Backend>(model: &Rmt<BB>, data: &[i64], seg: usize) -> Vec<Vec<f32>> {
+    let mut memory = model.init_memory(1, &Default::default());
+    data.chunks(seg)
+        .map(|chunk| {
+            let out = model.forward_segment(tokens::<BB>(chunk, 1), memory.clone());
+            memory = out.memory;
+            out.logits.into_data().to_vec::<f32>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_mask_follows_the_rules_cell_by_cell() {
+    let (m, s) = (2, 3);
+    for mem_at_end in [true, false] {
+        for (cache, from_cache) in [(0, false), (4, false), (4, true)] {
+            let q = m + s + if mem_at_end { m } else { 0 };
+            let k = cache + q;
+            let mask: Vec<bool> = memlab_rmt::rmt_mask::<B>(m, s, cache, mem_at_end, from_cache, &Default::default())
+                .into_data()
+                .to_vec()
+                .unwrap();
+            for i in 0..q {
+                for j in 0..k {
+                    let key = j as i64 - cache as i64; // position in [read ; seg ; write]
+                    let (is_read, is_seg) = (i < m, i >= m && i < m + s);
+                    let expected = if key < 0 {
+                        // The cache: the segment always, memory only when allowed.
+                        !is_seg && !from_cache
+                    } else if key < m as i64 {
+                        false // everyone reads the read block
+                    } else if is_read {
+                        true // read memory sees only the read block
+                    } else if is_seg {
+                        key as usize > i // causal; the write block (key ≥ m + s > i) never
+                    } else {
+                        false // write memory sees read, the whole segment and write
+                    };
+                    assert_eq!(
+                        mask[i * k + j],
+                        expected,
+                        "mem_at_end {mem_at_end}, cache {cache}/{from_cache}: query {i}, key {j}"
+                    );
+                    assert_eq!(mask[i * k + j], rmt_masked(i, j, m, s, cache, mem_at_end, from_cache));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shapes_memory_and_initial_memory() {
+    let config = RmtConfig {
+        num_mem_tokens: 3,
+        ..RmtConfig::default()
+    };
+    let model = rmt::<B>(&config, 0);
+    let memory = model.init_memory(2, &Default::default());
+    assert_eq!(memory.tokens.as_ref().unwrap().dims(), [2, 3, 64]);
+    // LM-RMT's initialisation: one vector repeated in every slot.
+    let init: Vec<f32> = model.memory_init.as_ref().unwrap().val().into_data().to_vec().unwrap();
+    assert_eq!(init[..64], init[64..128]);
+    let distinct = rmt::<B>(&RmtConfig { memory_init: MemoryInit::Distinct, ..config.clone() }, 0);
+    let init: Vec<f32> = distinct.memory_init.as_ref().unwrap().val().into_data().to_vec().unwrap();
+    assert_ne!(init[..64], init[64..128]);
+
+    let out = model.forward_segment(tokens::<B>(&seq(2 * 5, 1), 2), memory);
+    assert_eq!(out.logits.dims(), [2, 5, 12]);
+    assert_eq!(out.memory.tokens.as_ref().unwrap().dims(), [2, 3, 64]);
+    assert_eq!(out.memory.num_floats(), 2 * 3 * 64);
+    assert_eq!(model.describe().memory_floats_per_sequence, 3 * 64);
+    let rebuilt = RmtMemory::<B>::from_tensors(out.memory.to_tensors()).unwrap();
+    assert_eq!(rebuilt.tokens.unwrap().dims(), [2, 3, 64]);
+}
+
+#[test]
+fn what_segment_one_holds_changes_segment_three_through_memory() {
+    for backbone in [Backbone::Transformer, Backbone::TransformerXl] {
+        let config = RmtConfig {
+            backbone,
+            num_mem_tokens: 2,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            init_std: 0.3,
+            ..RmtConfig::default()
+        };
+        let model = rmt::<B>(&config, 1);
+        let data = seq(18, 2);
+        let mut other = data.clone();
+        other[1] = (other[1] + 1) % 12;
+        let (a, b) = (segment_logits(&model, &data, 6), segment_logits(&model, &other, 6));
+        assert_ne!(a[2], b[2], "{backbone:?}: segment 3 does not see segment 1");
+        // Within segment 1 the change is causal: position 0 is unaffected.
+        assert_eq!(a[0][..12], b[0][..12]);
+    }
+}
+
+/// |gradient| reaching the embeddings of tokens read only in segment 1 from
+/// the loss of segment 3 (untied embeddings).
+fn gradient_into_segment_one(depth: BpttDepth) -> f32 {
+    let config = RmtConfig {
+        num_mem_tokens: 2,
+        tied_embeddings: false,
+        d_model: 16,
+        n_heads: 2,
+        d_ff: 32,
+        ..RmtConfig::default()
+    };
+    let model = rmt::<AB>(&config, 2);
+    let device = Default::default();
+    let inputs = vec![10, 11, 10, 11, 10, 11, 1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7];
+    let mask: Vec<f32> = (0..18).map(|i| if i >= 12 { 1.0 } else { 0.0 }).collect();
+    let batch = HostBatch {
+        batch: 1,
+        len: 18,
+        inputs,
+        targets: seq(18, 4),
+        mask,
+    }
+    .to_device::<AB>(12, &device)
+    .unwrap();
+    let rollout = run_segments(&model, &batch, 6, depth, model.init_memory(1, &device));
+    let grads = rollout.loss.backward();
+    let g: Vec<f32> = model.embedding.embedding.weight.grad(&grads).unwrap().into_data().to_vec().unwrap();
+    g[10 * 16..12 * 16].iter().map(|x| x.abs()).sum()
+}
+
+#[test]
+fn bptt_through_memory_reaches_segment_one_only_when_deep_enough() {
+    assert_eq!(gradient_into_segment_one(BpttDepth::Segments(0)), 0.0);
+    assert_eq!(gradient_into_segment_one(BpttDepth::Segments(1)), 0.0);
+    assert!(gradient_into_segment_one(BpttDepth::Segments(2)) > 0.0);
+    assert!(gradient_into_segment_one(BpttDepth::Full) > 0.0);
+}
+
+#[test]
+fn with_no_memory_tokens_it_is_the_transformer_backbone() {
+    let device = Default::default();
+    let base_config = BaselineConfig {
+        d_ff: 32,
+        ..BaselineConfig::default()
+    };
+    let baseline = materialize(init_seeded::<B, _>(&device, 3, || {
+        BaselineArch::init::<B>(&base_config, &CTX, &device)
+    }));
+    let config = RmtConfig {
+        num_mem_tokens: 0,
+        d_ff: 32,
+        ..RmtConfig::default()
+    };
+    let mut model = materialize(rmt::<B>(&config, 4));
+    model.embedding = baseline.embedding.clone();
+    model.positions = baseline.positions.clone();
+    model.blocks = baseline.blocks.clone();
+    model.final_norm = baseline.final_norm.clone();
+    let data = seq(2 * 6, 1);
+    let a: Vec<f32> = model
+        .forward_segment(tokens::<B>(&data, 2), model.init_memory(2, &device))
+        .logits
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let b: Vec<f32> = baseline
+        .forward_segment(tokens::<B>(&data, 2), memlab_core::NoMemory)
+        .logits
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn with_no_memory_tokens_tr_xl_rmt_is_transformer_xl() {
+    let device = Default::default();
+    let xl_config = XlConfig {
+        mem_len: 4,
+        d_ff: 32,
+        scale_embeddings: false,
+        ..XlConfig::default()
+    };
+    let xl = materialize(init_seeded::<B, _>(&device, 5, || {
+        TransformerXlArch::init::<B>(&xl_config, &CTX, &device)
+    }));
+    let config = RmtConfig {
+        backbone: Backbone::TransformerXl,
+        num_mem_tokens: 0,
+        mem_len: 4,
+        d_ff: 32,
+        pre_norm: false,
+        ..RmtConfig::default()
+    };
+    let mut model = materialize(rmt::<B>(&config, 6));
+    model.embedding = xl.embedding.clone();
+    model.relative_blocks = xl.layers.clone();
+    model.biases = xl.biases.clone();
+    let data = seq(18, 2);
+    let mut xl_memory = xl.init_memory(1, &device);
+    let mut memory = model.init_memory(1, &device);
+    for chunk in data.chunks(6) {
+        let a = model.forward_segment(tokens::<B>(chunk, 1), memory);
+        let b = xl.forward_segment(tokens::<B>(chunk, 1), xl_memory);
+        memory = a.memory;
+        xl_memory = b.memory;
+        let (a, b): (Vec<f32>, Vec<f32>) = (a.logits.into_data().to_vec().unwrap(), b.logits.into_data().to_vec().unwrap());
+        assert_eq!(a, b);
+        assert_eq!(memory.cache.len(), xl_memory.len());
+    }
+}
+
+#[test]
+fn same_seed_same_model_and_checkpoints_round_trip() {
+    for backbone in [Backbone::Transformer, Backbone::TransformerXl] {
+        let config = RmtConfig {
+            backbone,
+            mem_len: if backbone == Backbone::TransformerXl { 4 } else { 0 },
+            ..RmtConfig::default()
+        };
+        let data = seq(18, 3);
+        let a = rmt::<B>(&config, 7);
+        assert_eq!(segment_logits(&a, &data, 6), segment_logits(&rmt::<B>(&config, 7), &data, 6));
+        assert_ne!(segment_logits(&a, &data, 6), segment_logits(&rmt::<B>(&config, 8), &data, 6));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHECKPOINT_FILE);
+        Checkpoint::new::<B, _, _>("rmt", 1, "x".into(), &a, ()).unwrap().save(&path).unwrap();
+        let loaded = Checkpoint::load(&path, "rmt")
+            .unwrap()
+            .load_model(rmt::<B>(&config, 9), &Default::default())
+            .unwrap();
+        let (x, y) = (segment_logits(&a, &data, 6), segment_logits(&loaded, &data, 6));
+        assert!(x.concat().iter().zip(y.concat()).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+}
+
+#[test]
+fn every_bad_model_value_names_its_field() {
+    let cases: &[(&str, &str)] = &[
+        ("d_model = 0", "model.d_model"),
+        ("n_heads = 3", "model.d_model"),
+        ("backbone = \"lstm\"", "model.backbone"),
+        ("memory_init = \"zeros\"", "model.memory_init"),
+        ("num_mem_tokens = -1", "model.num_mem_tokens"),
+        ("mem_len = 8", "model.mem_len"),
+        ("read_mem_from_cache = true", "model.read_mem_from_cache"),
+        ("dropout = 2.0", "model.dropout"),
+        ("mem_tokens = 4", "model.mem_tokens"),
+    ];
+    for (text, field) in cases {
+        let err = parse_model_config::<RmtArch>(parse_toml(text).unwrap(), &CTX).expect_err(text);
+        assert_eq!(&err.field, field, "{text}: {err}");
+    }
+    let ok = parse_model_config::<RmtArch>(
+        parse_toml("backbone = \"transformer-xl\"\nmem_len = 8\nread_mem_from_cache = true").unwrap(),
+        &CTX,
+    );
+    assert!(ok.is_ok());
+}
