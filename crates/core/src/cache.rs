@@ -122,7 +122,13 @@ pub fn relative_stack<B: Backend>(
     for (n, layer) in layers.iter().enumerate() {
         inputs.push(h.clone());
         let bias = &biases[n.min(biases.len() - 1)];
-        h = layer.forward(h, cache.layers.get(n).cloned(), pos.clone(), bias, Some(mask.clone()));
+        h = layer.forward(
+            h,
+            cache.layers.get(n).cloned(),
+            pos.clone(),
+            bias,
+            Some(mask.clone()),
+        );
     }
     (h, cache.update(inputs, mem_len))
 }

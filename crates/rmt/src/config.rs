@@ -94,7 +94,11 @@ impl Default for RmtConfig {
 impl RmtConfig {
     /// Length of the augmented segment for a segment of `len` tokens.
     pub fn augmented_len(&self, len: usize) -> usize {
-        let write = if self.mem_at_end { self.num_mem_tokens } else { 0 };
+        let write = if self.mem_at_end {
+            self.num_mem_tokens
+        } else {
+            0
+        };
         self.num_mem_tokens + len + write
     }
 }
@@ -109,11 +113,15 @@ impl Validate for RmtConfig {
             Some(d) => check::positive("d_head", d)?,
             None => check::divides("d_model", self.d_model, "n_heads", self.n_heads)?,
         }
-        let sinusoids = self.backbone == Backbone::TransformerXl || self.positions == PositionKind::Sinusoidal;
+        let sinusoids =
+            self.backbone == Backbone::TransformerXl || self.positions == PositionKind::Sinusoidal;
         if sinusoids && !self.d_model.is_multiple_of(2) {
             return Err(ConfigError::new(
                 "d_model",
-                format!("must be even for sinusoidal positions, got {}", self.d_model),
+                format!(
+                    "must be even for sinusoidal positions, got {}",
+                    self.d_model
+                ),
             ));
         }
         check::probability("dropout", self.dropout)?;

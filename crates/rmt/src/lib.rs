@@ -29,8 +29,7 @@ pub struct RmtArch;
 
 impl Architecture for RmtArch {
     const NAME: &'static str = "rmt";
-    const SUMMARY: &'static str =
-        "Recurrent Memory Transformer: memory tokens read and written per segment (Bulatov et al. 2022)";
+    const SUMMARY: &'static str = "Recurrent Memory Transformer: memory tokens read and written per segment (Bulatov et al. 2022)";
 
     type Config = RmtConfig;
     type Model<B: Backend> = Rmt<B>;
@@ -40,7 +39,11 @@ impl Architecture for RmtArch {
         config.init(ctx, device)
     }
 
-    fn init_train<B: AutodiffBackend>(config: &RmtConfig, ctx: &ModelContext, device: &B::Device) -> Rmt<B> {
+    fn init_train<B: AutodiffBackend>(
+        config: &RmtConfig,
+        ctx: &ModelContext,
+        device: &B::Device,
+    ) -> Rmt<B> {
         config.init(ctx, device)
     }
 }

@@ -17,22 +17,42 @@ use burn::prelude::*;
 
 /// Whether query `i` must not attend to key `j` (`true` = masked): the
 /// rules above, one cell at a time.
-pub fn rmt_masked(i: usize, j: usize, m: usize, s: usize, cache: usize, mem_at_end: bool, read_mem_from_cache: bool) -> bool {
+pub fn rmt_masked(
+    i: usize,
+    j: usize,
+    m: usize,
+    s: usize,
+    cache: usize,
+    mem_at_end: bool,
+    read_mem_from_cache: bool,
+) -> bool {
     let write = if mem_at_end { m } else { 0 };
     debug_assert!(i < m + s + write && j < cache + m + s + write);
     // Query and key blocks: 0 read, 1 segment, 2 write; keys also -1 cache.
-    let query_block = if i < m { 0 } else if i < m + s { 1 } else { 2 };
+    let query_block = if i < m {
+        0
+    } else if i < m + s {
+        1
+    } else {
+        2
+    };
     if j < cache {
         return query_block != 1 && !read_mem_from_cache;
     }
     let k = j - cache;
-    let key_block = if k < m { 0 } else if k < m + s { 1 } else { 2 };
+    let key_block = if k < m {
+        0
+    } else if k < m + s {
+        1
+    } else {
+        2
+    };
     match (query_block, key_block) {
-        (_, 0) => false,           // everyone reads the read block
-        (0, _) => true,            // read memory reads nothing else
-        (1, 1) => k > i,           // causal within the segment
-        (1, 2) => true,            // the segment never sees the write block
-        (2, _) => false,           // write memory sees everything
+        (_, 0) => false, // everyone reads the read block
+        (0, _) => true,  // read memory reads nothing else
+        (1, 1) => k > i, // causal within the segment
+        (1, 2) => true,  // the segment never sees the write block
+        (2, _) => false, // write memory sees everything
         _ => unreachable!(),
     }
 }

@@ -28,7 +28,11 @@ impl<B: Backend> MemoryState<B> for RmtMemory<B> {
 
     /// `[tokens, cache layers…]`; without memory tokens, the cache alone.
     fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
-        self.tokens.iter().cloned().chain(self.cache.to_tensors()).collect()
+        self.tokens
+            .iter()
+            .cloned()
+            .chain(self.cache.to_tensors())
+            .collect()
     }
 
     /// Takes the first tensor as the memory tokens and the rest as the
@@ -49,6 +53,9 @@ impl<B: Backend> MemoryState<B> for RmtMemory<B> {
 impl<B: Backend> RmtMemory<B> {
     /// The state of a model without memory tokens.
     pub fn cache_only(cache: LayerCache<B>) -> Self {
-        Self { tokens: None, cache }
+        Self {
+            tokens: None,
+            cache,
+        }
     }
 }

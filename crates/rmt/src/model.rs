@@ -59,11 +59,15 @@ impl RmtConfig {
             .with_init_std(self.init_std);
         let (m, d) = (self.num_mem_tokens, self.d_model);
         let memory_init = (m > 0).then(|| {
-            let unit = burn::module::Initializer::Normal { mean: 0.0, std: 1.0 };
+            let unit = burn::module::Initializer::Normal {
+                mean: 0.0,
+                std: 1.0,
+            };
             match self.memory_init {
                 MemoryInit::Distinct => unit.init([m, d], device),
                 MemoryInit::Repeated => {
-                    let one = Tensor::<B, 2>::random([1, d], Distribution::Normal(0.0, 1.0), device);
+                    let one =
+                        Tensor::<B, 2>::random([1, d], Distribution::Normal(0.0, 1.0), device);
                     Param::from_tensor(one.repeat_dim(0, m))
                 }
             }
@@ -78,13 +82,21 @@ impl RmtConfig {
                 .init(device),
             memory_init,
             positions: AbsolutePositions::new(
-                if xl { PositionKind::None } else { self.positions },
+                if xl {
+                    PositionKind::None
+                } else {
+                    self.positions
+                },
                 self.augmented_len(ctx.max_segment_len),
                 d,
                 self.init_std,
                 device,
             ),
-            blocks: if xl { Vec::new() } else { (0..n).map(|_| block.init(device)).collect() },
+            blocks: if xl {
+                Vec::new()
+            } else {
+                (0..n).map(|_| block.init(device)).collect()
+            },
             final_norm: (!xl && self.pre_norm).then(|| LayerNormConfig::new(d).init(device)),
             relative_blocks: if xl {
                 (0..n).map(|_| block.init_relative(device)).collect()
@@ -93,7 +105,9 @@ impl RmtConfig {
             },
             biases: if xl {
                 let pairs = if self.untie_r { n } else { 1 };
-                (0..pairs).map(|_| block.init_relative_bias(device)).collect()
+                (0..pairs)
+                    .map(|_| block.init_relative_bias(device))
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -114,7 +128,11 @@ impl<B: Backend> Rmt<B> {
     }
 
     /// Hidden states of the segment's tokens `[batch, s, d]` and the next memory.
-    pub fn hidden(&self, tokens: Tensor<B, 2, Int>, memory: RmtMemory<B>) -> (Tensor<B, 3>, RmtMemory<B>) {
+    pub fn hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: RmtMemory<B>,
+    ) -> (Tensor<B, 3>, RmtMemory<B>) {
         let [batch, s] = tokens.dims();
         let device = tokens.device();
         let m = self.num_mem_tokens;
@@ -194,13 +212,21 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
         }
     }
 
-    fn forward_segment(&self, tokens: Tensor<B, 2, Int>, memory: RmtMemory<B>) -> SegmentOutput<B, RmtMemory<B>> {
+    fn forward_segment(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: RmtMemory<B>,
+    ) -> SegmentOutput<B, RmtMemory<B>> {
         let (h, next) = self.hidden(tokens, memory);
         SegmentOutput::new(self.embedding.logits(h), next)
     }
 
     fn memory_floats_per_sequence(&self) -> usize {
-        let layers = if self.is_xl() { self.relative_blocks.len() } else { 0 };
+        let layers = if self.is_xl() {
+            self.relative_blocks.len()
+        } else {
+            0
+        };
         (self.num_mem_tokens + layers * self.mem_len) * self.d_model
     }
 

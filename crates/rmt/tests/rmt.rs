@@ -24,11 +24,16 @@ fn rmt<BB: Backend>(config: &RmtConfig, seed: u64) -> Rmt<BB> {
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
-    Tensor::from_data(TensorData::new(data.to_vec(), [b, data.len() / b]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(data.to_vec(), [b, data.len() / b]),
+        &Default::default(),
+    )
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
-    (0..len as i64).map(|i| (i * 7 + seed * 5 + i * i) % 12).collect()
+    (0..len as i64)
+        .map(|i| (i * 7 + seed * 5 + i * i) % 12)
+        .collect()
 }
 
 /// Logits of each segment of `data` `[1, len]`.
@@ -50,10 +55,11 @@ fn the_mask_follows_the_rules_cell_by_cell() {
         for (cache, from_cache) in [(0, false), (4, false), (4, true)] {
             let q = m + s + if mem_at_end { m } else { 0 };
             let k = cache + q;
-            let mask: Vec<bool> = memlab_rmt::rmt_mask::<B>(m, s, cache, mem_at_end, from_cache, &Default::default())
-                .into_data()
-                .to_vec()
-                .unwrap();
+            let mask: Vec<bool> =
+                memlab_rmt::rmt_mask::<B>(m, s, cache, mem_at_end, from_cache, &Default::default())
+                    .into_data()
+                    .to_vec()
+                    .unwrap();
             for i in 0..q {
                 for j in 0..k {
                     let key = j as i64 - cache as i64; // position in [read ; seg ; write]
@@ -75,7 +81,10 @@ fn the_mask_follows_the_rules_cell_by_cell() {
                         expected,
                         "mem_at_end {mem_at_end}, cache {cache}/{from_cache}: query {i}, key {j}"
                     );
-                    assert_eq!(mask[i * k + j], rmt_masked(i, j, m, s, cache, mem_at_end, from_cache));
+                    assert_eq!(
+                        mask[i * k + j],
+                        rmt_masked(i, j, m, s, cache, mem_at_end, from_cache)
+                    );
                 }
             }
         }
@@ -92,10 +101,30 @@ fn shapes_memory_and_initial_memory() {
     let memory = model.init_memory(2, &Default::default());
     assert_eq!(memory.tokens.as_ref().unwrap().dims(), [2, 3, 64]);
     // LM-RMT's initialisation: one vector repeated in every slot.
-    let init: Vec<f32> = model.memory_init.as_ref().unwrap().val().into_data().to_vec().unwrap();
+    let init: Vec<f32> = model
+        .memory_init
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert_eq!(init[..64], init[64..128]);
-    let distinct = rmt::<B>(&RmtConfig { memory_init: MemoryInit::Distinct, ..config.clone() }, 0);
-    let init: Vec<f32> = distinct.memory_init.as_ref().unwrap().val().into_data().to_vec().unwrap();
+    let distinct = rmt::<B>(
+        &RmtConfig {
+            memory_init: MemoryInit::Distinct,
+            ..config.clone()
+        },
+        0,
+    );
+    let init: Vec<f32> = distinct
+        .memory_init
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert_ne!(init[..64], init[64..128]);
 
     let out = model.forward_segment(tokens::<B>(&seq(2 * 5, 1), 2), memory);
@@ -123,7 +152,10 @@ fn what_segment_one_holds_changes_segment_three_through_memory() {
         let data = seq(18, 2);
         let mut other = data.clone();
         other[1] = (other[1] + 1) % 12;
-        let (a, b) = (segment_logits(&model, &data, 6), segment_logits(&model, &other, 6));
+        let (a, b) = (
+            segment_logits(&model, &data, 6),
+            segment_logits(&model, &other, 6),
+        );
         assert_ne!(a[2], b[2], "{backbone:?}: segment 3 does not see segment 1");
         // Within segment 1 the change is causal: position 0 is unaffected.
         assert_eq!(a[0][..12], b[0][..12]);
@@ -156,7 +188,15 @@ fn gradient_into_segment_one(depth: BpttDepth) -> f32 {
     .unwrap();
     let rollout = run_segments(&model, &batch, 6, depth, model.init_memory(1, &device));
     let grads = rollout.loss.backward();
-    let g: Vec<f32> = model.embedding.embedding.weight.grad(&grads).unwrap().into_data().to_vec().unwrap();
+    let g: Vec<f32> = model
+        .embedding
+        .embedding
+        .weight
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
     g[10 * 16..12 * 16].iter().map(|x| x.abs()).sum()
 }
 
@@ -236,7 +276,10 @@ fn with_no_memory_tokens_tr_xl_rmt_is_transformer_xl() {
         let b = xl.forward_segment(tokens::<B>(chunk, 1), xl_memory);
         memory = a.memory;
         xl_memory = b.memory;
-        let (a, b): (Vec<f32>, Vec<f32>) = (a.logits.into_data().to_vec().unwrap(), b.logits.into_data().to_vec().unwrap());
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            a.logits.into_data().to_vec().unwrap(),
+            b.logits.into_data().to_vec().unwrap(),
+        );
         assert_eq!(a, b);
         assert_eq!(memory.cache.len(), xl_memory.len());
     }
@@ -247,22 +290,43 @@ fn same_seed_same_model_and_checkpoints_round_trip() {
     for backbone in [Backbone::Transformer, Backbone::TransformerXl] {
         let config = RmtConfig {
             backbone,
-            mem_len: if backbone == Backbone::TransformerXl { 4 } else { 0 },
+            mem_len: if backbone == Backbone::TransformerXl {
+                4
+            } else {
+                0
+            },
             ..RmtConfig::default()
         };
         let data = seq(18, 3);
         let a = rmt::<B>(&config, 7);
-        assert_eq!(segment_logits(&a, &data, 6), segment_logits(&rmt::<B>(&config, 7), &data, 6));
-        assert_ne!(segment_logits(&a, &data, 6), segment_logits(&rmt::<B>(&config, 8), &data, 6));
+        assert_eq!(
+            segment_logits(&a, &data, 6),
+            segment_logits(&rmt::<B>(&config, 7), &data, 6)
+        );
+        assert_ne!(
+            segment_logits(&a, &data, 6),
+            segment_logits(&rmt::<B>(&config, 8), &data, 6)
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CHECKPOINT_FILE);
-        Checkpoint::new::<B, _, _>("rmt", 1, "x".into(), &a, ()).unwrap().save(&path).unwrap();
+        Checkpoint::new::<B, _, _>("rmt", 1, "x".into(), &a, ())
+            .unwrap()
+            .save(&path)
+            .unwrap();
         let loaded = Checkpoint::load(&path, "rmt")
             .unwrap()
             .load_model(rmt::<B>(&config, 9), &Default::default())
             .unwrap();
-        let (x, y) = (segment_logits(&a, &data, 6), segment_logits(&loaded, &data, 6));
-        assert!(x.concat().iter().zip(y.concat()).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let (x, y) = (
+            segment_logits(&a, &data, 6),
+            segment_logits(&loaded, &data, 6),
+        );
+        assert!(
+            x.concat()
+                .iter()
+                .zip(y.concat())
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        );
     }
 }
 
@@ -284,7 +348,8 @@ fn every_bad_model_value_names_its_field() {
         assert_eq!(&err.field, field, "{text}: {err}");
     }
     let ok = parse_model_config::<RmtArch>(
-        parse_toml("backbone = \"transformer-xl\"\nmem_len = 8\nread_mem_from_cache = true").unwrap(),
+        parse_toml("backbone = \"transformer-xl\"\nmem_len = 8\nread_mem_from_cache = true")
+            .unwrap(),
         &CTX,
     );
     assert!(ok.is_ok());

@@ -17,8 +17,8 @@ use memlab_core::layers::{
 };
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
-use crate::config::XlConfig;
 use crate::XlMemory;
+use crate::config::XlConfig;
 
 /// Transformer-XL.
 #[derive(Module, Debug)]
@@ -112,11 +112,20 @@ impl<B: Backend> TransformerXl<B> {
     }
 
     /// Final hidden states `[batch, q, d_model]` and the next memory.
-    pub fn hidden(&self, tokens: Tensor<B, 2, Int>, memory: XlMemory<B>) -> (Tensor<B, 3>, XlMemory<B>) {
+    pub fn hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: XlMemory<B>,
+    ) -> (Tensor<B, 3>, XlMemory<B>) {
         let [_, q] = tokens.dims();
         let device = tokens.device();
         let mem_len = self.active_mem_len(&device);
-        let mask = xl_mask::<B>(q, memory.len(), self.same_length.then_some(mem_len), &device);
+        let mask = xl_mask::<B>(
+            q,
+            memory.len(),
+            self.same_length.then_some(mem_len),
+            &device,
+        );
         let h = self.dropout.forward(self.embedding.embed(tokens));
         let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
         let (h, next) = relative_stack(
