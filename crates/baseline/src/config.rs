@@ -1,6 +1,6 @@
 //! `[model]` with `arch = "baseline"`.
 
-use memlab_core::config::{ConfigError, Validate, check};
+use memlab_core::config::{ConfigError, TransformerSizes, Validate};
 use memlab_core::layers::{Activation, PositionKind};
 use serde::{Deserialize, Serialize};
 
@@ -48,23 +48,18 @@ impl Default for BaselineConfig {
 
 impl Validate for BaselineConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        check::positive("d_model", self.d_model)?;
-        check::positive("n_layers", self.n_layers)?;
-        check::positive("n_heads", self.n_heads)?;
-        check::positive("d_ff", self.d_ff)?;
-        check::divides("d_model", self.d_model, "n_heads", self.n_heads)?;
-        if self.positions == PositionKind::Sinusoidal && !self.d_model.is_multiple_of(2) {
-            return Err(ConfigError::new(
-                "d_model",
-                format!(
-                    "must be even for sinusoidal positions, got {}",
-                    self.d_model
-                ),
-            ));
+        TransformerSizes {
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_head: None,
+            d_ff: self.d_ff,
+            sinusoidal: self.positions == PositionKind::Sinusoidal,
+            dropout: self.dropout,
+            attn_dropout: self.attn_dropout,
+            init_std: self.init_std,
         }
-        check::probability("dropout", self.dropout)?;
-        check::probability("attn_dropout", self.attn_dropout)?;
-        check::positive_f64("init_std", self.init_std)?;
+        .validate()?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! they exist (`num_mem_tokens`, `mem_at_end`, `read_mem_from_cache`,
 //! `mem_len`).
 
-use memlab_core::config::{ConfigError, Validate, check};
+use memlab_core::config::{ConfigError, TransformerSizes, Validate};
 use memlab_core::layers::{Activation, PositionKind};
 use serde::{Deserialize, Serialize};
 
@@ -105,28 +105,19 @@ impl RmtConfig {
 
 impl Validate for RmtConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        check::positive("d_model", self.d_model)?;
-        check::positive("n_layers", self.n_layers)?;
-        check::positive("n_heads", self.n_heads)?;
-        check::positive("d_ff", self.d_ff)?;
-        match self.d_head {
-            Some(d) => check::positive("d_head", d)?,
-            None => check::divides("d_model", self.d_model, "n_heads", self.n_heads)?,
+        TransformerSizes {
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_head: self.d_head,
+            d_ff: self.d_ff,
+            sinusoidal: self.backbone == Backbone::TransformerXl
+                || self.positions == PositionKind::Sinusoidal,
+            dropout: self.dropout,
+            attn_dropout: self.attn_dropout,
+            init_std: self.init_std,
         }
-        let sinusoids =
-            self.backbone == Backbone::TransformerXl || self.positions == PositionKind::Sinusoidal;
-        if sinusoids && !self.d_model.is_multiple_of(2) {
-            return Err(ConfigError::new(
-                "d_model",
-                format!(
-                    "must be even for sinusoidal positions, got {}",
-                    self.d_model
-                ),
-            ));
-        }
-        check::probability("dropout", self.dropout)?;
-        check::probability("attn_dropout", self.attn_dropout)?;
-        check::positive_f64("init_std", self.init_std)?;
+        .validate()?;
         if self.backbone == Backbone::Transformer {
             for (field, set) in [
                 ("mem_len", self.mem_len > 0),

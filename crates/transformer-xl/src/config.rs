@@ -2,7 +2,7 @@
 //! code's flags where they exist (`mem_len`, `clamp_len`, `same_length`,
 //! `untie_r`, `pre_lnorm` → `pre_norm`, `dropatt` → `attn_dropout`).
 
-use memlab_core::config::{ConfigError, Validate, check};
+use memlab_core::config::{ConfigError, TransformerSizes, Validate};
 use memlab_core::layers::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -78,26 +78,18 @@ impl XlConfig {
 
 impl Validate for XlConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        check::positive("d_model", self.d_model)?;
-        check::positive("n_layers", self.n_layers)?;
-        check::positive("n_heads", self.n_heads)?;
-        check::positive("d_ff", self.d_ff)?;
-        match self.d_head {
-            Some(d) => check::positive("d_head", d)?,
-            None => check::divides("d_model", self.d_model, "n_heads", self.n_heads)?,
+        TransformerSizes {
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_head: self.d_head,
+            d_ff: self.d_ff,
+            sinusoidal: true,
+            dropout: self.dropout,
+            attn_dropout: self.attn_dropout,
+            init_std: self.init_std,
         }
-        if !self.d_model.is_multiple_of(2) {
-            return Err(ConfigError::new(
-                "d_model",
-                format!(
-                    "must be even (sinusoidal relative positions), got {}",
-                    self.d_model
-                ),
-            ));
-        }
-        check::probability("dropout", self.dropout)?;
-        check::probability("attn_dropout", self.attn_dropout)?;
-        check::positive_f64("init_std", self.init_std)?;
+        .validate()?;
         if self.same_length && self.mem_len == 0 {
             return Err(ConfigError::new("same_length", "needs `mem_len` > 0"));
         }
