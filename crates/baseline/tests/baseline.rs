@@ -3,7 +3,7 @@ use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError};
 use memlab_core::config::parse_toml;
-use memlab_core::registry::parse_model_config;
+use memlab_core::registry::{assert_config_errors, parse_model_config};
 use memlab_core::seed::init_seeded;
 use memlab_core::train::{TrainOptions, train};
 use memlab_core::{Architecture, ExperimentConfig, ModelContext, SegmentModel};
@@ -182,11 +182,7 @@ fn every_bad_model_value_names_its_field() {
         ("hedas = 4", "model.hedas"),
         ("d_model = \"big\"", "model.d_model"),
     ];
-    for (text, field) in cases {
-        let table = parse_toml(text).unwrap();
-        let err = parse_model_config::<BaselineArch>(table, &CTX).expect_err(text);
-        assert_eq!(&err.field, field, "{text}: {err}");
-    }
+    assert_config_errors::<BaselineArch>(cases, &CTX);
 }
 
 fn copy_config(

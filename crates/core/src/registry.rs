@@ -59,6 +59,19 @@ pub fn parse_model_config<A: Architecture>(
     Ok(config)
 }
 
+/// Test support for architecture crates: each `(model table, field)` case
+/// must be rejected with an error that names `field` (e.g. `model.n_heads`).
+pub fn assert_config_errors<A: Architecture>(cases: &[(&str, &str)], ctx: &ModelContext) {
+    for (text, field) in cases {
+        let table = crate::config::parse_toml(text)
+            .unwrap_or_else(|e| panic!("case {text:?} is not TOML: {e}"));
+        match parse_model_config::<A>(table, ctx) {
+            Ok(config) => panic!("{}: {text:?} was accepted as {config:?}", A::NAME),
+            Err(err) => assert_eq!(&err.field, field, "{}: {text:?}: {err}", A::NAME),
+        }
+    }
+}
+
 /// Work that is generic over the architecture: the registry calls
 /// `visit::<A>()` with the architecture named in a config.
 pub trait ArchitectureVisitor {

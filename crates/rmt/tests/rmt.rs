@@ -3,7 +3,7 @@ use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::parse_toml;
-use memlab_core::registry::parse_model_config;
+use memlab_core::registry::{assert_config_errors, parse_model_config};
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
 use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
@@ -343,10 +343,7 @@ fn every_bad_model_value_names_its_field() {
         ("dropout = 2.0", "model.dropout"),
         ("mem_tokens = 4", "model.mem_tokens"),
     ];
-    for (text, field) in cases {
-        let err = parse_model_config::<RmtArch>(parse_toml(text).unwrap(), &CTX).expect_err(text);
-        assert_eq!(&err.field, field, "{text}: {err}");
-    }
+    assert_config_errors::<RmtArch>(cases, &CTX);
     let ok = parse_model_config::<RmtArch>(
         parse_toml("backbone = \"transformer-xl\"\nmem_len = 8\nread_mem_from_cache = true")
             .unwrap(),

@@ -4,7 +4,7 @@ use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::parse_toml;
 use memlab_core::layers::PositionKind;
-use memlab_core::registry::parse_model_config;
+use memlab_core::registry::{assert_config_errors, parse_model_config};
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
 use memlab_core::train::{TrainOptions, train};
@@ -341,11 +341,7 @@ fn every_bad_model_value_names_its_field() {
         ("clamp_len = \"far\"", "model.clamp_len"),
         ("memory_length = 4", "model.memory_length"),
     ];
-    for (text, field) in cases {
-        let err = parse_model_config::<TransformerXlArch>(parse_toml(text).unwrap(), &CTX)
-            .expect_err(text);
-        assert_eq!(&err.field, field, "{text}: {err}");
-    }
+    assert_config_errors::<TransformerXlArch>(cases, &CTX);
 }
 
 #[test]
