@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use memlab_core::layers::{
     AbsolutePositions, TokenEmbedding, TokenEmbeddingConfig, TransformerBlock,
-    TransformerBlockConfig, causal_mask,
+    TransformerBlockConfig, absolute_stack, causal_mask,
 };
 use memlab_core::{ModelContext, NoMemory, SegmentModel, SegmentOutput};
 
@@ -57,15 +57,9 @@ impl<B: Backend> Baseline<B> {
         let [_, len] = tokens.dims();
         let device = tokens.device();
         let x = self.embedding.embed(tokens);
-        let mut x = self.dropout.forward(self.positions.forward(x));
+        let x = self.dropout.forward(self.positions.forward(x));
         let mask = causal_mask::<B>(len, 0, &device);
-        for block in &self.blocks {
-            x = block.forward(x, None, Some(mask.clone()), None);
-        }
-        match &self.final_norm {
-            Some(norm) => norm.forward(x),
-            None => x,
-        }
+        absolute_stack(&self.blocks, self.final_norm.as_ref(), x, mask)
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
-use memlab_core::config::{ConfigError, apply_override, set_path};
+use memlab_core::config::{ConfigError, set_path};
 use memlab_core::registry::parse_model_config;
 use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
 use memlab_core::{
@@ -54,8 +54,8 @@ pub fn run_train(
     progress: bool,
 ) -> Result<TrainReport> {
     let task = build_task(config)?;
+    // The model table is parsed (and any error reported) inside `train_model`.
     let spec = ModelSpec::from_table(config.model_table()?, "model")?;
-    check_model(&spec, &model_context(config, task.as_ref()))?;
     let options = TrainOptions {
         run_dir: run_dir(config),
         resume,
@@ -141,8 +141,6 @@ pub fn run_eval(
         .with_context(|| format!("{} is not a memlab run directory", run.display()))?;
     let task = build_task(&config)?;
     let spec = ModelSpec::from_table(config.model_table()?, "model")?;
-    let ctx = model_context(&config, task.as_ref());
-    check_model(&spec, &ctx)?;
 
     struct Job<'a> {
         config: &'a ExperimentConfig,
@@ -392,13 +390,4 @@ pub fn metric_name(metric: memlab_core::Metric) -> &'static str {
         memlab_core::Metric::BitsPerCharacter => "bits/char",
         memlab_core::Metric::Perplexity => "perplexity",
     }
-}
-
-/// Loads a config file with `--set` overrides.
-pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
-    let mut table = memlab_core::config::read_toml(path)?;
-    for o in overrides {
-        apply_override(&mut table, o)?;
-    }
-    Ok(ExperimentConfig::from_table(table)?)
 }

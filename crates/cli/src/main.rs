@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use memlab_cli::{
-    BackendKind, csv_table, load_config, markdown_table, metric_name, registry, run_compare,
-    run_eval, run_train,
+    BackendKind, csv_table, markdown_table, metric_name, registry, run_compare, run_eval, run_train,
 };
-use memlab_core::Split;
 use memlab_core::checkpoint::write_atomically;
 use memlab_core::train::run_dir;
+use memlab_core::{ExperimentConfig, Split};
 
 #[derive(Parser)]
 #[command(
@@ -92,7 +91,7 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
             resume,
         } => {
-            let config = load_config(&config, &overrides)?;
+            let config = ExperimentConfig::load(&config, &overrides)?;
             let report = run_train(&config, backend, resume, progress)?;
             if report.resumed_from > 0 {
                 println!("resumed from step {}", report.resumed_from);
@@ -139,7 +138,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             overrides,
         } => {
-            let config = load_config(&config, &overrides)?;
+            let config = ExperimentConfig::load(&config, &overrides)?;
             let rows = run_compare(&config, backend, progress, |row| {
                 eprintln!(
                     "done: {} / {}: {} {:.4}",

@@ -17,7 +17,7 @@ use burn::tensor::Distribution;
 use memlab_core::cache::{LayerCache, relative_stack};
 use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
-    TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig,
+    TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig, absolute_stack,
 };
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
@@ -171,13 +171,8 @@ impl<B: Backend> Rmt<B> {
             (self.dropout.forward(h), cache)
         } else {
             let mask = rmt_mask::<B>(m, s, 0, self.mem_at_end, false, &device);
-            let mut h = self.dropout.forward(self.positions.forward(augmented));
-            for block in &self.blocks {
-                h = block.forward(h, None, Some(mask.clone()), None);
-            }
-            if let Some(norm) = &self.final_norm {
-                h = norm.forward(h);
-            }
+            let h = self.dropout.forward(self.positions.forward(augmented));
+            let h = absolute_stack(&self.blocks, self.final_norm.as_ref(), h, mask);
             (h, LayerCache::empty())
         };
 

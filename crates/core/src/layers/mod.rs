@@ -11,7 +11,9 @@ pub use attention::{
     MultiHeadAttention, MultiHeadAttentionConfig, attention_reference, causal_mask, merge_heads,
     normal_init, scaled_dot_product_attention, split_heads,
 };
-pub use block::{BlockBody, RelativeTransformerBlock, TransformerBlock, TransformerBlockConfig};
+pub use block::{
+    BlockBody, RelativeTransformerBlock, TransformerBlock, TransformerBlockConfig, absolute_stack,
+};
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use positions::{AbsolutePositions, PositionKind, sinusoids};
