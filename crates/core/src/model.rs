@@ -112,6 +112,12 @@ impl<B: Backend, M> SegmentOutput<B, M> {
             aux_loss: None,
         }
     }
+
+    /// Attach this segment's (already weighted) auxiliary loss.
+    pub fn with_aux_loss(mut self, aux_loss: Tensor<B, 1>) -> Self {
+        self.aux_loss = Some(aux_loss);
+        self
+    }
 }
 
 /// What the CLI and benchmarks print about a model.

@@ -61,6 +61,11 @@ pub struct RmtConfig {
     /// Multiply token embeddings (not memory) by √d_model, as LM-RMT does.
     pub scale_embeddings: bool,
     pub init_std: f64,
+    /// Weight of the auxiliary memory loss of appendix A.5 (the paper uses
+    /// 0.01 for Tr-XL + RMT on WikiText-103; 0 turns it off). The memory
+    /// tokens' outputs must predict a new fixed special token; see
+    /// [`crate::model::Rmt::memory_loss`]. LM-RMT's code has no such loss.
+    pub memory_loss_weight: f64,
 }
 
 impl Default for RmtConfig {
@@ -87,6 +92,7 @@ impl Default for RmtConfig {
             tied_embeddings: true,
             scale_embeddings: false,
             init_std: 0.02,
+            memory_loss_weight: 0.0,
         }
     }
 }
@@ -118,6 +124,21 @@ impl Validate for RmtConfig {
             init_std: self.init_std,
         }
         .validate()?;
+        if !(self.memory_loss_weight.is_finite() && self.memory_loss_weight >= 0.0) {
+            return Err(ConfigError::new(
+                "memory_loss_weight",
+                format!(
+                    "must be a finite number ≥ 0, got {}",
+                    self.memory_loss_weight
+                ),
+            ));
+        }
+        if self.memory_loss_weight > 0.0 && self.num_mem_tokens == 0 {
+            return Err(ConfigError::new(
+                "memory_loss_weight",
+                "needs memory tokens (`num_mem_tokens` > 0)",
+            ));
+        }
         if self.backbone == Backbone::Transformer {
             for (field, set) in [
                 ("mem_len", self.mem_len > 0),

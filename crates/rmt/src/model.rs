@@ -46,6 +46,10 @@ pub struct Rmt<B: Backend> {
     pub mem_len: usize,
     pub clamp_len: usize,
     pub d_model: usize,
+    /// The task's vocabulary; the head has one more row, the special memory
+    /// target, when the auxiliary memory loss is on.
+    pub vocab_size: usize,
+    pub memory_loss_weight: f64,
 }
 
 impl RmtConfig {
@@ -75,11 +79,14 @@ impl RmtConfig {
         let xl = self.backbone == Backbone::TransformerXl;
         let n = self.n_layers;
         Rmt {
-            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, d)
-                .with_tied(self.tied_embeddings)
-                .with_scale(self.scale_embeddings)
-                .with_init_std(self.init_std)
-                .init(device),
+            embedding: TokenEmbeddingConfig::new(
+                ctx.vocab_size + usize::from(self.memory_loss_weight > 0.0),
+                d,
+            )
+            .with_tied(self.tied_embeddings)
+            .with_scale(self.scale_embeddings)
+            .with_init_std(self.init_std)
+            .init(device),
             memory_init,
             positions: AbsolutePositions::new(
                 if xl {
@@ -118,6 +125,8 @@ impl RmtConfig {
             mem_len: self.mem_len,
             clamp_len: self.clamp_len.unwrap_or(usize::MAX),
             d_model: d,
+            vocab_size: ctx.vocab_size,
+            memory_loss_weight: self.memory_loss_weight,
         }
     }
 }
@@ -192,6 +201,25 @@ impl<B: Backend> Rmt<B> {
     }
 }
 
+impl<B: Backend> Rmt<B> {
+    /// The auxiliary memory loss of appendix A.5 ("we set a new fixed special
+    /// token to be predicted from memory as target"), already weighted:
+    ///
+    /// ```text
+    /// L_mem = w · mean over batch and the m slots of −log softmax(H_mem Eᵀ)[special]
+    /// ```
+    ///
+    /// `H_mem` `[batch, m, d]` is the last layer's output at the memory
+    /// positions that become the next memory (the write block, or the read
+    /// block without `mem_at_end`); `special` is the extra head row, id
+    /// `vocab_size`, never an input and never a sequence target.
+    pub fn memory_loss(&self, memory_out: Tensor<B, 3>) -> Tensor<B, 1> {
+        let logits = self.embedding.logits(memory_out);
+        let log_probs = burn::tensor::activation::log_softmax(logits, 2);
+        log_probs.narrow(2, self.vocab_size, 1).mean().neg() * self.memory_loss_weight
+    }
+}
+
 impl<B: Backend> SegmentModel<B> for Rmt<B> {
     type Memory = RmtMemory<B>;
 
@@ -213,7 +241,15 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
         memory: RmtMemory<B>,
     ) -> SegmentOutput<B, RmtMemory<B>> {
         let (h, next) = self.hidden(tokens, memory);
-        SegmentOutput::new(self.embedding.logits(h), next)
+        let logits = self.embedding.logits(h);
+        if self.memory_loss_weight > 0.0 {
+            let memory_out = next.tokens.clone().expect("validated: memory tokens > 0");
+            let aux = self.memory_loss(memory_out);
+            // The special target is not part of the task's vocabulary.
+            let logits = logits.narrow(2, 0, self.vocab_size);
+            return SegmentOutput::new(logits, next).with_aux_loss(aux);
+        }
+        SegmentOutput::new(logits, next)
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

@@ -342,6 +342,11 @@ fn every_bad_model_value_names_its_field() {
         ("read_mem_from_cache = true", "model.read_mem_from_cache"),
         ("dropout = 2.0", "model.dropout"),
         ("mem_tokens = 4", "model.mem_tokens"),
+        ("memory_loss_weight = -0.01", "model.memory_loss_weight"),
+        (
+            "memory_loss_weight = 0.01\nnum_mem_tokens = 0",
+            "model.memory_loss_weight",
+        ),
     ];
     assert_config_errors::<RmtArch>(cases, &CTX);
     let ok = parse_model_config::<RmtArch>(
@@ -350,4 +355,95 @@ fn every_bad_model_value_names_its_field() {
         &CTX,
     );
     assert!(ok.is_ok());
+}
+
+/// Appendix A.5: the memory outputs must predict a fixed special token. The
+/// loss equals the weighted cross-entropy computed here on the host from the
+/// model's own memory outputs and head, and its gradient trains the memory.
+#[test]
+fn auxiliary_memory_loss_is_the_weighted_special_token_cross_entropy() {
+    let config = RmtConfig {
+        backbone: Backbone::TransformerXl,
+        num_mem_tokens: 2,
+        mem_len: 4,
+        d_model: 16,
+        n_heads: 2,
+        d_ff: 32,
+        memory_loss_weight: 0.01,
+        ..RmtConfig::default()
+    };
+    let model = rmt::<AB>(&config, 5);
+    let device = Default::default();
+    // The head has one extra row (the special target); the task sees 12.
+    assert_eq!(model.embedding.embedding.weight.dims(), [13, 16]);
+    let data = seq(2 * 6, 3);
+    let memory = model.init_memory(2, &device);
+    let out = model.forward_segment(tokens::<AB>(&data, 2), memory.clone());
+    assert_eq!(out.logits.dims(), [2, 6, 12]);
+    let aux = out.aux_loss.clone().expect("memory loss is on");
+
+    // Host reference: logits of the write block through the tied head.
+    let (_, next) = model.hidden(tokens::<AB>(&data, 2), memory);
+    let h: Vec<f32> = next.tokens.unwrap().into_data().to_vec().unwrap();
+    let w: Vec<f32> = model
+        .embedding
+        .embedding
+        .weight
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let bias: Vec<f32> = model
+        .embedding
+        .head_bias
+        .as_ref()
+        .unwrap()
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let mut nll = 0.0f64;
+    for row in h.chunks(16) {
+        let logits: Vec<f64> = (0..13)
+            .map(|v| {
+                bias[v] as f64
+                    + (0..16)
+                        .map(|k| row[k] as f64 * w[v * 16 + k] as f64)
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        nll += lse - logits[12];
+    }
+    let expected = 0.01 * nll / 4.0; // batch 2 × 2 slots
+    let got = aux.clone().into_scalar() as f64;
+    assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+
+    // Its gradient reaches the learned initial memory and the special row.
+    let grads = aux.backward();
+    let g = model.memory_init.as_ref().unwrap().grad(&grads).unwrap();
+    assert!(g.abs().sum().into_scalar() > 0.0);
+    let row: Vec<f32> = model
+        .embedding
+        .embedding
+        .weight
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert!(row[12 * 16..].iter().any(|x| *x != 0.0));
+
+    // Off by default: no auxiliary loss, no extra row.
+    let plain = rmt::<B>(
+        &RmtConfig {
+            memory_loss_weight: 0.0,
+            ..config
+        },
+        5,
+    );
+    assert_eq!(plain.embedding.embedding.weight.dims(), [12, 16]);
+    let out = plain.forward_segment(tokens::<B>(&data, 2), plain.init_memory(2, &device));
+    assert!(out.aux_loss.is_none());
 }
