@@ -2,6 +2,7 @@
 //! can drive the same registry and backends.
 
 pub mod backend;
+pub mod data;
 pub mod registry;
 
 use std::fmt::Write as _;
@@ -22,7 +23,7 @@ use serde::Serialize;
 pub use backend::{BackendKind, BackendVisitor, with_backend};
 
 /// Builds the task of a config.
-pub fn build_task(config: &ExperimentConfig) -> Result<Box<dyn Task>, ConfigError> {
+pub fn build_task(config: &ExperimentConfig) -> Result<Box<dyn Task>, memlab_tasks::TaskError> {
     memlab_tasks::build_task(&config.task, config.run.seed)
 }
 

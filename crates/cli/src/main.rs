@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use memlab_cli::{
-    BackendKind, csv_table, markdown_table, metric_name, registry, run_compare, run_eval, run_train,
+    BackendKind, csv_table, data, markdown_table, metric_name, registry, run_compare, run_eval,
+    run_train,
 };
 use memlab_core::checkpoint::write_atomically;
 use memlab_core::train::run_dir;
@@ -64,6 +65,36 @@ enum Command {
     },
     /// List the registered architectures and task kinds.
     Models,
+    /// Fetch and check the public corpora (enwik8, text8, WikiText).
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// The known corpora and whether they are in the data directory.
+    List {
+        /// Data directory (default: $MEMLAB_DATA_DIR, else ./data).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Download a corpus (needs network access, curl and unzip) and verify
+    /// its checksums. $MEMLAB_DATA_MIRROR replaces the origin with a mirror
+    /// holding the same archive names.
+    Download {
+        /// enwik8, text8, wikitext-103 or wikitext-2.
+        name: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check the files of a corpus already in the data directory.
+    Verify {
+        name: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn parse_split(s: &str) -> Result<Split, String> {
@@ -166,6 +197,30 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  {kind}");
             }
         }
+        Command::Data { action } => match action {
+            DataAction::List { dir } => {
+                let dir = data::data_dir(dir);
+                println!("data directory: {}", dir.display());
+                for corpus in data::CORPORA {
+                    let present = corpus.files.iter().all(|f| dir.join(f.path).is_file());
+                    let state = if present { "present" } else { "absent" };
+                    println!("  {:<14} {state:<8} {}", corpus.name, corpus.url);
+                }
+            }
+            DataAction::Download { name, dir } => {
+                let corpus = data::corpus(&name)?;
+                let mirror = std::env::var("MEMLAB_DATA_MIRROR").ok();
+                for path in data::download(corpus, &data::data_dir(dir), mirror.as_deref())? {
+                    println!("ok {}", path.display());
+                }
+            }
+            DataAction::Verify { name, dir } => {
+                let corpus = data::corpus(&name)?;
+                for path in data::verify(corpus, &data::data_dir(dir))? {
+                    println!("ok {}", path.display());
+                }
+            }
+        },
     }
     Ok(())
 }

@@ -4,4 +4,5 @@ memlab_core::architectures! {
     memlab_baseline::BaselineArch,
     memlab_transformer_xl::TransformerXlArch,
     memlab_rmt::RmtArch,
+    memlab_infinity_former::InfinityFormerArch,
 }

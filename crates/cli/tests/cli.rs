@@ -300,3 +300,87 @@ pre_norm = false
         "{stderr}"
     );
 }
+
+/// A word-level run end to end: the vocabulary is saved with the run, the
+/// metric is perplexity = exp(loss), and `eval` rebuilds the same task.
+#[test]
+fn a_word_level_run_saves_its_vocabulary_and_reports_perplexity() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!(
+            "the cat {} sat on the mat\n",
+            ["red", "old", "big"][i % 3]
+        ));
+    }
+    std::fs::write(&corpus, &lines).unwrap();
+    let config = dir.path().join("words.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[run]
+name = "words"
+out_dir = "{out}"
+seed = 2
+[task]
+kind = "words"
+train = "{c}"
+valid = "{c}"
+test = "{c}"
+seq_len = 16
+[train]
+steps = 40
+batch_size = 4
+segment_len = 8
+lr = 0.01
+warmup_steps = 5
+eval_batches = 3
+[model]
+arch = "transformer-xl"
+d_model = 16
+n_heads = 2
+d_ff = 32
+mem_len = 8
+"#,
+            out = dir.path().display(),
+            c = corpus.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["train", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run_dir = dir.path().join("words");
+    let vocab = std::fs::read_to_string(run_dir.join("vocab.txt")).unwrap();
+    assert_eq!(
+        vocab.lines().collect::<Vec<_>>(),
+        [
+            "<eos>", "<unk>", "the", "cat", "sat", "on", "mat", "red", "old", "big"
+        ]
+    );
+    let valid = jsonl(&run_dir.join("metrics.jsonl"))
+        .into_iter()
+        .rfind(|v| v["split"] == "valid")
+        .unwrap();
+    assert_eq!(valid["metric"], "perplexity");
+    let (loss, value) = (
+        valid["loss"].as_f64().unwrap(),
+        valid["value"].as_f64().unwrap(),
+    );
+    assert!((value - loss.exp()).abs() < 1e-9 * value.max(1.0));
+    assert!(value < 10.0, "perplexity {value} over a 10-word vocabulary");
+    let out = run(&[
+        "eval",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--split",
+        "test",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("perplexity"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -33,10 +33,18 @@ impl<B: Backend> LayerCache<B> {
     /// The update of the official `_update_mems`: append each layer's input
     /// to its cache, keep the last `mem_len` positions, stop the gradient.
     pub fn update(&self, layer_inputs: Vec<Tensor<B, 3>>, mem_len: usize) -> Self {
-        if mem_len == 0 {
-            return Self::empty();
-        }
-        let layers = layer_inputs
+        self.update_evicting(layer_inputs, mem_len).0
+    }
+
+    /// [`Self::update`], also returning per layer the positions pushed out
+    /// of the cache (detached; `None` when none left): the ∞-former writes
+    /// them into its long-term memory.
+    pub fn update_evicting(
+        &self,
+        layer_inputs: Vec<Tensor<B, 3>>,
+        mem_len: usize,
+    ) -> (Self, Vec<Option<Tensor<B, 3>>>) {
+        let (layers, evicted) = layer_inputs
             .into_iter()
             .enumerate()
             .map(|(i, input)| {
@@ -46,10 +54,17 @@ impl<B: Backend> LayerCache<B> {
                 };
                 let total = all.dims()[1];
                 let keep = total.min(mem_len);
-                all.narrow(1, total - keep, keep).detach()
+                let left = (keep < total).then(|| all.clone().narrow(1, 0, total - keep).detach());
+                let kept = (keep > 0).then(|| all.narrow(1, total - keep, keep).detach());
+                (kept, left)
             })
-            .collect();
-        Self { layers }
+            .unzip::<_, _, Vec<_>, Vec<_>>();
+        let layers = if mem_len == 0 {
+            Vec::new()
+        } else {
+            layers.into_iter().flatten().collect()
+        };
+        (Self { layers }, evicted)
     }
 }
 
@@ -104,6 +119,34 @@ pub fn relative_stack<B: Backend>(
     clamp_len: Option<usize>,
     pos_dropout: &burn::nn::Dropout,
 ) -> (Tensor<B, 3>, LayerCache<B>) {
+    let (h, inputs) = relative_layers(
+        layers,
+        biases,
+        h,
+        cache,
+        mask,
+        clamp_len,
+        pos_dropout,
+        |_, _| None,
+    );
+    (h, cache.update(inputs, mem_len))
+}
+
+/// The layer loop of [`relative_stack`] without the cache update: returns the
+/// output and each layer's input. `extra(n, queries)` may add a second
+/// attention's output to layer `n`'s (see
+/// [`RelativeTransformerBlock::forward_with`]).
+#[allow(clippy::too_many_arguments)]
+pub fn relative_layers<B: Backend>(
+    layers: &[RelativeTransformerBlock<B>],
+    biases: &[RelativeBias<B>],
+    h: Tensor<B, 3>,
+    cache: &LayerCache<B>,
+    mask: Tensor<B, 4, Bool>,
+    clamp_len: Option<usize>,
+    pos_dropout: &burn::nn::Dropout,
+    mut extra: impl FnMut(usize, Tensor<B, 4>) -> Option<Tensor<B, 3>>,
+) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
     assert!(
         cache.layers.is_empty() || cache.layers.len() == layers.len(),
         "the cache holds {} layers for a {}-layer stack",
@@ -122,13 +165,14 @@ pub fn relative_stack<B: Backend>(
     for (n, layer) in layers.iter().enumerate() {
         inputs.push(h.clone());
         let bias = &biases[n.min(biases.len() - 1)];
-        h = layer.forward(
+        h = layer.forward_with(
             h,
             cache.layers.get(n).cloned(),
             pos.clone(),
             bias,
             Some(mask.clone()),
+            |queries| extra(n, queries),
         );
     }
-    (h, cache.update(inputs, mem_len))
+    (h, inputs)
 }

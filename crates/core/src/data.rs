@@ -64,6 +64,29 @@ impl std::fmt::Display for BatchError {
 impl std::error::Error for BatchError {}
 
 impl HostBatch {
+    /// A batch to fill with [`HostBatch::push_sequence`]: `batch` rows of
+    /// `len` tokens.
+    pub fn empty(batch: usize, len: usize) -> Self {
+        Self {
+            batch,
+            len,
+            inputs: Vec::with_capacity(batch * len),
+            targets: Vec::with_capacity(batch * len),
+            mask: Vec::with_capacity(batch * len),
+        }
+    }
+
+    /// Appends one row from a full sequence of `len + 1` tokens, read as
+    /// next-token prediction: inputs `seq[..len]`, targets `seq[1..]`, and
+    /// the mask 1 at the target positions `i` where `counts(i)`.
+    pub fn push_sequence(&mut self, seq: &[i64], counts: impl Fn(usize) -> bool) {
+        assert_eq!(seq.len(), self.len + 1, "a row needs len + 1 tokens");
+        self.inputs.extend_from_slice(&seq[..self.len]);
+        self.targets.extend_from_slice(&seq[1..]);
+        self.mask
+            .extend((0..self.len).map(|i| if counts(i) { 1.0 } else { 0.0 }));
+    }
+
     /// Checks the shapes and that every token id is in `0..vocab_size`.
     pub fn validate(&self, vocab_size: usize) -> Result<(), BatchError> {
         let n = self.batch * self.len;
@@ -141,6 +164,25 @@ pub trait Task: Send + Sync {
     fn seq_len(&self) -> usize;
     /// The figure the task is judged by.
     fn metric(&self) -> Metric;
-    /// Batch number `index` of `split`.
+    /// Batch number `index` of `split`. A finite split (see
+    /// [`Task::batches`]) wraps around: index `n` is batch 0 of a new epoch.
     fn batch(&self, split: Split, index: u64, batch_size: usize) -> HostBatch;
+    /// Number of batches in `split` (`None`: a generator, unbounded).
+    fn batches(&self, _split: Split, _batch_size: usize) -> Option<u64> {
+        None
+    }
+    /// Whether the batches of a split continue each other row by row (text
+    /// cut into `batch_size` streams, Transformer-XL's ordered LM iterator):
+    /// training and evaluation then carry memory from batch to batch.
+    fn streaming(&self) -> bool {
+        false
+    }
+    /// Checks that the task can yield batches of `batch_size` sequences.
+    fn check_batch_size(&self, _batch_size: usize) -> Result<(), BatchError> {
+        Ok(())
+    }
+    /// Files to keep with a run (name, contents), e.g. a word vocabulary.
+    fn artifacts(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }

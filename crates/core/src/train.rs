@@ -22,9 +22,10 @@ use serde::Serialize;
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, write_atomically};
 use crate::config::{BpttDepth, ExperimentConfig, TrainConfig};
 use crate::data::{BatchError, Metric, Split, Task};
+use crate::model::MemoryState;
 use crate::model::{ModelContext, ModelDescription, SegmentModel};
 use crate::registry::Architecture;
-use crate::runner::{RolloutFigures, run_segments};
+use crate::runner::{RolloutFigures, run_segments, run_streaming};
 use crate::seed::{init_seeded, seeded};
 
 /// Anything that stops a run.
@@ -123,7 +124,9 @@ impl EvalFigures {
     }
 }
 
-/// Evaluates `model` on `batches` batches of `split` (fresh memory per batch).
+/// Evaluates `model` on `batches` batches of `split`: fresh memory per batch,
+/// or, for a streaming task, the split's first `batches` batches in order
+/// with memory carried from each into the next (at most the whole split).
 pub fn evaluate<B: Backend, M: SegmentModel<B>>(
     model: &M,
     task: &dyn Task,
@@ -133,14 +136,37 @@ pub fn evaluate<B: Backend, M: SegmentModel<B>>(
     segment_len: usize,
     device: &B::Device,
 ) -> Result<EvalFigures, TrainError> {
-    let mut rollouts = Vec::with_capacity(batches);
-    for index in 0..batches {
-        let batch = task
-            .batch(split, index as u64, batch_size)
-            .to_device::<B>(task.vocab_size(), device)?;
-        let memory = model.init_memory(batch_size, device);
-        let rollout = run_segments(model, &batch, segment_len, BpttDepth::Full, memory);
-        rollouts.push(rollout.figures());
+    task.check_batch_size(batch_size)?;
+    let available = task.batches(split, batch_size).unwrap_or(u64::MAX);
+    let count = (batches as u64).min(available) as usize;
+    let mut rollouts = Vec::with_capacity(count);
+    if task.streaming() {
+        let mut error = None;
+        let device_batches = (0..count as u64).map_while(|index| {
+            match task
+                .batch(split, index, batch_size)
+                .to_device::<B>(task.vocab_size(), device)
+            {
+                Ok(batch) => Some(batch),
+                Err(e) => {
+                    error = Some(e);
+                    None
+                }
+            }
+        });
+        run_streaming(model, device_batches, segment_len, |f| rollouts.push(f));
+        if let Some(e) = error {
+            return Err(e.into());
+        }
+    } else {
+        for index in 0..count {
+            let batch = task
+                .batch(split, index as u64, batch_size)
+                .to_device::<B>(task.vocab_size(), device)?;
+            let memory = model.init_memory(batch_size, device);
+            let rollout = run_segments(model, &batch, segment_len, BpttDepth::Full, memory);
+            rollouts.push(rollout.figures());
+        }
     }
     Ok(EvalFigures::from_rollouts(task.metric(), &rollouts))
 }
@@ -267,6 +293,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         .init::<B, A::TrainModel<B>>();
     let mut scheduler = lr_scheduler(train);
 
+    task.check_batch_size(train.batch_size)?;
     let mut start_step = 0;
     if options.resume && checkpoint_path.exists() {
         let checkpoint = Checkpoint::load(&checkpoint_path, A::NAME)?;
@@ -281,6 +308,10 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     }
     write_atomically(&run_dir.join("config.toml"), config_toml.as_bytes())
         .map_err(|e| TrainError::Io(run_dir.join("config.toml"), e))?;
+    for (name, contents) in task.artifacts() {
+        write_atomically(&run_dir.join(&name), contents.as_bytes())
+            .map_err(|e| TrainError::Io(run_dir.join(&name), e))?;
+    }
     let mut log = MetricsLog::open(run_dir.join("metrics.jsonl"), Some(start_step))?;
 
     let description = model.describe();
@@ -305,20 +336,36 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
             .save(&checkpoint_path)
     };
 
+    // A streaming task's batches continue each other: memory is carried
+    // (detached) from step to step, as Transformer-XL trains, and starts
+    // afresh at each epoch. A resumed run starts its first step afresh.
+    let epoch_batches = task
+        .batches(Split::Train, train.batch_size)
+        .unwrap_or(u64::MAX);
+    let mut carried = None;
     for step in start_step..train.steps {
         let started = Instant::now();
         let lr = scheduler.step();
         let batch = task
             .batch(Split::Train, step as u64, train.batch_size)
             .to_device::<B>(task.vocab_size(), device)?;
+        if step as u64 % epoch_batches == 0 {
+            carried = None;
+        }
         // Dropout draws from the backend's generator, seeded per step so that
         // a resumed run draws exactly what an uninterrupted one would.
         let rollout = seeded::<B, _>(device, step_seed(seed, step), || {
-            let memory = model.init_memory(train.batch_size, device);
+            let memory = match carried.take() {
+                Some(memory) => memory,
+                None => model.init_memory(train.batch_size, device),
+            };
             run_segments(&model, &batch, train.segment_len, train.bptt_depth, memory)
         });
         let grads = GradientsParams::from_grads(rollout.loss.backward(), &model);
         model = optimizer.step(lr, model, grads);
+        if task.streaming() {
+            carried = Some(MemoryState::detach(rollout.memory.clone()));
+        }
 
         let done = step + 1;
         let log_now = done % train.log_every == 0 || done == train.steps;

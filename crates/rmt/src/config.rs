@@ -2,7 +2,7 @@
 //! they exist (`num_mem_tokens`, `mem_at_end`, `read_mem_from_cache`,
 //! `mem_len`).
 
-use memlab_core::config::{ConfigError, TransformerSizes, Validate};
+use memlab_core::config::{ConfigError, TransformerSizes, Validate, check};
 use memlab_core::layers::{Activation, PositionKind};
 use serde::{Deserialize, Serialize};
 
@@ -124,15 +124,7 @@ impl Validate for RmtConfig {
             init_std: self.init_std,
         }
         .validate()?;
-        if !(self.memory_loss_weight.is_finite() && self.memory_loss_weight >= 0.0) {
-            return Err(ConfigError::new(
-                "memory_loss_weight",
-                format!(
-                    "must be a finite number ≥ 0, got {}",
-                    self.memory_loss_weight
-                ),
-            ));
-        }
+        check::non_negative_f64("memory_loss_weight", self.memory_loss_weight)?;
         if self.memory_loss_weight > 0.0 && self.num_mem_tokens == 0 {
             return Err(ConfigError::new(
                 "memory_loss_weight",

@@ -1,9 +1,10 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::parse_toml;
-use memlab_core::registry::{assert_config_errors, parse_model_config};
+use memlab_core::registry::{
+    assert_config_errors, assert_seeded_and_round_trips, parse_model_config,
+};
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
 use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
@@ -297,36 +298,7 @@ fn same_seed_same_model_and_checkpoints_round_trip() {
             },
             ..RmtConfig::default()
         };
-        let data = seq(18, 3);
-        let a = rmt::<B>(&config, 7);
-        assert_eq!(
-            segment_logits(&a, &data, 6),
-            segment_logits(&rmt::<B>(&config, 7), &data, 6)
-        );
-        assert_ne!(
-            segment_logits(&a, &data, 6),
-            segment_logits(&rmt::<B>(&config, 8), &data, 6)
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHECKPOINT_FILE);
-        Checkpoint::new::<B, _, _>("rmt", 1, "x".into(), &a, ())
-            .unwrap()
-            .save(&path)
-            .unwrap();
-        let loaded = Checkpoint::load(&path, "rmt")
-            .unwrap()
-            .load_model(rmt::<B>(&config, 9), &Default::default())
-            .unwrap();
-        let (x, y) = (
-            segment_logits(&a, &data, 6),
-            segment_logits(&loaded, &data, 6),
-        );
-        assert!(
-            x.concat()
-                .iter()
-                .zip(y.concat())
-                .all(|(p, q)| p.to_bits() == q.to_bits())
-        );
+        assert_seeded_and_round_trips::<RmtArch>(&config, &CTX, &seq(18, 3), 6);
     }
 }
 

@@ -1,18 +1,24 @@
-//! The copy task of the RMT paper (Bulatov et al., 2022, §4; the
-//! `copy_generator` of booydar/LM-RMT).
+//! The copy and reverse tasks of the RMT paper (Bulatov et al., 2022, §4;
+//! the `copy_generator` and `reverse_generator` of booydar/LM-RMT).
 //!
-//! `X` is `length` tokens drawn uniformly from the symbols `2..vocab_size`;
-//! the target block is `1 X X` (a start token, then `X` twice). The full
-//! sequence is `X ‖ 1 ‖ X ‖ X` (`3·length + 1` tokens); the model reads
-//! `seq[:-1]` and predicts `seq[1:]`, and loss and accuracy count only the
-//! last `2·length` positions (LM-RMT's `answer_size`): the two copies.
+//! `X` is `length` tokens drawn uniformly from the symbols `2..vocab_size`.
+//! Copy: the target block is `1 X X` (a start token, then `X` twice), the
+//! full sequence `X ‖ 1 ‖ X ‖ X` (`3·length + 1` tokens). Reverse: the
+//! target block is `1 X⁻¹` (`X` reversed), the sequence `X ‖ 1 ‖ X⁻¹`
+//! (`2·length + 1` tokens). The model reads `seq[:-1]` and predicts
+//! `seq[1:]`; loss and accuracy count only the answer (LM-RMT's
+//! `answer_size`): the last `2·length` positions for copy, `length` for
+//! reverse.
 //!
 //! Example, `length = 3`, `X = 5 2 7`:
 //!
 //! ```text
-//! input   5 2 7 1 5 2 7 5 2
-//! target  2 7 1 5 2 7 5 2 7
-//! mask    0 0 0 1 1 1 1 1 1
+//! copy     input   5 2 7 1 5 2 7 5 2
+//!          target  2 7 1 5 2 7 5 2 7
+//!          mask    0 0 0 1 1 1 1 1 1
+//! reverse  input   5 2 7 1 7 2
+//!          target  2 7 1 7 2 5
+//!          mask    0 0 0 1 1 1
 //! ```
 
 use memlab_core::config::{ConfigError, Validate, check};
@@ -27,7 +33,10 @@ pub const START: i64 = 1;
 /// The first symbol id (0 is padding, 1 the start token).
 pub const FIRST_SYMBOL: i64 = 2;
 
-/// `[task]` with `kind = "copy"`.
+/// `[task]` with `kind = "copy"` or `kind = "reverse"`. The paper's
+/// lengths are 24, 40, 120, 240 and 360 (LM-RMT's `run_copy*.sh`,
+/// `run_reverse120.sh`); LM-RMT does not publish the vocabulary of its
+/// generated data, 10 (8 symbols) is memlab's choice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CopyConfig {
@@ -62,33 +71,71 @@ impl Validate for CopyConfig {
     }
 }
 
-/// The copy task.
+/// Copy `X` twice, or reverse it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Copy,
+    Reverse,
+}
+
+/// The copy or reverse task.
 #[derive(Debug, Clone)]
 pub struct CopyTask {
     pub config: CopyConfig,
+    pub variant: Variant,
     seed: u64,
 }
 
 impl CopyTask {
     pub fn new(config: CopyConfig, seed: u64) -> Self {
-        Self { config, seed }
+        Self {
+            config,
+            variant: Variant::Copy,
+            seed,
+        }
     }
 
-    /// The full sequence `X ‖ 1 ‖ X ‖ X` for a given `X`.
-    pub fn sequence(x: &[i64]) -> Vec<i64> {
+    pub fn reverse(config: CopyConfig, seed: u64) -> Self {
+        Self {
+            config,
+            variant: Variant::Reverse,
+            seed,
+        }
+    }
+
+    /// The full sequence for a given `X`: `X ‖ 1 ‖ X ‖ X` (copy) or
+    /// `X ‖ 1 ‖ X⁻¹` (reverse).
+    pub fn sequence(&self, x: &[i64]) -> Vec<i64> {
         let mut seq = Vec::with_capacity(3 * x.len() + 1);
         seq.extend_from_slice(x);
         seq.push(START);
-        seq.extend_from_slice(x);
-        seq.extend_from_slice(x);
+        match self.variant {
+            Variant::Copy => {
+                seq.extend_from_slice(x);
+                seq.extend_from_slice(x);
+            }
+            Variant::Reverse => seq.extend(x.iter().rev()),
+        }
         seq
+    }
+
+    /// Answer positions (LM-RMT's `answer_size`).
+    fn answer_len(&self) -> usize {
+        match self.variant {
+            Variant::Copy => 2 * self.config.length,
+            Variant::Reverse => self.config.length,
+        }
     }
 }
 
 impl Task for CopyTask {
     fn name(&self) -> String {
+        let kind = match self.variant {
+            Variant::Copy => "copy",
+            Variant::Reverse => "reverse",
+        };
         format!(
-            "copy(L={}, V={})",
+            "{kind}(L={}, V={})",
             self.config.length, self.config.vocab_size
         )
     }
@@ -98,7 +145,7 @@ impl Task for CopyTask {
     }
 
     fn seq_len(&self) -> usize {
-        3 * self.config.length
+        self.config.length + self.answer_len()
     }
 
     fn metric(&self) -> Metric {
@@ -109,24 +156,13 @@ impl Task for CopyTask {
         let length = self.config.length;
         let len = self.seq_len();
         let mut rng = batch_rng(self.seed, split, index);
-        let mut batch = HostBatch {
-            batch: batch_size,
-            len,
-            inputs: Vec::with_capacity(batch_size * len),
-            targets: Vec::with_capacity(batch_size * len),
-            mask: Vec::with_capacity(batch_size * len),
-        };
-        let answer_start = len - 2 * length;
+        let mut batch = HostBatch::empty(batch_size, len);
+        let answer_start = len - self.answer_len();
         for _ in 0..batch_size {
             let x: Vec<i64> = (0..length)
                 .map(|_| rng.random_range(FIRST_SYMBOL..self.config.vocab_size as i64))
                 .collect();
-            let seq = Self::sequence(&x);
-            batch.inputs.extend_from_slice(&seq[..len]);
-            batch.targets.extend_from_slice(&seq[1..]);
-            batch
-                .mask
-                .extend((0..len).map(|i| if i >= answer_start { 1.0 } else { 0.0 }));
+            batch.push_sequence(&self.sequence(&x), |i| i >= answer_start);
         }
         batch
     }

@@ -4,11 +4,53 @@ use memlab_tasks::copy::{CopyTask, START};
 use memlab_tasks::{CopyConfig, build_task};
 
 #[test]
-fn the_sequence_is_x_start_x_x() {
+fn the_sequence_is_x_start_x_x_or_x_start_reversed_x() {
+    let config = CopyConfig::default();
     assert_eq!(
-        CopyTask::sequence(&[5, 2, 7]),
+        CopyTask::new(config.clone(), 0).sequence(&[5, 2, 7]),
         vec![5, 2, 7, 1, 5, 2, 7, 5, 2, 7]
     );
+    assert_eq!(
+        CopyTask::reverse(config, 0).sequence(&[5, 2, 7]),
+        vec![5, 2, 7, 1, 7, 2, 5]
+    );
+}
+
+/// The hand-checked reverse example of docs/tasks.md, and the invariant on
+/// random batches: the answer is X reversed, one token per position.
+#[test]
+fn reverse_batches_answer_x_reversed() {
+    for seed in 0..10u64 {
+        let length = 1 + seed as usize % 6;
+        let task = CopyTask::reverse(
+            CopyConfig {
+                length,
+                vocab_size: 10,
+            },
+            seed,
+        );
+        let batch = task.batch(Split::Valid, seed, 3);
+        batch.validate(task.vocab_size()).unwrap();
+        assert_eq!(batch.len, 2 * length);
+        for row in 0..3 {
+            let r = row * batch.len..(row + 1) * batch.len;
+            let (inputs, targets, mask) = (
+                &batch.inputs[r.clone()],
+                &batch.targets[r.clone()],
+                &batch.mask[r],
+            );
+            let x = &inputs[..length];
+            assert_eq!(inputs[length], START);
+            let answer: Vec<i64> = targets
+                .iter()
+                .zip(mask)
+                .filter(|(_, m)| **m > 0.0)
+                .map(|(t, _)| *t)
+                .collect();
+            let reversed: Vec<i64> = x.iter().rev().copied().collect();
+            assert_eq!(answer, reversed);
+        }
+    }
 }
 
 #[test]
@@ -103,6 +145,9 @@ fn bad_task_configs_name_their_field() {
     ];
     for (text, field) in cases {
         let err = build_task(&parse_toml(text).unwrap(), 0).err().expect(text);
+        let memlab_tasks::TaskError::Config(err) = err else {
+            panic!("{text}: not a config error: {err}")
+        };
         assert_eq!(&err.field, field, "{text}: {err}");
     }
     let task = build_task(&parse_toml("kind = \"copy\"\nlength = 5").unwrap(), 0).unwrap();

@@ -1,10 +1,11 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::parse_toml;
 use memlab_core::layers::PositionKind;
-use memlab_core::registry::{assert_config_errors, parse_model_config};
+use memlab_core::registry::{
+    assert_config_errors, assert_seeded_and_round_trips, parse_model_config,
+};
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
 use memlab_core::train::{TrainOptions, train};
@@ -295,34 +296,7 @@ fn no_gradient_flows_into_the_cache() {
 
 #[test]
 fn same_seed_same_model_and_checkpoints_round_trip_bit_identically() {
-    let config = XlConfig::default();
-    let data = seq(24, 3);
-    let a = xl::<B>(&config, 7);
-    assert_eq!(
-        stream_logits(&a, &data, 8),
-        stream_logits(&xl::<B>(&config, 7), &data, 8)
-    );
-    assert_ne!(
-        stream_logits(&a, &data, 8),
-        stream_logits(&xl::<B>(&config, 8), &data, 8)
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(CHECKPOINT_FILE);
-    Checkpoint::new::<B, _, _>("transformer-xl", 1, "x".into(), &a, ())
-        .unwrap()
-        .save(&path)
-        .unwrap();
-    let loaded = Checkpoint::load(&path, "transformer-xl")
-        .unwrap()
-        .load_model(xl::<B>(&config, 9), &Default::default())
-        .unwrap();
-    let (x, y) = (
-        stream_logits(&a, &data, 8),
-        stream_logits(&loaded, &data, 8),
-    );
-    assert!(x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()));
-    assert!(Checkpoint::load(&path, "baseline").is_err());
+    assert_seeded_and_round_trips::<TransformerXlArch>(&XlConfig::default(), &CTX, &seq(24, 3), 8);
 }
 
 #[test]
@@ -414,5 +388,79 @@ pre_norm = true
         report.eval.segment_accuracy[2] > 0.9,
         "{:?}",
         report.eval.segment_accuracy
+    );
+}
+
+/// Streaming evaluation (Transformer-XL's ordered LM iterator): the cache
+/// left by batch `i` is the one batch `i + 1` starts from. `evaluate` must
+/// equal that loop written out here, and differ from fresh memory per batch.
+#[test]
+fn streaming_evaluation_carries_the_cache_from_batch_to_batch() {
+    use memlab_core::train::evaluate;
+    use memlab_core::{Metric, Split, Task};
+    use memlab_tasks::text::{Corpus, LmTask};
+    use std::sync::Arc;
+
+    let stream: Vec<u32> = (0..1200u32).map(|i| (i * 7 + i / 13) % 12).collect();
+    let task = LmTask {
+        name: "toy".into(),
+        corpus: Corpus {
+            train: Arc::new(stream.clone()),
+            valid: Arc::new(stream.clone()),
+            test: Arc::new(stream),
+        },
+        vocab_size: 12,
+        metric: Metric::Perplexity,
+        seq_len: 16,
+        artifacts: Vec::new(),
+    };
+    let model = xl::<B>(
+        &XlConfig {
+            mem_len: 8,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            // Large weights: attention far from uniform, so the cache matters.
+            init_std: 0.5,
+            ..XlConfig::default()
+        },
+        3,
+    );
+    let device = Default::default();
+    let (streams, batches) = (3usize, 5usize);
+    let eval = evaluate(&model, &task, Split::Valid, batches, streams, 8, &device).unwrap();
+
+    let loss_over = |carry: bool| {
+        let mut memory = model.init_memory(streams, &device);
+        let (mut nll, mut tokens) = (0.0, 0.0);
+        for i in 0..batches as u64 {
+            let batch = task
+                .batch(Split::Valid, i, streams)
+                .to_device::<B>(12, &device)
+                .unwrap();
+            let start = if carry {
+                memory.clone()
+            } else {
+                model.init_memory(streams, &device)
+            };
+            let rollout = run_segments(&model, &batch, 8, BpttDepth::Full, start);
+            let figures = rollout.figures();
+            nll += figures.loss * figures.tokens;
+            tokens += figures.tokens;
+            memory = rollout.memory;
+        }
+        nll / tokens
+    };
+    let carried = loss_over(true);
+    assert!(
+        (eval.loss - carried).abs() < 1e-6,
+        "{} vs {carried}",
+        eval.loss
+    );
+    assert!((eval.value - carried.exp()).abs() < 1e-4, "perplexity");
+    let fresh = loss_over(false);
+    assert!(
+        (carried - fresh).abs() > 1e-3,
+        "the cache changes the loss: {carried} vs {fresh}"
     );
 }

@@ -174,14 +174,37 @@ impl<B: Backend> RelativeTransformerBlock<B> {
         bias: &RelativeBias<B>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
+        self.forward_with(x, memory, pos, bias, mask, |_| None)
+    }
+
+    /// [`Self::forward`] with a second attention over another memory:
+    /// `extra(queries)` (the content queries `[batch, heads, q, d_head]`)
+    /// returns `[batch, q, d_model]` that is added to the attention output
+    /// before the residual, as the ∞-former adds its long-term attention
+    /// (Martins et al., 2022, §3.1; `attn_out += a_long_term` in the code).
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        memory: Option<Tensor<B, 3>>,
+        pos: Tensor<B, 2>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        extra: impl FnOnce(Tensor<B, 4>) -> Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
         let context = match memory {
             Some(m) => Tensor::cat(vec![m, x.clone()], 1),
             None => x.clone(),
         };
         let context = self.body.attention_context(context);
-        let x = self
-            .body
-            .attention_residual(x, |h| self.attention.forward(h, context, pos, bias, mask));
+        let x = self.body.attention_residual(x, |h| {
+            let (out, queries) = self
+                .attention
+                .forward_with_query(h, context, pos, bias, mask);
+            match extra(queries) {
+                Some(long_term) => out + long_term,
+                None => out,
+            }
+        });
         self.body.feed_forward_residual(x)
     }
 }

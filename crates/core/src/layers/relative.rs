@@ -77,6 +77,20 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
         bias: &RelativeBias<B>,
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 3> {
+        self.forward_with_query(x, context, pos, bias, mask).0
+    }
+
+    /// [`Self::forward`], also returning the content queries `W_q x`
+    /// `[batch, heads, q, d_head]` (before the `u` bias): the ∞-former's
+    /// long-term attention reads them.
+    pub fn forward_with_query(
+        &self,
+        x: Tensor<B, 3>,
+        context: Tensor<B, 3>,
+        pos: Tensor<B, 2>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let p = &self.projections;
         let (heads, d_head) = (p.n_heads, p.d_head);
         let k_len = context.dims()[1];
@@ -96,9 +110,15 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
         let position_scores = rel_shift((q.clone() + v_bias).matmul(r.transpose()));
         let position_scores = position_scores / (d_head as f64).sqrt();
 
-        let heads_out =
-            scaled_dot_product_attention(q + u, k, v, mask, Some(position_scores), &p.dropout);
-        p.output.forward(merge_heads(heads_out))
+        let heads_out = scaled_dot_product_attention(
+            q.clone() + u,
+            k,
+            v,
+            mask,
+            Some(position_scores),
+            &p.dropout,
+        );
+        (p.output.forward(merge_heads(heads_out)), q)
     }
 }
 

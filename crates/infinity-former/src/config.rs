@@ -1,0 +1,158 @@
+//! `[model]` with `arch = "infinity-former"`: the Transformer-XL fields
+//! (same names as `arch = "transformer-xl"`) and the long-term memory's.
+//! Defaults of the long-term memory are the official sorting run's
+//! (`run_sort_inftyformer.sh`: 512 basis functions, KL weight 1e-6,
+//! σ₀ = 0.05, the CNN gate) and `long_term_attention.py`'s constants
+//! (512 samples, τ = 0.75, ridge penalty 1, widths 0.01 and 0.05).
+
+use memlab_core::config::{ConfigError, TransformerSizes, Validate, check};
+use memlab_core::layers::Activation;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InfinityFormerConfig {
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub d_head: Option<usize>,
+    pub d_ff: usize,
+    pub dropout: f64,
+    pub attn_dropout: f64,
+    pub pre_norm: bool,
+    /// Short-term memory: cached positions per layer (Transformer-XL's).
+    pub mem_len: usize,
+    pub clamp_len: Option<usize>,
+    pub untie_r: bool,
+    pub activation: Activation,
+    pub tied_embeddings: bool,
+    pub scale_embeddings: bool,
+    pub init_std: f64,
+    /// The long-term memory (false: exactly Transformer-XL).
+    pub long_term: bool,
+    /// N, the number of Gaussian basis functions.
+    pub num_basis: usize,
+    /// Widths σ of the basis functions: each centre gets every width, the
+    /// centres `linspace(0, 1, N / widths)`.
+    pub basis_sigmas: Vec<f64>,
+    /// λ of the ridge regression.
+    pub ridge_penalty: f64,
+    /// The old signal is contracted into [0, τ].
+    pub tau: f64,
+    /// M, the points the old signal is sampled at when contracted.
+    pub num_samples: usize,
+    /// Gate the memory's input by sigmoid(Conv1d(kernel 3)) (`mask_type = 'cnn'`).
+    pub gate: bool,
+    /// Sticky memories: sample the old signal where the previous step's
+    /// attention put its density (`sticky_bins` bins), not uniformly.
+    pub sticky: bool,
+    pub sticky_bins: usize,
+    /// Weight of the KL regulariser toward N(μ₀, σ₀²) (0: off).
+    pub kl_weight: f64,
+    pub sigma_0: f64,
+    /// μ₀; absent: the KL term has no mean part (the official default).
+    pub mu_0: Option<f64>,
+    /// σ² is clamped to at least this.
+    pub sigma_floor: f64,
+}
+
+impl Default for InfinityFormerConfig {
+    fn default() -> Self {
+        Self {
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            d_head: None,
+            d_ff: 256,
+            dropout: 0.0,
+            attn_dropout: 0.0,
+            pre_norm: false,
+            mem_len: 16,
+            clamp_len: None,
+            untie_r: false,
+            activation: Activation::Relu,
+            tied_embeddings: true,
+            scale_embeddings: true,
+            init_std: 0.02,
+            long_term: true,
+            num_basis: 512,
+            basis_sigmas: vec![0.01, 0.05],
+            ridge_penalty: 1.0,
+            tau: 0.75,
+            num_samples: 512,
+            gate: true,
+            sticky: false,
+            sticky_bins: 100,
+            kl_weight: 1e-6,
+            sigma_0: 0.05,
+            mu_0: None,
+            sigma_floor: 1e-6,
+        }
+    }
+}
+
+impl InfinityFormerConfig {
+    pub fn d_head(&self) -> usize {
+        self.d_head.unwrap_or(self.d_model / self.n_heads.max(1))
+    }
+}
+
+impl Validate for InfinityFormerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        TransformerSizes {
+            d_model: self.d_model,
+            n_layers: self.n_layers,
+            n_heads: self.n_heads,
+            d_head: self.d_head,
+            d_ff: self.d_ff,
+            sinusoidal: true,
+            dropout: self.dropout,
+            attn_dropout: self.attn_dropout,
+            init_std: self.init_std,
+        }
+        .validate()?;
+        check::positive("num_basis", self.num_basis)?;
+        check::positive("num_samples", self.num_samples)?;
+        check::positive("sticky_bins", self.sticky_bins)?;
+        if self.basis_sigmas.is_empty()
+            || self
+                .basis_sigmas
+                .iter()
+                .any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(ConfigError::new(
+                "basis_sigmas",
+                format!("must be widths > 0, got {:?}", self.basis_sigmas),
+            ));
+        }
+        let widths = self.basis_sigmas.len();
+        if self.num_basis % widths != 0 || self.num_basis / widths < 2 {
+            return Err(ConfigError::new(
+                "num_basis",
+                format!(
+                    "must be a multiple of the {widths} basis widths with at least 2 centres, got {}",
+                    self.num_basis
+                ),
+            ));
+        }
+        check::positive_f64("ridge_penalty", self.ridge_penalty)?;
+        if !(self.tau > 0.0 && self.tau < 1.0) {
+            return Err(ConfigError::new(
+                "tau",
+                format!("must be in (0, 1), got {}", self.tau),
+            ));
+        }
+        check::non_negative_f64("kl_weight", self.kl_weight)?;
+        check::positive_f64("sigma_0", self.sigma_0)?;
+        check::positive_f64("sigma_floor", self.sigma_floor)?;
+        if let Some(mu) = self.mu_0
+            && !(0.0..=1.0).contains(&mu)
+        {
+            return Err(ConfigError::new(
+                "mu_0",
+                format!("must be in [0, 1], got {mu}"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,328 @@
+//! The long-term memory of one layer (Martins et al., 2022, §3.1–3.3; the
+//! official `LongTermAttention`): writing the vectors that left the
+//! short-term cache into a continuous signal, and attending to it with one
+//! Gaussian per query and head.
+
+use std::collections::HashMap;
+use std::f64::consts::PI;
+use std::sync::{Arc, Mutex};
+
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig1d};
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softplus};
+use memlab_core::layers::attention::{merge_heads, normal_init};
+
+use crate::basis::{GaussianBasis, contraction_positions, uniform_positions};
+use crate::config::InfinityFormerConfig;
+
+/// What every layer's long-term memory shares: the basis, the constants,
+/// and the regression matrices computed so far (one per length; computed on
+/// the host in f64 the first time a length is seen).
+#[derive(Debug, Clone)]
+pub struct LongTermContext {
+    pub basis: GaussianBasis,
+    pub ridge_penalty: f64,
+    pub tau: f64,
+    pub num_samples: usize,
+    pub sticky: bool,
+    pub sticky_bins: usize,
+    pub sigma_floor: f64,
+    pub sigma_0: f64,
+    pub mu_0: Option<f64>,
+    regressions: Arc<Mutex<HashMap<(usize, bool), Arc<Vec<f32>>>>>,
+}
+
+impl LongTermContext {
+    pub fn new(config: &InfinityFormerConfig) -> Self {
+        Self {
+            basis: GaussianBasis::new(config.num_basis, &config.basis_sigmas),
+            ridge_penalty: config.ridge_penalty,
+            tau: config.tau,
+            num_samples: config.num_samples,
+            sticky: config.sticky,
+            sticky_bins: config.sticky_bins,
+            sigma_floor: config.sigma_floor,
+            sigma_0: config.sigma_0,
+            mu_0: config.mu_0,
+            regressions: Arc::default(),
+        }
+    }
+
+    /// `G` `[P, N]` for `l` new vectors alone (`contracted = false`, P = l,
+    /// positions `(j + 0.5)/l`) or after `M` samples of the old signal
+    /// (P = M + l, [`contraction_positions`]).
+    pub fn regression<B: Backend>(
+        &self,
+        l: usize,
+        contracted: bool,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let g = {
+            let mut cache = self.regressions.lock().expect("not poisoned");
+            cache
+                .entry((l, contracted))
+                .or_insert_with(|| {
+                    let positions = if contracted {
+                        contraction_positions(self.num_samples, l, self.tau)
+                    } else {
+                        uniform_positions(l)
+                    };
+                    let g = self.basis.regression(&positions, self.ridge_penalty);
+                    Arc::new(g.into_iter().map(|x| x as f32).collect())
+                })
+                .clone()
+        };
+        let rows = g.len() / self.basis.len();
+        Tensor::from_data(
+            TensorData::new(g.as_ref().clone(), [rows, self.basis.len()]),
+            device,
+        )
+    }
+
+    fn basis_tensor<B: Backend>(&self, values: &[f64], device: &B::Device) -> Tensor<B, 4> {
+        let n = values.len();
+        let data: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+        Tensor::<B, 1>::from_data(TensorData::new(data, [n]), device).reshape([1, 1, 1, n])
+    }
+
+    /// `ψ(t)` at `positions` `[batch, M]` → `[batch, M, N]`.
+    pub fn basis_at<B: Backend>(&self, positions: Tensor<B, 2>) -> Tensor<B, 3> {
+        let device = positions.device();
+        let [b, m] = positions.dims();
+        let n = self.basis.len();
+        let mu = self
+            .basis_tensor::<B>(&self.basis.mu, &device)
+            .reshape([1, 1, n]);
+        let var = self
+            .basis_tensor::<B>(
+                &self.basis.sigma.iter().map(|s| s * s).collect::<Vec<_>>(),
+                &device,
+            )
+            .reshape([1, 1, n]);
+        let t = positions.reshape([b, m, 1]);
+        gaussian(t, mu, var)
+    }
+
+    /// `E[ψ_j]` under `N(μ, σ²)` for `μ`, `σ²` `[b, h, q, 1]` → `[b, h, q, N]`:
+    /// `N(μ; μ_j, σ_j² + σ²)` (eq. 9; the official `ContinuousSoftmax` with
+    /// Gaussian basis functions).
+    pub fn expectation<B: Backend>(&self, mu: Tensor<B, 4>, var: Tensor<B, 4>) -> Tensor<B, 4> {
+        let device = mu.device();
+        let centres = self.basis_tensor::<B>(&self.basis.mu, &device);
+        let widths = self.basis_tensor::<B>(
+            &self.basis.sigma.iter().map(|s| s * s).collect::<Vec<_>>(),
+            &device,
+        );
+        gaussian(mu, centres, widths + var)
+    }
+
+    /// Where the old signal is sampled before contraction, `[batch, M]` in
+    /// (0, 1]: `i/M` (the official `samples`), or with sticky memories the
+    /// `i/M` quantiles of the previous step's attention density over the
+    /// bins (`density` `[batch, 1, D]`), so that more samples, and so more of
+    /// [0, τ], go where attention was.
+    pub fn sample_positions<B: Backend>(
+        &self,
+        density: Option<&Tensor<B, 3>>,
+        batch: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let m = self.num_samples;
+        let rows: Vec<f32> = match density {
+            Some(density) if self.sticky => {
+                let d = self.sticky_bins;
+                let mass: Vec<f32> = density.clone().into_data().to_vec().expect("f32 density");
+                mass.chunks(d).flat_map(|row| quantiles(row, m)).collect()
+            }
+            _ => (0..batch)
+                .flat_map(|_| (1..=m).map(|i| i as f32 / m as f32))
+                .collect(),
+        };
+        Tensor::from_data(TensorData::new(rows, [batch, m]), device)
+    }
+}
+
+/// The density of `N(mean, var)` at `x`, broadcasting.
+fn gaussian<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    mean: Tensor<B, D>,
+    var: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let z = (x - mean).powi_scalar(2) / (var.clone() * 2.0);
+    z.neg().exp() / (var * (2.0 * PI)).sqrt()
+}
+
+/// The `i/M` quantiles (i = 1..M) of the histogram `mass` over equal bins
+/// of [0, 1], linear within a bin; uniform when the histogram is empty.
+pub fn quantiles(mass: &[f32], m: usize) -> Vec<f32> {
+    let d = mass.len();
+    let total: f64 = mass.iter().map(|&x| x.max(0.0) as f64).sum();
+    if total <= 0.0 || !total.is_finite() {
+        return (1..=m).map(|i| i as f32 / m as f32).collect();
+    }
+    let mut out = Vec::with_capacity(m);
+    let (mut bin, mut below) = (0usize, 0.0f64);
+    for i in 1..=m {
+        let target = i as f64 / m as f64 * total;
+        while bin < d - 1 && below + (mass[bin].max(0.0) as f64) < target {
+            below += mass[bin].max(0.0) as f64;
+            bin += 1;
+        }
+        let here = mass[bin].max(0.0) as f64;
+        let within = if here > 0.0 {
+            ((target - below) / here).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        out.push(((bin as f64 + within) / d as f64) as f32);
+    }
+    out
+}
+
+/// One layer's long-term attention: `K = B W_K`, `V = B W_V` per head; per
+/// query and head `μ = sigmoid(w_μᵀ K q/√d)`, `σ² = softplus(w_σᵀ K q/√d)`;
+/// the output `W_O [Vᵀ E_{N(μ,σ²)}[ψ]]_heads`, added to the short-term
+/// attention's (eqs. 10–12).
+#[derive(Module, Debug)]
+pub struct LongTermAttention<B: Backend> {
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    /// `w_μ` `[N → 1]`.
+    pub mu: Linear<B>,
+    /// `w_σ` `[N → 1]`.
+    pub sigma: Linear<B>,
+    pub output: Linear<B>,
+    /// sigmoid(Conv1d(kernel 3)) over time, on the memory's input.
+    pub gate: Option<Conv1d<B>>,
+    pub n_heads: usize,
+    pub d_head: usize,
+}
+
+/// What a read returns.
+#[derive(Debug, Clone)]
+pub struct LongTermRead<B: Backend> {
+    /// `[batch, q, d_model]`.
+    pub output: Tensor<B, 3>,
+    /// Mean KL(N(μ, σ²) ‖ N(μ₀, σ₀²)) over batch, heads and queries, `[1]`.
+    pub kl: Tensor<B, 1>,
+    /// Sticky memories: the attention density over the bins `[batch, 1, D]`.
+    pub density: Option<Tensor<B, 3>>,
+}
+
+impl InfinityFormerConfig {
+    pub fn init_long_term<B: Backend>(&self, device: &B::Device) -> LongTermAttention<B> {
+        let inner = self.n_heads * self.d_head();
+        let linear = |i, o| {
+            LinearConfig::new(i, o)
+                .with_bias(false)
+                .with_initializer(normal_init(self.init_std))
+                .init(device)
+        };
+        LongTermAttention {
+            key: linear(self.d_model, inner),
+            value: linear(self.d_model, inner),
+            mu: linear(self.num_basis, 1),
+            sigma: linear(self.num_basis, 1),
+            output: linear(inner, self.d_model),
+            gate: self.gate.then(|| {
+                Conv1dConfig::new(self.d_model, self.d_model, 3)
+                    .with_padding(PaddingConfig1d::Explicit(1, 1))
+                    .init(device)
+            }),
+            n_heads: self.n_heads,
+            d_head: self.d_head(),
+        }
+    }
+}
+
+impl<B: Backend> LongTermAttention<B> {
+    /// Writes `x` `[batch, L, d_model]` (the layer's input for the positions
+    /// that left the short-term cache, detached) into the signal: the new
+    /// coefficients `B` `[batch, N, d_model]`. With a past signal `past`
+    /// (detached), it is sampled at M points, contracted into [0, τ] and
+    /// refitted together with `x` in (τ, 1] (§3.2); else `x` alone spans
+    /// [0, 1].
+    pub fn write(
+        &self,
+        ctx: &LongTermContext,
+        x: Tensor<B, 3>,
+        past: Option<(Tensor<B, 3>, Option<&Tensor<B, 3>>)>,
+    ) -> Tensor<B, 3> {
+        let [b, l, _] = x.dims();
+        let device = x.device();
+        let x = match &self.gate {
+            // sigmoid(Conv1d(x)) ⊙ x over time (the official `mask_net`).
+            Some(conv) => {
+                let channels_first = x.clone().swap_dims(1, 2);
+                x * sigmoid(conv.forward(channels_first)).swap_dims(1, 2)
+            }
+            None => x,
+        };
+        let n = ctx.basis.len();
+        let (values, g) = match past {
+            Some((coefficients, density)) => {
+                let positions = ctx.sample_positions::<B>(density, b, &device);
+                // X̄_old(t_i) = ψ(t_i)ᵀ B_old at the M sample points.
+                let old = ctx.basis_at(positions).matmul(coefficients.detach());
+                (
+                    Tensor::cat(vec![old, x], 1),
+                    ctx.regression::<B>(l, true, &device),
+                )
+            }
+            None => (x, ctx.regression::<B>(l, false, &device)),
+        };
+        let rows = g.dims()[0];
+        let gt = g.transpose().reshape([1, n, rows]).repeat_dim(0, b);
+        gt.matmul(values)
+    }
+
+    /// Attends from `queries` `[batch, heads, q, d_head]` (the short-term
+    /// attention's content queries) to the signal `coefficients`
+    /// `[batch, N, d_model]`.
+    pub fn read(
+        &self,
+        ctx: &LongTermContext,
+        queries: Tensor<B, 4>,
+        coefficients: Tensor<B, 3>,
+    ) -> LongTermRead<B> {
+        let [b, h, _, dh] = queries.dims();
+        let n = coefficients.dims()[1];
+        let heads = |t: Tensor<B, 3>| t.reshape([b, n, h, dh]).swap_dims(1, 2);
+        let keys = heads(self.key.forward(coefficients.clone()));
+        let values = heads(self.value.forward(coefficients));
+        // Scores against the N basis coefficients, [b, h, q, N].
+        let scores = queries.matmul(keys.transpose()) / (dh as f64).sqrt();
+        let mu = sigmoid(self.mu.forward(scores.clone()));
+        let var = softplus(self.sigma.forward(scores), 1.0).clamp_min(ctx.sigma_floor);
+        let r = ctx.expectation(mu.clone(), var.clone());
+        let output = self.output.forward(merge_heads(r.matmul(values)));
+
+        // KL(N(μ, σ²) ‖ N(μ₀, σ₀²)) as the official `kl_reg`.
+        let s0 = ctx.sigma_0 * ctx.sigma_0;
+        let ratio = var.clone() / s0;
+        let mut kl = ratio.clone() - ratio.log() - 1.0;
+        if let Some(mu_0) = ctx.mu_0 {
+            kl = kl + (mu.clone() - mu_0).powi_scalar(2) / s0;
+        }
+        let kl = (kl * 0.5).mean();
+
+        let density = ctx.sticky.then(|| {
+            let d = ctx.sticky_bins;
+            let device = mu.device();
+            let edges: Vec<f32> = (0..=d).map(|i| i as f32 / d as f32).collect();
+            let edges = Tensor::<B, 1>::from_data(TensorData::new(edges, [d + 1]), &device)
+                .reshape([1, 1, 1, d + 1]);
+            // Φ((edge − μ)/σ) per query and head, differenced: mass per bin.
+            let z = (edges - mu.detach()) / var.detach().sqrt() * std::f64::consts::FRAC_1_SQRT_2;
+            let cdf = (z.erf() + 1.0) * 0.5;
+            let mass = cdf.clone().narrow(3, 1, d) - cdf.narrow(3, 0, d);
+            mass.sum_dim(1).sum_dim(2).reshape([b, 1, d])
+        });
+        LongTermRead {
+            output,
+            kl,
+            density,
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The ∞-former forward pass (Martins et al., 2022, §3; the official
+//! `MemTransformerLM._forward` with `long_term_attention`):
+//!
+//! ```text
+//! for each layer n:
+//!   B̃ⁿ = write(gate(x̃ⁿ), SG(Bⁿ))      x̃ⁿ: inputs that left the cache (§3.2)
+//!   hⁿ = FF(LN(hⁿ⁻¹ + RelAttn(hⁿ⁻¹, [SG(memⁿ⁻¹) ∘ hⁿ⁻¹]) + LTM(qⁿ, B̃ⁿ)))
+//! memⁿ⁻¹ ← last mem_len of [memⁿ⁻¹ ∘ hⁿ⁻¹];  x̃ⁿ ← what was pushed out
+//! loss += kl_weight · Σₙ KL(N(μ, σ²) ‖ N(μ₀, σ₀²))
+//! ```
+//!
+//! The short-term part is Transformer-XL's, from memlab-core (`LayerCache`,
+//! `relative_layers`); the long-term part is [`crate::long_term`].
+
+use burn::nn::{Dropout, DropoutConfig};
+use burn::prelude::*;
+use memlab_core::cache::relative_layers;
+use memlab_core::layers::{
+    RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
+    TransformerBlockConfig, causal_mask,
+};
+use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+
+use crate::config::InfinityFormerConfig;
+use crate::long_term::{LongTermAttention, LongTermContext};
+use crate::memory::InfinityMemory;
+
+#[derive(Module, Debug)]
+pub struct InfinityFormer<B: Backend> {
+    pub embedding: TokenEmbedding<B>,
+    pub layers: Vec<RelativeTransformerBlock<B>>,
+    /// `u`, `v`: one pair shared by every layer, or one per layer (`untie_r`).
+    pub biases: Vec<RelativeBias<B>>,
+    /// One long-term attention per layer (empty when `long_term = false`).
+    pub long_term: Vec<LongTermAttention<B>>,
+    pub dropout: Dropout,
+    pub d_model: usize,
+    pub mem_len: usize,
+    /// `usize::MAX`: no clamping.
+    pub clamp_len: usize,
+    pub kl_weight: f64,
+    pub max_segment_len: usize,
+    #[module(skip)]
+    pub context: LongTermContext,
+}
+
+impl InfinityFormerConfig {
+    pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> InfinityFormer<B> {
+        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
+            .with_d_head(Some(self.d_head()))
+            .with_dropout(self.dropout)
+            .with_attn_dropout(self.attn_dropout)
+            .with_pre_norm(self.pre_norm)
+            .with_activation(self.activation)
+            .with_init_std(self.init_std);
+        let n_biases = if self.untie_r { self.n_layers } else { 1 };
+        InfinityFormer {
+            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
+                .with_tied(self.tied_embeddings)
+                .with_scale(self.scale_embeddings)
+                .with_init_std(self.init_std)
+                .init(device),
+            layers: (0..self.n_layers)
+                .map(|_| block.init_relative(device))
+                .collect(),
+            biases: (0..n_biases)
+                .map(|_| block.init_relative_bias(device))
+                .collect(),
+            long_term: if self.long_term {
+                (0..self.n_layers)
+                    .map(|_| self.init_long_term(device))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            dropout: DropoutConfig::new(self.dropout).init(),
+            d_model: self.d_model,
+            mem_len: self.mem_len,
+            clamp_len: self.clamp_len.unwrap_or(usize::MAX),
+            kl_weight: self.kl_weight,
+            max_segment_len: ctx.max_segment_len,
+            context: LongTermContext::new(self),
+        }
+    }
+}
+
+/// Hidden states, the next memory and the summed KL of one segment.
+pub struct Hidden<B: Backend> {
+    pub h: Tensor<B, 3>,
+    pub memory: InfinityMemory<B>,
+    /// Σ over layers of the mean KL (`None` before anything is in the
+    /// long-term memory).
+    pub kl: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> InfinityFormer<B> {
+    pub fn hidden(&self, tokens: Tensor<B, 2, Int>, memory: InfinityMemory<B>) -> Hidden<B> {
+        let [_, q] = tokens.dims();
+        let device = tokens.device();
+        let n = self.layers.len();
+        let ctx = &self.context;
+        let layer = |v: &Vec<Option<Tensor<B, 3>>>, i: usize| v.get(i).cloned().flatten();
+
+        // Write what left the short-term cache last segment into each
+        // layer's signal (the gate's gradient is recorded here).
+        let coefficients: Vec<Option<Tensor<B, 3>>> = (0..n)
+            .map(|i| {
+                let past = layer(&memory.coefficients, i);
+                match (self.long_term.get(i), layer(&memory.pending, i)) {
+                    (Some(ltm), Some(x)) => {
+                        let density = memory.density.get(i).and_then(Option::as_ref);
+                        Some(ltm.write(ctx, x, past.map(|p| (p, density))))
+                    }
+                    (Some(_), None) => past,
+                    (None, _) => None,
+                }
+            })
+            .collect();
+
+        let mask = causal_mask::<B>(q, memory.cache.len(), &device);
+        let h = self.dropout.forward(self.embedding.embed(tokens));
+        let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
+        let mut kl: Option<Tensor<B, 1>> = None;
+        let mut density = vec![None; n];
+        let (h, inputs) = relative_layers(
+            &self.layers,
+            &self.biases,
+            h,
+            &memory.cache,
+            mask,
+            clamp,
+            &self.dropout,
+            |i, queries| {
+                let coefficients = coefficients[i].clone()?;
+                let read = self.long_term[i].read(ctx, queries, coefficients);
+                kl = Some(match kl.take() {
+                    Some(sum) => sum + read.kl,
+                    None => read.kl,
+                });
+                density[i] = read.density.map(|d| d.detach());
+                Some(read.output)
+            },
+        );
+        let (cache, evicted) = memory.cache.update_evicting(inputs, self.mem_len);
+        let long_term = !self.long_term.is_empty();
+        let next = InfinityMemory {
+            cache,
+            pending: if long_term { evicted } else { Vec::new() },
+            coefficients: coefficients
+                .into_iter()
+                .map(|c| c.map(|c| c.detach()))
+                .collect(),
+            density: if ctx.sticky && long_term {
+                density
+            } else {
+                Vec::new()
+            },
+        };
+        Hidden {
+            h: self.dropout.forward(h),
+            memory: next,
+            kl,
+        }
+    }
+}
+
+impl<B: Backend> SegmentModel<B> for InfinityFormer<B> {
+    type Memory = InfinityMemory<B>;
+
+    fn init_memory(&self, _batch: usize, _device: &B::Device) -> InfinityMemory<B> {
+        InfinityMemory::empty()
+    }
+
+    fn forward_segment(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: InfinityMemory<B>,
+    ) -> SegmentOutput<B, InfinityMemory<B>> {
+        let Hidden { h, memory, kl } = self.hidden(tokens, memory);
+        let out = SegmentOutput::new(self.embedding.logits(h), memory);
+        match kl {
+            Some(kl) if self.kl_weight > 0.0 => out.with_aux_loss(kl * self.kl_weight),
+            _ => out,
+        }
+    }
+
+    /// Short-term cache, plus per layer the signal (N × d) and the inputs
+    /// waiting to be written (at most a segment); the same after any number
+    /// of segments.
+    fn memory_floats_per_sequence(&self) -> usize {
+        let short = self.mem_len * self.d_model;
+        let long = if self.long_term.is_empty() {
+            0
+        } else {
+            (self.context.basis.len() + self.max_segment_len) * self.d_model
+                + if self.context.sticky {
+                    self.context.sticky_bins
+                } else {
+                    0
+                }
+        };
+        self.layers.len() * (short + long)
+    }
+
+    fn name(&self) -> &'static str {
+        "infinity-former"
+    }
+}
