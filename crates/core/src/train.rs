@@ -349,7 +349,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         let batch = task
             .batch(Split::Train, step as u64, train.batch_size)
             .to_device::<B>(task.vocab_size(), device)?;
-        if step as u64 % epoch_batches == 0 {
+        if (step as u64).is_multiple_of(epoch_batches) {
             carried = None;
         }
         // Dropout draws from the backend's generator, seeded per step so that

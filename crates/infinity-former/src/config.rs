@@ -126,7 +126,7 @@ impl Validate for InfinityFormerConfig {
             ));
         }
         let widths = self.basis_sigmas.len();
-        if self.num_basis % widths != 0 || self.num_basis / widths < 2 {
+        if !self.num_basis.is_multiple_of(widths) || self.num_basis / widths < 2 {
             return Err(ConfigError::new(
                 "num_basis",
                 format!(

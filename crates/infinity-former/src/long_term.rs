@@ -30,8 +30,11 @@ pub struct LongTermContext {
     pub sigma_floor: f64,
     pub sigma_0: f64,
     pub mu_0: Option<f64>,
-    regressions: Arc<Mutex<HashMap<(usize, bool), Arc<Vec<f32>>>>>,
+    regressions: Regressions,
 }
+
+/// Regression matrices `G` (f32, row-major) by (new vectors, contracted).
+type Regressions = Arc<Mutex<HashMap<(usize, bool), Arc<Vec<f32>>>>>;
 
 impl LongTermContext {
     pub fn new(config: &InfinityFormerConfig) -> Self {

@@ -53,19 +53,15 @@ impl InfinityFormerConfig {
             .with_pre_norm(self.pre_norm)
             .with_activation(self.activation)
             .with_init_std(self.init_std);
-        let n_biases = if self.untie_r { self.n_layers } else { 1 };
+        let (layers, biases) = block.init_relative_stack(self.n_layers, self.untie_r, device);
         InfinityFormer {
             embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
                 .with_tied(self.tied_embeddings)
                 .with_scale(self.scale_embeddings)
                 .with_init_std(self.init_std)
                 .init(device),
-            layers: (0..self.n_layers)
-                .map(|_| block.init_relative(device))
-                .collect(),
-            biases: (0..n_biases)
-                .map(|_| block.init_relative_bias(device))
-                .collect(),
+            layers,
+            biases,
             long_term: if self.long_term {
                 (0..self.n_layers)
                     .map(|_| self.init_long_term(device))

@@ -78,6 +78,11 @@ impl RmtConfig {
         });
         let xl = self.backbone == Backbone::TransformerXl;
         let n = self.n_layers;
+        let (relative_blocks, biases) = if xl {
+            block.init_relative_stack(n, self.untie_r, device)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Rmt {
             embedding: TokenEmbeddingConfig::new(
                 ctx.vocab_size + usize::from(self.memory_loss_weight > 0.0),
@@ -105,19 +110,8 @@ impl RmtConfig {
                 (0..n).map(|_| block.init(device)).collect()
             },
             final_norm: (!xl && self.pre_norm).then(|| LayerNormConfig::new(d).init(device)),
-            relative_blocks: if xl {
-                (0..n).map(|_| block.init_relative(device)).collect()
-            } else {
-                Vec::new()
-            },
-            biases: if xl {
-                let pairs = if self.untie_r { n } else { 1 };
-                (0..pairs)
-                    .map(|_| block.init_relative_bias(device))
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            relative_blocks,
+            biases,
             dropout: DropoutConfig::new(self.dropout).init(),
             num_mem_tokens: m,
             mem_at_end: self.mem_at_end,

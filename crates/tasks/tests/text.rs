@@ -45,12 +45,12 @@ fn batches_follow_the_ordered_lm_iterator() {
         let start = i as usize * l;
         let len = l.min(n - 1 - start);
         assert_eq!((batch.batch, batch.len), (streams, len));
-        for b in 0..streams {
+        for (b, seen) in covered.iter_mut().enumerate() {
             for t in 0..len {
                 let pos = b * n + start + t;
                 assert_eq!(batch.inputs[b * len + t], data[pos] as i64);
                 assert_eq!(batch.targets[b * len + t], data[pos + 1] as i64);
-                covered[b][start + t + 1] = true;
+                seen[start + t + 1] = true;
             }
         }
         assert!(batch.mask.iter().all(|&m| m == 1.0));

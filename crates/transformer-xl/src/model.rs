@@ -45,19 +45,15 @@ impl XlConfig {
             .with_pre_norm(self.pre_norm)
             .with_activation(self.activation)
             .with_init_std(self.init_std);
-        let n_biases = if self.untie_r { self.n_layers } else { 1 };
+        let (layers, biases) = block.init_relative_stack(self.n_layers, self.untie_r, device);
         TransformerXl {
             embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
                 .with_tied(self.tied_embeddings)
                 .with_scale(self.scale_embeddings)
                 .with_init_std(self.init_std)
                 .init(device),
-            layers: (0..self.n_layers)
-                .map(|_| block.init_relative(device))
-                .collect(),
-            biases: (0..n_biases)
-                .map(|_| block.init_relative_bias(device))
-                .collect(),
+            layers,
+            biases,
             dropout: DropoutConfig::new(self.dropout).init(),
             d_model: self.d_model,
             mem_len: self.mem_len,

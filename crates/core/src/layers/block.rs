@@ -141,6 +141,22 @@ impl TransformerBlockConfig {
     pub fn init_relative_bias<B: Backend>(&self, device: &B::Device) -> RelativeBias<B> {
         self.attention().init_relative_bias(device)
     }
+
+    /// A Transformer-XL stack: `n_layers` relative blocks and their `u`, `v`
+    /// (one pair shared by every layer, or one per layer with `untie_r`).
+    pub fn init_relative_stack<B: Backend>(
+        &self,
+        n_layers: usize,
+        untie_r: bool,
+        device: &B::Device,
+    ) -> (Vec<RelativeTransformerBlock<B>>, Vec<RelativeBias<B>>) {
+        let layers = (0..n_layers).map(|_| self.init_relative(device)).collect();
+        let pairs = if untie_r { n_layers } else { 1 };
+        let biases = (0..pairs)
+            .map(|_| self.init_relative_bias(device))
+            .collect();
+        (layers, biases)
+    }
 }
 
 impl<B: Backend> TransformerBlock<B> {
