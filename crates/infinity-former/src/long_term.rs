@@ -33,8 +33,15 @@ pub struct LongTermContext {
     regressions: Regressions,
 }
 
-/// Regression matrices `G` (f32, row-major) by (new vectors, contracted).
-type Regressions = Arc<Mutex<HashMap<(usize, bool), Arc<Vec<f32>>>>>;
+/// A matrix that depends only on lengths, computed once on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum HostMatrix {
+    Fit { l: usize, contracted: bool },
+    UniformSamples,
+}
+
+/// Host matrices (f32, row-major `[rows, N]`), computed once each.
+type Regressions = Arc<Mutex<HashMap<HostMatrix, Arc<Vec<f32>>>>>;
 
 impl LongTermContext {
     pub fn new(config: &InfinityFormerConfig) -> Self {
@@ -61,26 +68,41 @@ impl LongTermContext {
         contracted: bool,
         device: &B::Device,
     ) -> Tensor<B, 2> {
-        let g = {
+        self.host_matrix(HostMatrix::Fit { l, contracted }, device)
+    }
+
+    /// `ψ(i/M)` `[M, N]` (i = 1..M): where the old signal is sampled
+    /// without sticky memories, the same at every step.
+    pub fn uniform_samples<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2> {
+        self.host_matrix(HostMatrix::UniformSamples, device)
+    }
+
+    fn host_matrix<B: Backend>(&self, which: HostMatrix, device: &B::Device) -> Tensor<B, 2> {
+        let n = self.basis.len();
+        let values = {
             let mut cache = self.regressions.lock().expect("not poisoned");
             cache
-                .entry((l, contracted))
+                .entry(which)
                 .or_insert_with(|| {
-                    let positions = if contracted {
-                        contraction_positions(self.num_samples, l, self.tau)
-                    } else {
-                        uniform_positions(l)
+                    let values: Vec<f64> = match which {
+                        HostMatrix::Fit { l, contracted } => {
+                            let positions = if contracted {
+                                contraction_positions(self.num_samples, l, self.tau)
+                            } else {
+                                uniform_positions(l)
+                            };
+                            self.basis.regression(&positions, self.ridge_penalty)
+                        }
+                        HostMatrix::UniformSamples => (1..=self.num_samples)
+                            .flat_map(|i| self.basis.eval(i as f64 / self.num_samples as f64))
+                            .collect(),
                     };
-                    let g = self.basis.regression(&positions, self.ridge_penalty);
-                    Arc::new(g.into_iter().map(|x| x as f32).collect())
+                    Arc::new(values.into_iter().map(|x| x as f32).collect())
                 })
                 .clone()
         };
-        let rows = g.len() / self.basis.len();
-        Tensor::from_data(
-            TensorData::new(g.as_ref().clone(), [rows, self.basis.len()]),
-            device,
-        )
+        let rows = values.len() / n;
+        Tensor::from_data(TensorData::new(values.as_ref().clone(), [rows, n]), device)
     }
 
     fn basis_tensor<B: Backend>(&self, values: &[f64], device: &B::Device) -> Tensor<B, 4> {
@@ -144,6 +166,15 @@ impl LongTermContext {
         };
         Tensor::from_data(TensorData::new(rows, [batch, m]), device)
     }
+}
+
+/// `m` `[R, C]` applied to every batch row of `x` `[batch, C, d]` →
+/// `[batch, R, d]`, as one matrix product (the batch folded into columns).
+fn apply<B: Backend>(m: Tensor<B, 2>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, c, d] = x.dims();
+    let rows = m.dims()[0];
+    let columns = x.swap_dims(0, 1).reshape([c, b * d]);
+    m.matmul(columns).reshape([rows, b, d]).swap_dims(0, 1)
 }
 
 /// The density of `N(mean, var)` at `x`, broadcasting.
@@ -262,12 +293,16 @@ impl<B: Backend> LongTermAttention<B> {
             }
             None => x,
         };
-        let n = ctx.basis.len();
         let (values, g) = match past {
             Some((coefficients, density)) => {
-                let positions = ctx.sample_positions::<B>(density, b, &device);
                 // X̄_old(t_i) = ψ(t_i)ᵀ B_old at the M sample points.
-                let old = ctx.basis_at(positions).matmul(coefficients.detach());
+                let old = match density {
+                    Some(density) if ctx.sticky => {
+                        let positions = ctx.sample_positions::<B>(Some(density), b, &device);
+                        ctx.basis_at(positions).matmul(coefficients.detach())
+                    }
+                    _ => apply(ctx.uniform_samples::<B>(&device), coefficients.detach()),
+                };
                 (
                     Tensor::cat(vec![old, x], 1),
                     ctx.regression::<B>(l, true, &device),
@@ -275,9 +310,7 @@ impl<B: Backend> LongTermAttention<B> {
             }
             None => (x, ctx.regression::<B>(l, false, &device)),
         };
-        let rows = g.dims()[0];
-        let gt = g.transpose().reshape([1, n, rows]).repeat_dim(0, b);
-        gt.matmul(values)
+        apply(g.transpose(), values)
     }
 
     /// Attends from `queries` `[batch, heads, q, d_head]` (the short-term
