@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod layers;
 pub mod model;
+pub mod mrbp;
 pub mod registry;
 pub mod runner;
 pub mod seed;

@@ -208,3 +208,92 @@ pub fn assert_seeded_and_round_trips<A: Architecture>(
         A::NAME
     );
 }
+
+/// Test support: memory replay back-propagation gives the same parameter
+/// gradients as full BPTT on `batch` (relative error below `tolerance` for
+/// every parameter, over `segment_len` segments), and the same loss.
+pub fn assert_mrbp_matches_bptt<A: Architecture>(
+    config: &A::Config,
+    ctx: &ModelContext,
+    batch: &crate::data::HostBatch,
+    segment_len: usize,
+    tolerance: f64,
+) {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+
+    struct Compare<'a> {
+        full: &'a GradientsParams,
+        replay: &'a GradientsParams,
+        worst: f64,
+        compared: usize,
+    }
+    impl ModuleVisitor<AB> for Compare<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            type Inner = burn::backend::NdArray;
+            let full = self.full.get::<Inner, D>(param.id);
+            let replay = self.replay.get::<Inner, D>(param.id);
+            let values = |t: Option<Tensor<Inner, D>>| -> Vec<f64> {
+                t.map(|t| {
+                    let v: Vec<f32> = t.into_data().to_vec().expect("f32");
+                    v.into_iter().map(f64::from).collect()
+                })
+                .unwrap_or_default()
+            };
+            let (a, b) = (values(full), values(replay));
+            if a.is_empty() && b.is_empty() {
+                return;
+            }
+            let n = a.len().max(b.len());
+            let get = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+            let diff: f64 = (0..n)
+                .map(|i| (get(&a, i) - get(&b, i)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            self.worst = self.worst.max(diff / norm);
+            self.compared += 1;
+        }
+    }
+
+    let device = Default::default();
+    let model =
+        crate::seed::init_seeded::<AB, _>(&device, 3, || A::init_train::<AB>(config, ctx, &device));
+    let sequences = batch
+        .to_device::<AB>(ctx.vocab_size, &device)
+        .expect("valid batch");
+    // Each pass gets its own initial memory: a backward pass frees the graph
+    // of everything it went through, a learned initial memory included.
+    let full = crate::runner::run_segments(
+        &model,
+        &sequences,
+        segment_len,
+        crate::config::BpttDepth::Full,
+        model.init_memory(batch.batch, &device),
+    );
+    let full_loss = full.loss.clone().into_scalar().elem::<f64>();
+    let full_grads = GradientsParams::from_grads(full.loss.backward(), &model);
+    let memory = model.init_memory(batch.batch, &device);
+    let replay = crate::mrbp::memory_replay_backprop(&model, &sequences, segment_len, memory);
+    assert!(
+        (replay.loss - full_loss).abs() < 1e-5 * full_loss.abs().max(1.0),
+        "{}: loss {} vs {full_loss}",
+        A::NAME,
+        replay.loss
+    );
+    let mut compare = Compare {
+        full: &full_grads,
+        replay: &replay.grads,
+        worst: 0.0,
+        compared: 0,
+    };
+    model.visit(&mut compare);
+    assert!(compare.compared > 0, "{}: no gradients", A::NAME);
+    assert!(
+        compare.worst < tolerance,
+        "{}: MRBP vs BPTT relative error {}",
+        A::NAME,
+        compare.worst
+    );
+}

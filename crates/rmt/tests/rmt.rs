@@ -419,3 +419,31 @@ fn auxiliary_memory_loss_is_the_weighted_special_token_cross_entropy() {
     let out = plain.forward_segment(tokens::<B>(&data, 2), plain.init_memory(2, &device));
     assert!(out.aux_loss.is_none());
 }
+
+/// Memory replay back-propagation (memlab-core) gives full BPTT's gradients
+/// through RMT's memory tokens over 4 segments, on both backbones.
+#[test]
+fn memory_replay_backprop_matches_full_bptt() {
+    let inputs = seq(2 * 24, 5);
+    let batch = HostBatch {
+        batch: 2,
+        len: 24,
+        targets: seq(2 * 24, 6),
+        mask: (0..48)
+            .map(|i| if i % 5 == 0 { 0.0 } else { 1.0 })
+            .collect(),
+        inputs,
+    };
+    for backbone in [Backbone::Transformer, Backbone::TransformerXl] {
+        let config = RmtConfig {
+            backbone,
+            num_mem_tokens: 3,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            memory_loss_weight: 0.01,
+            ..RmtConfig::default()
+        };
+        memlab_core::registry::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
+    }
+}
