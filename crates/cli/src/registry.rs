@@ -5,4 +5,5 @@ memlab_core::architectures! {
     memlab_transformer_xl::TransformerXlArch,
     memlab_rmt::RmtArch,
     memlab_infinity_former::InfinityFormerArch,
+    memlab_memformer::MemformerArch,
 }

@@ -226,8 +226,8 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
     struct Compare<'a> {
         full: &'a GradientsParams,
         replay: &'a GradientsParams,
-        worst: f64,
-        compared: usize,
+        /// Per parameter: ‖full − replay‖ and ‖full‖.
+        norms: Vec<(f64, f64)>,
     }
     impl ModuleVisitor<AB> for Compare<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
@@ -251,9 +251,8 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
                 .map(|i| (get(&a, i) - get(&b, i)).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-            self.worst = self.worst.max(diff / norm);
-            self.compared += 1;
+            let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+            self.norms.push((diff, norm));
         }
     }
 
@@ -285,15 +284,22 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
     let mut compare = Compare {
         full: &full_grads,
         replay: &replay.grads,
-        worst: 0.0,
-        compared: 0,
+        norms: Vec::new(),
     };
     model.visit(&mut compare);
-    assert!(compare.compared > 0, "{}: no gradients", A::NAME);
+    assert!(!compare.norms.is_empty(), "{}: no gradients", A::NAME);
+    // Relative per parameter; gradients that are zero in exact arithmetic
+    // (e.g. a key bias, which softmax ignores) are float noise, so each
+    // norm is floored at 1e-4 of the whole gradient's.
+    let total = compare.norms.iter().map(|(_, n)| n * n).sum::<f64>().sqrt();
+    let worst = compare
+        .norms
+        .iter()
+        .map(|(diff, norm)| diff / norm.max(1e-4 * total).max(1e-30))
+        .fold(0.0, f64::max);
     assert!(
-        compare.worst < tolerance,
-        "{}: MRBP vs BPTT relative error {}",
-        A::NAME,
-        compare.worst
+        worst < tolerance,
+        "{}: MRBP vs BPTT relative error {worst}",
+        A::NAME
     );
 }

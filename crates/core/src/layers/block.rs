@@ -93,6 +93,17 @@ pub struct TransformerBlock<B: Backend> {
     pub body: BlockBody<B>,
 }
 
+/// A block with self-attention, then cross-attention to a context (an
+/// encoder's output, memory slots), then the feed-forward network, each a
+/// residual branch (Vaswani et al., 2017, §3.1, the decoder layer).
+#[derive(Module, Debug)]
+pub struct CrossAttentionBlock<B: Backend> {
+    pub self_attention: MultiHeadAttention<B>,
+    pub cross_attention: MultiHeadAttention<B>,
+    pub norm_cross: LayerNorm<B>,
+    pub body: BlockBody<B>,
+}
+
 /// A block with Transformer-XL's relative multi-head attention.
 #[derive(Module, Debug)]
 pub struct RelativeTransformerBlock<B: Backend> {
@@ -137,6 +148,15 @@ impl TransformerBlockConfig {
         }
     }
 
+    pub fn init_cross<B: Backend>(&self, device: &B::Device) -> CrossAttentionBlock<B> {
+        CrossAttentionBlock {
+            self_attention: self.attention().init(device),
+            cross_attention: self.attention().init(device),
+            norm_cross: LayerNormConfig::new(self.d_model).init(device),
+            body: self.init_body(device),
+        }
+    }
+
     /// `u`, `v` for blocks of [`Self::init_relative`].
     pub fn init_relative_bias<B: Backend>(&self, device: &B::Device) -> RelativeBias<B> {
         self.attention().init_relative_bias(device)
@@ -173,6 +193,26 @@ impl<B: Backend> TransformerBlock<B> {
         let x = self
             .body
             .attention_residual(x, |h| self.attention.forward(h, context, mask, bias));
+        self.body.feed_forward_residual(x)
+    }
+}
+
+impl<B: Backend> CrossAttentionBlock<B> {
+    /// Self-attention of `x` `[batch, len, d]` under `mask`, then attention
+    /// from `x` to `context` `[batch, m, d]` (every position sees all of it),
+    /// then the feed-forward network.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        context: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let x = self
+            .body
+            .attention_residual(x, |h| self.self_attention.forward(h, None, mask, None));
+        let x = self.body.residual(x, &self.norm_cross, |h| {
+            self.cross_attention.forward(h, Some(context), None, None)
+        });
         self.body.feed_forward_residual(x)
     }
 }

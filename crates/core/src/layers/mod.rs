@@ -12,7 +12,8 @@ pub use attention::{
     normal_init, scaled_dot_product_attention, split_heads,
 };
 pub use block::{
-    BlockBody, RelativeTransformerBlock, TransformerBlock, TransformerBlockConfig, absolute_stack,
+    BlockBody, CrossAttentionBlock, RelativeTransformerBlock, TransformerBlock,
+    TransformerBlockConfig, absolute_stack,
 };
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};

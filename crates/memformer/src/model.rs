@@ -1,0 +1,181 @@
+//! The Memformer forward pass for one segment (Wu et al., 2022, §3,
+//! Fig. 2), as `forward_segment` runs it:
+//!
+//! ```text
+//! x_t      = E[tokens_t] + P                       (shared embedding, positions)
+//! logits_t = Decoder(x_t causal, cross-attend H_{t−1})   (M_0 at t = 0)
+//! H_t      = Encoder(x_t, cross-attend M_t)
+//! M̂        = SlotAttention(M_t, H_t)               (writer.rs)
+//! M_{t+1}  = (M̂ + v_bias) / ‖M̂ + v_bias‖           (biased memory normalisation)
+//! carried  = (M_{t+1}, H_t);   M_0 = v_bias / ‖v_bias‖
+//! ```
+//!
+//! The decoder predicting segment t reads what the encoder made of segment
+//! t − 1 with the memory before it, never segment t's own encoding (which
+//! has seen the tokens it must predict).
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use memlab_core::layers::{
+    AbsolutePositions, CrossAttentionBlock, TokenEmbedding, TokenEmbeddingConfig,
+    TransformerBlockConfig, causal_mask, normal_init,
+};
+use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+
+use crate::config::MemformerConfig;
+use crate::memory::MemformerMemory;
+use crate::writer::MemoryWriter;
+
+#[derive(Module, Debug)]
+pub struct Memformer<B: Backend> {
+    pub embedding: TokenEmbedding<B>,
+    pub positions: AbsolutePositions<B>,
+    pub encoder: Vec<CrossAttentionBlock<B>>,
+    pub decoder: Vec<CrossAttentionBlock<B>>,
+    /// Final LayerNorms of a pre-LN stack.
+    pub encoder_norm: Option<LayerNorm<B>>,
+    pub decoder_norm: Option<LayerNorm<B>>,
+    pub writer: MemoryWriter<B>,
+    /// `v_bias` `[k, d]`: the forgetting bias, and the initial memory's direction.
+    pub slot_bias: Param<Tensor<B, 2>>,
+    pub dropout: Dropout,
+}
+
+impl MemformerConfig {
+    pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> Memformer<B> {
+        let d = self.d_model;
+        let d_head = self.d_head.unwrap_or(d / self.n_heads);
+        let block = TransformerBlockConfig::new(d, self.n_heads, self.d_ff)
+            .with_d_head(Some(d_head))
+            .with_dropout(self.dropout)
+            .with_attn_dropout(self.attn_dropout)
+            .with_pre_norm(self.pre_norm)
+            .with_activation(self.activation)
+            .with_init_std(self.init_std);
+        let final_norm = || self.pre_norm.then(|| LayerNormConfig::new(d).init(device));
+        Memformer {
+            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, d)
+                .with_tied(self.tied_embeddings)
+                .with_scale(self.scale_embeddings)
+                .with_init_std(self.init_std)
+                .init(device),
+            positions: AbsolutePositions::new(
+                self.positions,
+                ctx.max_segment_len,
+                d,
+                self.init_std,
+                device,
+            ),
+            encoder: (0..self.n_encoder_layers)
+                .map(|_| block.init_cross(device))
+                .collect(),
+            decoder: (0..self.n_decoder_layers)
+                .map(|_| block.init_cross(device))
+                .collect(),
+            encoder_norm: final_norm(),
+            decoder_norm: final_norm(),
+            writer: MemoryWriter::new(
+                d,
+                self.n_heads,
+                d_head,
+                self.temperature,
+                self.init_std,
+                device,
+            ),
+            slot_bias: normal_init(1.0).init([self.num_slots, d], device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+/// Each slot scaled to unit L2 norm.
+pub fn normalize<B: Backend>(m: Tensor<B, 3>) -> Tensor<B, 3> {
+    let norm = m.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-12);
+    m / norm
+}
+
+fn stack<B: Backend>(
+    blocks: &[CrossAttentionBlock<B>],
+    norm: Option<&LayerNorm<B>>,
+    x: Tensor<B, 3>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    context: Tensor<B, 3>,
+) -> Tensor<B, 3> {
+    let h = blocks
+        .iter()
+        .fold(x, |h, b| b.forward(h, mask.clone(), context.clone()));
+    match norm {
+        Some(norm) => norm.forward(h),
+        None => h,
+    }
+}
+
+impl<B: Backend> Memformer<B> {
+    /// The memory update: biased memory normalisation of the written slots.
+    pub fn write(&self, slots: Tensor<B, 3>, encoded: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, k, d] = slots.dims();
+        let written = self.writer.forward(slots, encoded);
+        let bias = self.slot_bias.val().reshape([1, k, d]).repeat_dim(0, b);
+        normalize(written + bias)
+    }
+}
+
+impl<B: Backend> SegmentModel<B> for Memformer<B> {
+    type Memory = MemformerMemory<B>;
+
+    fn init_memory(&self, batch: usize, _device: &B::Device) -> MemformerMemory<B> {
+        let [k, d] = self.slot_bias.dims();
+        let slots = normalize(self.slot_bias.val().reshape([1, k, d])).repeat_dim(0, batch);
+        MemformerMemory {
+            slots,
+            encoded: None,
+        }
+    }
+
+    fn forward_segment(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: MemformerMemory<B>,
+    ) -> SegmentOutput<B, MemformerMemory<B>> {
+        let [_, s] = tokens.dims();
+        let device = tokens.device();
+        let x = self
+            .dropout
+            .forward(self.positions.forward(self.embedding.embed(tokens)));
+        let context = memory.encoded.unwrap_or_else(|| memory.slots.clone());
+        let decoded = stack(
+            &self.decoder,
+            self.decoder_norm.as_ref(),
+            x.clone(),
+            Some(causal_mask::<B>(s, 0, &device)),
+            context,
+        );
+        let logits = self.embedding.logits(self.dropout.forward(decoded));
+        let encoded = stack(
+            &self.encoder,
+            self.encoder_norm.as_ref(),
+            x,
+            None,
+            memory.slots.clone(),
+        );
+        let slots = self.write(memory.slots, encoded.clone());
+        SegmentOutput::new(
+            logits,
+            MemformerMemory {
+                slots,
+                encoded: Some(encoded),
+            },
+        )
+    }
+
+    /// The k slots and one segment's encoding.
+    fn memory_floats_per_sequence(&self) -> usize {
+        let [k, d] = self.slot_bias.dims();
+        (k + self.positions.max_len) * d
+    }
+
+    fn name(&self) -> &'static str {
+        "memformer"
+    }
+}

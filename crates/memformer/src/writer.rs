@@ -1,0 +1,73 @@
+//! Memformer's memory writer (Wu et al., 2022, §3.2): slot attention. Each
+//! slot's query attends to itself and to every encoder output, never to the
+//! other slots, with a temperature τ < 1 that sharpens the choice. Values
+//! are the vectors themselves (no projection), so a slot that attends only
+//! to itself is left exactly as it was.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use memlab_core::layers::{merge_heads, normal_init, split_heads};
+
+#[derive(Module, Debug)]
+pub struct MemoryWriter<B: Backend> {
+    pub query: Linear<B>,
+    pub key: Linear<B>,
+    pub n_heads: usize,
+    pub d_head: usize,
+    pub temperature: f64,
+}
+
+impl<B: Backend> MemoryWriter<B> {
+    pub fn new(
+        d_model: usize,
+        n_heads: usize,
+        d_head: usize,
+        temperature: f64,
+        init_std: f64,
+        device: &B::Device,
+    ) -> Self {
+        let linear = || {
+            LinearConfig::new(d_model, n_heads * d_head)
+                .with_bias(false)
+                .with_initializer(normal_init(init_std))
+                .init(device)
+        };
+        Self {
+            query: linear(),
+            key: linear(),
+            n_heads,
+            d_head,
+            temperature,
+        }
+    }
+
+    /// The new slots `[batch, k, d]` from the slots and the encoder outputs
+    /// `[batch, s, d]`: `softmax(Q Kᵀ / (√d_head τ) + mask) [M ; H]` per head.
+    pub fn forward(&self, slots: Tensor<B, 3>, encoded: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [_, k, _] = slots.dims();
+        let s = encoded.dims()[1];
+        let device = slots.device();
+        let keys_in = Tensor::cat(vec![slots.clone(), encoded], 1);
+        let q = split_heads(self.query.forward(slots), self.n_heads);
+        let keys = split_heads(self.key.forward(keys_in.clone()), self.n_heads);
+        let values = split_heads(keys_in, self.n_heads);
+        let scores = q.matmul(keys.transpose()) / ((self.d_head as f64).sqrt() * self.temperature);
+        let scores = scores.mask_fill(writer_mask::<B>(k, s, &device), f32::NEG_INFINITY);
+        merge_heads(softmax(scores, 3).matmul(values))
+    }
+}
+
+/// `[1, 1, k, k + s]`, `true` = masked: slot `i` sees key `i` (itself) and
+/// the `s` encoder outputs, not the other slots.
+pub fn writer_mask<B: Backend>(k: usize, s: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+    let cells: Vec<bool> = (0..k)
+        .flat_map(|i| (0..k + s).map(move |j| j < k && j != i))
+        .collect();
+    Tensor::<B, 2, Bool>::from_data(TensorData::new(cells, [k, k + s]), device).reshape([
+        1,
+        1,
+        k,
+        k + s,
+    ])
+}

@@ -1,0 +1,259 @@
+use burn::backend::NdArray;
+use burn::prelude::*;
+use memlab_core::registry::{
+    assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
+};
+use memlab_core::seed::init_seeded;
+use memlab_core::{Architecture, HostBatch, MemoryState, ModelContext, SegmentModel};
+use memlab_memformer::model::normalize;
+use memlab_memformer::writer::writer_mask;
+use memlab_memformer::{Memformer, MemformerArch, MemformerConfig, MemformerMemory};
+
+type B = NdArray;
+
+const CTX: ModelContext = ModelContext {
+    vocab_size: 12,
+    max_segment_len: 6,
+};
+
+fn small() -> MemformerConfig {
+    MemformerConfig {
+        d_model: 16,
+        n_heads: 4,
+        d_ff: 32,
+        num_slots: 3,
+        init_std: 0.3,
+        ..MemformerConfig::default()
+    }
+}
+
+fn model(config: &MemformerConfig, seed: u64) -> Memformer<B> {
+    let device = Default::default();
+    init_seeded::<B, _>(&device, seed, || {
+        MemformerArch::init::<B>(config, &CTX, &device)
+    })
+}
+
+fn seq(len: usize, seed: i64) -> Vec<i64> {
+    (0..len as i64)
+        .map(|i| (i * 7 + seed * 5 + i * i) % 12)
+        .collect()
+}
+
+fn run(m: &Memformer<B>, data: &[i64]) -> Vec<Vec<f32>> {
+    let mut memory = m.init_memory(1, &Default::default());
+    data.chunks(6)
+        .map(|chunk| {
+            let t = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(chunk.to_vec(), [1, chunk.len()]),
+                &Default::default(),
+            );
+            let out = m.forward_segment(t, memory.clone());
+            memory = out.memory;
+            out.logits.into_data().to_vec::<f32>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_slot_attention_mask_cell_by_cell() {
+    let (k, s) = (3, 4);
+    let mask: Vec<bool> = writer_mask::<B>(k, s, &Default::default())
+        .into_data()
+        .to_vec()
+        .unwrap();
+    for i in 0..k {
+        for j in 0..k + s {
+            // Itself and every encoder output; never another slot.
+            let visible = j == i || j >= k;
+            assert_eq!(mask[i * (k + s) + j], !visible, "slot {i}, key {j}");
+        }
+    }
+}
+
+/// A slot whose attention falls on itself alone is left exactly as it was;
+/// with a zero bias and a unit slot the whole update leaves it unchanged.
+#[test]
+fn a_slot_attending_only_to_itself_is_unchanged() {
+    let mut m = model(&small(), 1);
+    let device = Default::default();
+    // Q = K = identity: slot i = 10·e_i scores 100/(√4·τ) on itself and 0 on
+    // the (zero) encoder outputs, in the one head that holds e_i.
+    let eye = Tensor::<B, 2>::eye(16, &device);
+    m.writer.query.weight = burn::module::Param::from_tensor(eye.clone());
+    m.writer.key.weight = burn::module::Param::from_tensor(eye);
+    let mut slots = vec![0f32; 3 * 16];
+    for i in 0..3 {
+        slots[i * 16 + i * 5] = 10.0;
+    }
+    let slots = Tensor::<B, 3>::from_data(TensorData::new(slots.clone(), [1, 3, 16]), &device);
+    let encoded = Tensor::<B, 3>::zeros([1, 4, 16], &device);
+    let written = m.writer.forward(slots.clone(), encoded.clone());
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        written.into_data().to_vec().unwrap(),
+        slots.clone().into_data().to_vec().unwrap(),
+    );
+    assert_eq!(a, b);
+    // Whole update with v_bias = 0 on unit slots: unchanged.
+    m.slot_bias = burn::module::Param::from_tensor(Tensor::zeros([3, 16], &device));
+    let unit = normalize(slots);
+    let updated: Vec<f32> = m.write(unit.clone(), encoded).into_data().to_vec().unwrap();
+    let unit: Vec<f32> = unit.into_data().to_vec().unwrap();
+    for (x, y) in updated.iter().zip(&unit) {
+        assert!((x - y).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn memory_is_normalised_and_biased() {
+    let m = model(&small(), 2);
+    let memory = m.init_memory(2, &Default::default());
+    // M_0 = v_bias / ‖v_bias‖ for every sequence.
+    let bias: Vec<f32> = m.slot_bias.val().into_data().to_vec().unwrap();
+    let slots: Vec<f32> = memory.slots.clone().into_data().to_vec().unwrap();
+    for (i, row) in bias.chunks(16).enumerate() {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        for b in 0..2 {
+            for c in 0..16 {
+                let got = slots[b * 48 + i * 16 + c];
+                assert!((got - row[c] / norm).abs() < 1e-6);
+            }
+        }
+    }
+    let out = m.forward_segment(
+        Tensor::from_data(TensorData::new(seq(12, 1), [2, 6]), &Default::default()),
+        memory,
+    );
+    let slots: Vec<f32> = out.memory.slots.clone().into_data().to_vec().unwrap();
+    for row in slots.chunks(16) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "slot norm {norm}");
+    }
+    assert_eq!(out.logits.dims(), [2, 6, 12]);
+    assert_eq!(out.memory.num_floats(), 2 * (3 + 6) * 16);
+    assert_eq!(m.describe().memory_floats_per_sequence, (3 + 6) * 16);
+    let rebuilt = MemformerMemory::<B>::from_tensors(out.memory.to_tensors()).unwrap();
+    assert_eq!(rebuilt.encoded.unwrap().dims(), [2, 6, 16]);
+}
+
+/// No logit of segment t depends on a later token of segment t (the decoder
+/// reads segment t − 1's encoding, never its own); segment 1 does reach
+/// segment 3 through the slots.
+#[test]
+fn no_leak_within_a_segment_and_memory_carries() {
+    let m = model(&small(), 3);
+    let a = seq(18, 2);
+    for j in [6, 8, 11] {
+        let mut b = a.clone();
+        b[j] = (b[j] + 5) % 12;
+        let (x, y) = (run(&m, &a), run(&m, &b));
+        let pos = j - 6; // in segment 2
+        assert_eq!(
+            x[1][..pos * 12],
+            y[1][..pos * 12],
+            "token {j} leaked backwards"
+        );
+        assert_ne!(x[1][pos * 12..], y[1][pos * 12..]);
+    }
+    let mut b = a.clone();
+    b[1] = (b[1] + 3) % 12;
+    let (x, y) = (run(&m, &a), run(&m, &b));
+    let diff = x[2]
+        .iter()
+        .zip(&y[2])
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f32::max);
+    assert!(diff > 1e-4, "segment 1 does not reach segment 3: {diff}");
+}
+
+#[test]
+fn memory_replay_backprop_matches_full_bptt_over_4_segments() {
+    let batch = HostBatch {
+        batch: 2,
+        len: 24,
+        inputs: seq(48, 3),
+        targets: seq(48, 4),
+        mask: vec![1.0; 48],
+    };
+    assert_mrbp_matches_bptt::<MemformerArch>(&small(), &CTX, &batch, 6, 1e-4);
+}
+
+#[test]
+fn seeded_round_trip_and_config_errors() {
+    assert_seeded_and_round_trips::<MemformerArch>(&small(), &CTX, &seq(18, 5), 6);
+    let cases: &[(&str, &str)] = &[
+        ("num_slots = 0", "model.num_slots"),
+        ("temperature = 0.0", "model.temperature"),
+        ("temperature = 1.5", "model.temperature"),
+        ("n_encoder_layers = 0", "model.n_encoder_layers"),
+        ("n_decoder_layers = 0", "model.n_decoder_layers"),
+        ("n_heads = 3", "model.d_model"),
+        ("slots = 4", "model.slots"),
+    ];
+    assert_config_errors::<MemformerArch>(cases, &CTX);
+}
+
+/// A small task learns: copy with L = 8 over three 8-token segments, the
+/// decoder of each segment reading the previous segment's encoding.
+#[test]
+fn learns_copy_across_segments() {
+    use burn::backend::Autodiff;
+    use memlab_core::ExperimentConfig;
+    use memlab_core::config::parse_toml;
+    use memlab_core::registry::parse_model_config;
+    use memlab_core::train::{TrainOptions, train};
+    use memlab_tasks::build_task;
+
+    let dir = std::env::temp_dir().join(format!("memlab-memformer-learns-{}", std::process::id()));
+    let text = r#"
+[run]
+name = "memformer"
+seed = 3
+[task]
+kind = "copy"
+length = 8
+vocab_size = 10
+[train]
+steps = 300
+batch_size = 32
+segment_len = 8
+lr = 0.003
+min_lr = 0.0001
+warmup_steps = 20
+eval_batches = 4
+[model]
+arch = "memformer"
+d_model = 32
+n_heads = 2
+d_ff = 64
+num_slots = 4
+"#;
+    let config = ExperimentConfig::from_table(parse_toml(text).unwrap()).unwrap();
+    let task = build_task(&config.task, config.run.seed).unwrap();
+    let ctx = ModelContext {
+        vocab_size: task.vocab_size(),
+        max_segment_len: 8,
+    };
+    let mut table = config.model.clone().unwrap();
+    table.remove("arch");
+    let model_config = parse_model_config::<MemformerArch>(table, &ctx).unwrap();
+    let options = TrainOptions {
+        run_dir: dir.clone(),
+        resume: false,
+        progress: false,
+    };
+    let report = train::<MemformerArch, Autodiff<B>>(
+        &config,
+        &model_config,
+        task.as_ref(),
+        &options,
+        &Default::default(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        report.eval.accuracy > 0.9,
+        "accuracy {}",
+        report.eval.accuracy
+    );
+}
