@@ -5,8 +5,8 @@
 //! Full BPTT through a rollout of T segments holds every segment's
 //! activations until the backward pass. MRBP holds one segment's at a time:
 //!
-//! 1. a forward pass over the rollout, each segment's graph dropped as soon
-//!    as it is done, keeping only the memory entering each segment (detached);
+//! 1. a forward pass over the rollout without autodiff (the module's inner,
+//!    non-recording backend), keeping only the memory entering each segment;
 //! 2. a backward sweep from the last segment to the first: recompute
 //!    segment t from its stored memory (made a gradient-requiring leaf),
 //!    back-propagate its loss plus `⟨memory out, ∂L/∂memory out⟩` (the
@@ -49,6 +49,7 @@ pub fn memory_replay_backprop<B, M>(
 where
     B: AutodiffBackend,
     M: SegmentModel<B> + AutodiffModule<B>,
+    M::InnerModule: SegmentModel<B::InnerBackend>,
 {
     let [batch_size, len] = batch.inputs.dims();
     let bounds = segment_bounds(len, segment_len);
@@ -63,12 +64,19 @@ where
         )
     };
 
-    // 1. Forward, keeping only the memory entering each segment.
+    // 1. Forward without autodiff (the inner module: no graph is recorded),
+    //    keeping only the memory entering each segment.
+    let inner = model.valid();
+    let to_inner = |m: &M::Memory| {
+        let tensors = m.to_tensors().into_iter().map(|t| t.inner()).collect();
+        <M::InnerModule as SegmentModel<B::InnerBackend>>::Memory::from_tensors(tensors)
+            .expect("a memory rebuilds from its own tensors")
+    };
     let mut entering = Vec::with_capacity(segments);
-    let mut current = memory.clone().detach();
+    let mut current = to_inner(&memory);
     for t in 0..segments {
         entering.push(current.clone());
-        current = model.forward_segment(slice(t).0, current).memory.detach();
+        current = inner.forward_segment(slice(t).0.inner(), current).memory;
     }
 
     // 2. Backward sweep, last segment first.
@@ -85,7 +93,7 @@ where
             let leaves: Vec<Tensor<B, 3>> = entering[t]
                 .to_tensors()
                 .into_iter()
-                .map(|x| x.detach().require_grad())
+                .map(|x| Tensor::from_inner(x).require_grad())
                 .collect();
             let start = M::Memory::from_tensors(leaves.clone())
                 .expect("a memory rebuilds from its own tensors");
@@ -118,9 +126,17 @@ where
         });
         accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
     }
+    let memory = M::Memory::from_tensors(
+        current
+            .to_tensors()
+            .into_iter()
+            .map(Tensor::from_inner)
+            .collect(),
+    )
+    .expect("a memory rebuilds from its own tensors");
     Replay {
         grads: accumulator.grads(),
         loss: loss_total,
-        memory: current,
+        memory,
     }
 }
