@@ -13,10 +13,10 @@
 //!    gradient the later segments sent back), accumulate the parameter
 //!    gradients, and pass the gradient of the input memory on to t − 1.
 //!
-//! The result equals full BPTT's gradients (tested to 1e-4 relative on
-//! models with learned memory) as long as recomputation reproduces the
-//! forward pass: without dropout, or with the backend's generator reseeded
-//! identically per segment.
+//! The result equals full BPTT's gradients (tested to 1e-4 relative on RMT
+//! and Memformer) as long as the model computes the same memory with and
+//! without autodiff and recomputation reproduces the forward pass: no
+//! dropout, no evaluation-only options (Transformer-XL's `eval_mem_len`).
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};

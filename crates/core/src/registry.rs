@@ -303,3 +303,31 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
         A::NAME
     );
 }
+
+/// Test support: trains architecture `A` on `task` (CPU, autodiff) as the
+/// experiment config `text` says, writing the run into `run_dir`.
+pub fn train_for_test<A: Architecture>(
+    text: &str,
+    task: &dyn crate::data::Task,
+    run_dir: std::path::PathBuf,
+) -> crate::train::TrainReport {
+    type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+    let config = crate::config::ExperimentConfig::from_table(
+        crate::config::parse_toml(text).expect("test config is TOML"),
+    )
+    .expect("valid test config");
+    let ctx = ModelContext {
+        vocab_size: task.vocab_size(),
+        max_segment_len: config.train.segment_len,
+    };
+    let mut table = config.model.clone().expect("a [model] table");
+    table.remove("arch");
+    let model_config = parse_model_config::<A>(table, &ctx).expect("valid model config");
+    let options = crate::train::TrainOptions {
+        run_dir,
+        resume: false,
+        progress: false,
+    };
+    crate::train::train::<A, AB>(&config, &model_config, task, &options, &Default::default())
+        .expect("training runs")
+}

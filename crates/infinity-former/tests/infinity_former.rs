@@ -386,10 +386,6 @@ fn seeded_round_trip_and_config_errors() {
 /// regulariser is on). About 35 s on 2 CPU cores.
 #[test]
 fn learns_copy_with_the_long_term_memory_in_the_loop() {
-    use memlab_core::ExperimentConfig;
-    use memlab_core::train::{TrainOptions, train};
-    use memlab_tasks::build_task;
-
     let dir = tempfile::tempdir().unwrap();
     let text = r#"
 [run]
@@ -417,28 +413,18 @@ mem_len = 8
 num_basis = 16
 num_samples = 16
 "#;
-    let config = ExperimentConfig::from_table(parse_toml(text).unwrap()).unwrap();
-    let task = build_task(&config.task, config.run.seed).unwrap();
-    let ctx = ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: 8,
-    };
-    let mut table = config.model.clone().unwrap();
-    table.remove("arch");
-    let model_config = parse_model_config::<InfinityFormerArch>(table, &ctx).unwrap();
-    let options = TrainOptions {
-        run_dir: dir.path().join("inf"),
-        resume: false,
-        progress: false,
-    };
-    let report = train::<InfinityFormerArch, AB>(
-        &config,
-        &model_config,
-        task.as_ref(),
-        &options,
-        &Default::default(),
-    )
-    .unwrap();
+    let task = memlab_tasks::CopyTask::new(
+        memlab_tasks::CopyConfig {
+            length: 8,
+            vocab_size: 10,
+        },
+        3,
+    );
+    let report = memlab_core::registry::train_for_test::<InfinityFormerArch>(
+        text,
+        &task,
+        dir.path().join("inf"),
+    );
     assert!(
         report.eval.accuracy > 0.9,
         "accuracy {}",

@@ -197,13 +197,6 @@ fn seeded_round_trip_and_config_errors() {
 /// decoder of each segment reading the previous segment's encoding.
 #[test]
 fn learns_copy_across_segments() {
-    use burn::backend::Autodiff;
-    use memlab_core::ExperimentConfig;
-    use memlab_core::config::parse_toml;
-    use memlab_core::registry::parse_model_config;
-    use memlab_core::train::{TrainOptions, train};
-    use memlab_tasks::build_task;
-
     let dir = std::env::temp_dir().join(format!("memlab-memformer-learns-{}", std::process::id()));
     let text = r#"
 [run]
@@ -228,28 +221,14 @@ n_heads = 2
 d_ff = 64
 num_slots = 4
 "#;
-    let config = ExperimentConfig::from_table(parse_toml(text).unwrap()).unwrap();
-    let task = build_task(&config.task, config.run.seed).unwrap();
-    let ctx = ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: 8,
-    };
-    let mut table = config.model.clone().unwrap();
-    table.remove("arch");
-    let model_config = parse_model_config::<MemformerArch>(table, &ctx).unwrap();
-    let options = TrainOptions {
-        run_dir: dir.clone(),
-        resume: false,
-        progress: false,
-    };
-    let report = train::<MemformerArch, Autodiff<B>>(
-        &config,
-        &model_config,
-        task.as_ref(),
-        &options,
-        &Default::default(),
-    )
-    .unwrap();
+    let task = memlab_tasks::CopyTask::new(
+        memlab_tasks::CopyConfig {
+            length: 8,
+            vocab_size: 10,
+        },
+        3,
+    );
+    let report = memlab_core::registry::train_for_test::<MemformerArch>(text, &task, dir.clone());
     std::fs::remove_dir_all(&dir).ok();
     assert!(
         report.eval.accuracy > 0.9,
