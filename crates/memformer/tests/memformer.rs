@@ -236,3 +236,47 @@ num_slots = 4
         report.eval.accuracy
     );
 }
+
+/// |gradient| reaching the embeddings of tokens read only in segment 1 from
+/// the loss of segment 2 (untied embeddings): through the slots and the
+/// carried encoding with full BPTT, none when the memory is detached.
+#[test]
+fn detached_memory_stops_the_gradient() {
+    use burn::backend::Autodiff;
+    use memlab_core::BpttDepth;
+    use memlab_core::runner::run_segments;
+    type AB = Autodiff<B>;
+    let grad = |depth: BpttDepth| -> f32 {
+        let config = MemformerConfig {
+            tied_embeddings: false,
+            ..small()
+        };
+        let device = Default::default();
+        let m = init_seeded::<AB, _>(&device, 4, || {
+            MemformerArch::init::<AB>(&config, &CTX, &device)
+        });
+        let batch = HostBatch {
+            batch: 1,
+            len: 12,
+            inputs: vec![10, 11, 10, 11, 10, 11, 1, 2, 3, 4, 5, 6],
+            targets: seq(12, 2),
+            mask: (0..12).map(|i| if i >= 6 { 1.0 } else { 0.0 }).collect(),
+        }
+        .to_device::<AB>(12, &device)
+        .unwrap();
+        let rollout = run_segments(&m, &batch, 6, depth, m.init_memory(1, &device));
+        let grads = rollout.loss.backward();
+        let g: Vec<f32> = m
+            .embedding
+            .embedding
+            .weight
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        g[10 * 16..12 * 16].iter().map(|x| x.abs()).sum()
+    };
+    assert!(grad(BpttDepth::Full) > 0.0);
+    assert_eq!(grad(BpttDepth::Segments(0)), 0.0);
+}
