@@ -18,6 +18,7 @@ pub mod mrbp;
 pub mod registry;
 pub mod runner;
 pub mod seed;
+pub mod testing;
 pub mod train;
 
 pub use config::{BpttDepth, ConfigError, ExperimentConfig, Validate};

@@ -165,19 +165,11 @@ pub fn assert_seeded_and_round_trips<A: Architecture>(
         crate::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
     };
     let logits = |model: &A::Model<B>| -> Vec<u32> {
-        let mut memory = model.init_memory(1, &device);
-        let mut out = Vec::new();
-        for chunk in data.chunks(segment_len) {
-            let tokens = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(chunk.to_vec(), [1, chunk.len()]),
-                &device,
-            );
-            let segment = model.forward_segment(tokens, memory);
-            memory = segment.memory;
-            let values: Vec<f32> = segment.logits.into_data().to_vec().expect("f32 logits");
-            out.extend(values.into_iter().map(f32::to_bits));
-        }
-        out
+        crate::testing::segment_logits(model, data, segment_len)
+            .concat()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
     };
     let a = build(7);
     assert_eq!(logits(&a), logits(&build(7)), "{}: same seed", A::NAME);

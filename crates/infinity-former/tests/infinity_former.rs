@@ -43,10 +43,7 @@ fn model<BB: Backend>(config: &InfinityFormerConfig, seed: u64) -> InfinityForme
 }
 
 fn tokens<BB: Backend>(data: &[i64]) -> Tensor<BB, 2, Int> {
-    Tensor::from_data(
-        TensorData::new(data.to_vec(), [1, data.len()]),
-        &Default::default(),
-    )
+    memlab_core::testing::tokens(data, 1, &Default::default())
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
@@ -57,14 +54,7 @@ fn seq(len: usize, seed: i64) -> Vec<i64> {
 
 /// Logits of each 4-token segment of `data`.
 fn run<BB: Backend, M: SegmentModel<BB>>(model: &M, data: &[i64]) -> Vec<Vec<f32>> {
-    let mut memory = model.init_memory(1, &Default::default());
-    data.chunks(4)
-        .map(|chunk| {
-            let out = model.forward_segment(tokens::<BB>(chunk), memory.clone());
-            memory = out.memory;
-            out.logits.into_data().to_vec::<f32>().unwrap()
-        })
-        .collect()
+    memlab_core::testing::segment_logits(model, data, 4)
 }
 
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {

@@ -41,18 +41,7 @@ fn seq(len: usize, seed: i64) -> Vec<i64> {
 }
 
 fn run(m: &Memformer<B>, data: &[i64]) -> Vec<Vec<f32>> {
-    let mut memory = m.init_memory(1, &Default::default());
-    data.chunks(6)
-        .map(|chunk| {
-            let t = Tensor::<B, 2, Int>::from_data(
-                TensorData::new(chunk.to_vec(), [1, chunk.len()]),
-                &Default::default(),
-            );
-            let out = m.forward_segment(t, memory.clone());
-            memory = out.memory;
-            out.logits.into_data().to_vec::<f32>().unwrap()
-        })
-        .collect()
+    memlab_core::testing::segment_logits(m, data, 6)
 }
 
 #[test]

@@ -7,6 +7,7 @@ use memlab_core::registry::{
 };
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
+use memlab_core::testing::segment_logits;
 use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
 use memlab_rmt::{Backbone, MemoryInit, Rmt, RmtArch, RmtConfig, RmtMemory, rmt_masked};
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
@@ -25,27 +26,12 @@ fn rmt<BB: Backend>(config: &RmtConfig, seed: u64) -> Rmt<BB> {
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
-    Tensor::from_data(
-        TensorData::new(data.to_vec(), [b, data.len() / b]),
-        &Default::default(),
-    )
+    memlab_core::testing::tokens(data, b, &Default::default())
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
     (0..len as i64)
         .map(|i| (i * 7 + seed * 5 + i * i) % 12)
-        .collect()
-}
-
-/// Logits of each segment of `data` `[1, len]`.
-fn segment_logits<BB: Backend>(model: &Rmt<BB>, data: &[i64], seg: usize) -> Vec<Vec<f32>> {
-    let mut memory = model.init_memory(1, &Default::default());
-    data.chunks(seg)
-        .map(|chunk| {
-            let out = model.forward_segment(tokens::<BB>(chunk, 1), memory.clone());
-            memory = out.memory;
-            out.logits.into_data().to_vec::<f32>().unwrap()
-        })
         .collect()
 }
 

@@ -31,10 +31,7 @@ fn xl<BB: Backend>(config: &XlConfig, seed: u64) -> TransformerXl<BB> {
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
-    Tensor::from_data(
-        TensorData::new(data.to_vec(), [b, data.len() / b]),
-        &Default::default(),
-    )
+    memlab_core::testing::tokens(data, b, &Default::default())
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
@@ -45,14 +42,7 @@ fn seq(len: usize, seed: i64) -> Vec<i64> {
 
 /// Logits of every position of `data` `[1, len]` read in segments of `seg`.
 fn stream_logits(model: &TransformerXl<B>, data: &[i64], seg: usize) -> Vec<f32> {
-    let mut memory = model.init_memory(1, &Default::default());
-    let mut out = Vec::new();
-    for chunk in data.chunks(seg) {
-        let o = model.forward_segment(tokens::<B>(chunk, 1), memory);
-        memory = o.memory;
-        out.extend(o.logits.into_data().to_vec::<f32>().unwrap());
-    }
-    out
+    memlab_core::testing::segment_logits(model, data, seg).concat()
 }
 
 #[test]
