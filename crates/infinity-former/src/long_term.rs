@@ -142,29 +142,20 @@ impl LongTermContext {
         gaussian(mu, centres, widths + var)
     }
 
-    /// Where the old signal is sampled before contraction, `[batch, M]` in
-    /// (0, 1]: `i/M` (the official `samples`), or with sticky memories the
-    /// `i/M` quantiles of the previous step's attention density over the
-    /// bins (`density` `[batch, 1, D]`), so that more samples, and so more of
-    /// [0, τ], go where attention was.
-    pub fn sample_positions<B: Backend>(
-        &self,
-        density: Option<&Tensor<B, 3>>,
-        batch: usize,
-        device: &B::Device,
-    ) -> Tensor<B, 2> {
+    /// Sticky memories: where the old signal is sampled before contraction,
+    /// `[batch, M]` in (0, 1]: the `i/M` quantiles of the previous step's
+    /// attention density over the bins (`density` `[batch, 1, D]`), so that
+    /// more samples, and so more of [0, τ], go where attention was. (Without
+    /// sticky memories the samples sit at `i/M`: [`Self::uniform_samples`].)
+    pub fn sticky_positions<B: Backend>(&self, density: &Tensor<B, 3>) -> Tensor<B, 2> {
         let m = self.num_samples;
-        let rows: Vec<f32> = match density {
-            Some(density) if self.sticky => {
-                let d = self.sticky_bins;
-                let mass: Vec<f32> = density.clone().into_data().to_vec().expect("f32 density");
-                mass.chunks(d).flat_map(|row| quantiles(row, m)).collect()
-            }
-            _ => (0..batch)
-                .flat_map(|_| (1..=m).map(|i| i as f32 / m as f32))
-                .collect(),
-        };
-        Tensor::from_data(TensorData::new(rows, [batch, m]), device)
+        let batch = density.dims()[0];
+        let mass: Vec<f32> = density.clone().into_data().to_vec().expect("f32 density");
+        let rows: Vec<f32> = mass
+            .chunks(self.sticky_bins)
+            .flat_map(|row| quantiles(row, m))
+            .collect();
+        Tensor::from_data(TensorData::new(rows, [batch, m]), &density.device())
     }
 }
 
@@ -283,7 +274,7 @@ impl<B: Backend> LongTermAttention<B> {
         x: Tensor<B, 3>,
         past: Option<(Tensor<B, 3>, Option<&Tensor<B, 3>>)>,
     ) -> Tensor<B, 3> {
-        let [b, l, _] = x.dims();
+        let l = x.dims()[1];
         let device = x.device();
         let x = match &self.gate {
             // sigmoid(Conv1d(x)) ⊙ x over time (the official `mask_net`).
@@ -297,10 +288,9 @@ impl<B: Backend> LongTermAttention<B> {
             Some((coefficients, density)) => {
                 // X̄_old(t_i) = ψ(t_i)ᵀ B_old at the M sample points.
                 let old = match density {
-                    Some(density) if ctx.sticky => {
-                        let positions = ctx.sample_positions::<B>(Some(density), b, &device);
-                        ctx.basis_at(positions).matmul(coefficients.detach())
-                    }
+                    Some(density) if ctx.sticky => ctx
+                        .basis_at(ctx.sticky_positions(density))
+                        .matmul(coefficients.detach()),
                     _ => apply(ctx.uniform_samples::<B>(&device), coefficients.detach()),
                 };
                 (
