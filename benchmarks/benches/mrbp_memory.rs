@@ -6,46 +6,23 @@
 //! `cargo bench -p memlab-benchmarks --bench mrbp_memory` prints a Markdown
 //! table. MRBP's peak stays flat; full BPTT's grows with the segments.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use burn::backend::{Autodiff, NdArray};
+use memlab_cli::alloc::{self, Counting};
 use memlab_core::config::BpttDepth;
 use memlab_core::mrbp::memory_replay_backprop;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::{Architecture, HostBatch, ModelContext, SegmentModel};
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator; only counts bytes.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
 type AB = Autodiff<NdArray>;
 
-/// Peak bytes above the starting point while `f` runs.
+/// Peak heap bytes above the starting point while `f` runs.
 fn peak_during(f: impl FnOnce()) -> usize {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    f();
-    PEAK.load(Ordering::Relaxed) - base
+    let base = alloc::current();
+    alloc::peak_during(f).expect("the counting allocator is installed") - base
 }
 
 fn measure<A: Architecture>(segments: usize) -> (usize, usize) {

@@ -1,70 +1,169 @@
-//! Per-segment cost of every registered model as memory accumulates, on the
-//! CPU backend (ndarray), default model configs, batch 4, segments of 64:
+//! Per-segment cost of every registered model on every compiled backend
+//! (ndarray always; wgpu and cuda with `--features wgpu,cuda`), with the
+//! device synchronised inside every measured iteration:
 //!
-//! - `segment_after_k/<model>/<k>`: one segment's forward pass after `k` =
-//!   1, 4, 16, 64, 256 segments of carried memory (tokens/s). Flat in `k`
-//!   for a bounded memory: Transformer-XL's cache, RMT's tokens, the
-//!   ∞-former's N basis functions whatever the tokens absorbed.
-//! - `full_attention/<len>`: the baseline over the whole sequence of `len` =
-//!   64 × k tokens at once, for contrast: its cost per token grows with `len`.
+//! - `forward/<size>/<backend>/<model>`: one segment's forward pass, memory
+//!   carried over a few segments;
+//! - `train_step/<size>/<backend>/<model>`: forward + backward + AdamW on one
+//!   segment, memory carried from step to step;
+//! - `segment_after_k/<backend>/<model>/<k>`: the forward pass after `k` = 1,
+//!   4, 16, 64, 256 carried segments — flat in `k` for a bounded memory;
+//! - `full_attention/<backend>/<len>`: the baseline over the whole sequence
+//!   at once, for contrast: its cost per token grows with `len`.
 //!
-//! `cargo bench -p memlab-benchmarks -- --quick` runs it in a few minutes.
+//! `<size>` is `small` (configs/bench.toml: batch 4 × 64 tokens, d_model
+//! 128) and, on GPU backends or with `MEMLAB_BENCH_PAPER=1`, `paper`
+//! (configs/bench-paper.toml: 12 layers, d_model 512, batch 22 × 512
+//! tokens). Throughput is in tokens (criterion `Throughput::Elements`).
+//!
+//! `cargo bench -p memlab-benchmarks --bench segments -- --quick` runs the
+//! CPU set in a few minutes.
 
-use burn::backend::NdArray;
+use burn::tensor::backend::AutodiffBackend;
 use criterion::measurement::WallTime;
-use criterion::{
-    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
-};
-use memlab_benchmarks::{Prepared, Shape, full_attention_cost};
-use memlab_core::{Architecture, ArchitectureVisitor};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_main};
+use memlab_benchmarks::{BenchPlan, Prepared, TrainPrepared, full_attention, plan};
+use memlab_cli::{BackendKind, BackendVisitor, registry, with_backend};
+use memlab_core::{Architecture, ArchitectureVisitor, ModelSpec};
 
-type B = NdArray;
-
-const SHAPE: Shape = Shape {
-    batch: 4,
-    segment: 64,
-    vocab: 256,
-};
 const CARRIED: [usize; 5] = [1, 4, 16, 64, 256];
 
-struct AfterK<'a, 'b>(&'a mut BenchmarkGroup<'b, WallTime>);
+/// Calls made before criterion's own warm-up: GPU kernels are compiled and
+/// autotuned on the first call of every shape, which can take a minute.
+const FIRST_CALLS: usize = 2;
 
-impl ArchitectureVisitor for AfterK<'_, '_> {
+fn group<'a>(c: &'a mut Criterion, name: String, plan: &BenchPlan) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    let shape = plan.config.shape();
+    group.throughput(Throughput::Elements((shape.batch * shape.segment) as u64));
+    group.sample_size(10);
+    group
+}
+
+enum Step {
+    Forward,
+    Train,
+    AfterK,
+}
+
+struct ModelBench<'a, 'b, B: AutodiffBackend> {
+    group: &'a mut BenchmarkGroup<'b, WallTime>,
+    plan: &'a BenchPlan,
+    spec: &'a ModelSpec,
+    step: &'a Step,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> ArchitectureVisitor for ModelBench<'_, '_, B> {
     type Output = ();
     fn visit<A: Architecture>(self) {
-        let device = Default::default();
-        for k in CARRIED {
-            let prepared = Prepared::<B, A>::new(SHAPE, k, &toml::Table::new(), &device);
-            self.0
-                .bench_with_input(BenchmarkId::new(A::NAME, k), &k, |b, _| {
-                    b.iter(|| prepared.step())
+        let shape = self.plan.config.shape();
+        let (fields, label) = (&self.spec.fields, &self.spec.label);
+        let prepare = |k| {
+            Prepared::<B::InnerBackend, A>::new(shape, k, fields, self.device)
+                .expect("valid config")
+        };
+        match self.step {
+            Step::Forward => {
+                let prepared = prepare(self.plan.config.warmup);
+                (0..FIRST_CALLS).for_each(|_| prepared.step());
+                self.group
+                    .bench_function(label, |b| b.iter(|| prepared.step()));
+            }
+            Step::Train => {
+                let mut train =
+                    TrainPrepared::<B, A>::new(shape, fields, self.device).expect("valid config");
+                (0..FIRST_CALLS).for_each(|_| {
+                    train.step();
                 });
+                self.group.bench_function(label, |b| {
+                    b.iter(|| {
+                        train.step();
+                    })
+                });
+            }
+            Step::AfterK => {
+                for k in CARRIED {
+                    let prepared = prepare(k);
+                    (0..FIRST_CALLS).for_each(|_| prepared.step());
+                    self.group
+                        .bench_with_input(BenchmarkId::new(label, k), &k, |b, _| {
+                            b.iter(|| prepared.step())
+                        });
+                }
+            }
         }
     }
 }
 
-fn segment_after_k(c: &mut Criterion) {
-    let mut group = c.benchmark_group("segment_after_k");
-    group.throughput(Throughput::Elements((SHAPE.batch * SHAPE.segment) as u64));
-    group.sample_size(10);
-    for name in memlab_cli::registry::NAMES {
-        memlab_cli::registry::dispatch(name, AfterK(&mut group)).expect("registered");
-    }
-    group.finish();
+struct BackendBenches<'a> {
+    c: &'a mut Criterion,
+    backend: BackendKind,
 }
 
-fn full_attention(c: &mut Criterion) {
-    let mut group = c.benchmark_group("full_attention");
-    group.sample_size(10);
-    let device = Default::default();
-    for k in [1usize, 4, 16] {
-        let len = SHAPE.segment * k;
-        group.throughput(Throughput::Elements((SHAPE.batch * len) as u64));
-        let step = full_attention_cost::<B>(SHAPE, len, &device);
-        group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| b.iter(&step));
+impl BackendBenches<'_> {
+    fn models<B: AutodiffBackend>(
+        &mut self,
+        name: &str,
+        plan: &BenchPlan,
+        step: Step,
+        device: &B::Device,
+    ) {
+        let mut group = group(self.c, format!("{name}/{}", self.backend), plan);
+        for spec in &plan.models {
+            let bench = ModelBench::<B> {
+                group: &mut group,
+                plan,
+                spec,
+                step: &step,
+                device,
+            };
+            registry::dispatch(&spec.arch, bench).expect("registered");
+        }
+        group.finish();
     }
-    group.finish();
 }
 
-criterion_group!(benches, segment_after_k, full_attention);
+impl BackendVisitor for BackendBenches<'_> {
+    type Output = ();
+    fn visit<B: AutodiffBackend>(mut self, device: B::Device) {
+        let small = plan("bench");
+        let paper = (self.backend != BackendKind::Ndarray
+            || std::env::var_os("MEMLAB_BENCH_PAPER").is_some())
+        .then(|| plan("bench-paper"));
+        for (size, plan) in [("small", Some(&small)), ("paper", paper.as_ref())] {
+            let Some(plan) = plan else { continue };
+            self.models::<B>(&format!("forward/{size}"), plan, Step::Forward, &device);
+            self.models::<B>(&format!("train_step/{size}"), plan, Step::Train, &device);
+        }
+        self.models::<B>("segment_after_k", &small, Step::AfterK, &device);
+
+        let mut group = self
+            .c
+            .benchmark_group(format!("full_attention/{}", self.backend));
+        group.sample_size(10);
+        let shape = small.config.shape();
+        let baseline = small.models.iter().find(|m| m.arch == "baseline");
+        let fields = baseline.map(|m| m.fields.clone()).unwrap_or_default();
+        for &len in &small.config.full_attention {
+            group.throughput(Throughput::Elements((shape.batch * len) as u64));
+            let step = full_attention::<B::InnerBackend>(shape, len, &fields, &device)
+                .expect("valid config");
+            (0..FIRST_CALLS).for_each(|_| step.step());
+            group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
+                b.iter(|| step.step())
+            });
+        }
+        group.finish();
+    }
+}
+
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    for backend in BackendKind::compiled() {
+        with_backend(backend, BackendBenches { c: &mut c, backend }).expect("compiled backend");
+    }
+    c.final_summary();
+}
+
 criterion_main!(benches);

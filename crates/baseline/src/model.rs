@@ -82,6 +82,12 @@ impl<B: Backend> SegmentModel<B> for Baseline<B> {
         0
     }
 
+    /// Causal self-attention over the segment in every block, then the head.
+    fn forward_flops(&self, segment_len: usize) -> u64 {
+        let s = segment_len;
+        self.blocks.iter().map(|b| b.flops(s, s)).sum::<u64>() + self.embedding.logits_flops(s)
+    }
+
     fn name(&self) -> &'static str {
         "baseline"
     }

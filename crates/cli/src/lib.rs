@@ -1,7 +1,9 @@
 //! The `memlab` command line, as a library so that the benchmarks and tests
 //! can drive the same registry and backends.
 
+pub mod alloc;
 pub mod backend;
+pub mod bench;
 pub mod data;
 pub mod registry;
 
@@ -375,7 +377,7 @@ pub fn csv_table(rows: &[CompareRow]) -> String {
     out
 }
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

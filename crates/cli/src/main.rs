@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use memlab_cli::bench::{BenchPlan, bench_markdown, run_bench, write_bench_outputs};
 use memlab_cli::{
     BackendKind, csv_table, data, markdown_table, metric_name, registry, run_compare, run_eval,
     run_train,
@@ -12,6 +13,10 @@ use memlab_cli::{
 use memlab_core::checkpoint::write_atomically;
 use memlab_core::train::run_dir;
 use memlab_core::{ExperimentConfig, Split};
+
+/// Counts heap bytes, for `memlab bench`'s peak-memory column on the CPU.
+#[global_allocator]
+static ALLOCATOR: memlab_cli::alloc::Counting = memlab_cli::alloc::Counting;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +65,26 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
         backend: BackendKind,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Measure every model of a bench config on every chosen backend:
+    /// forward and training tokens/s, peak memory, model FLOPs, and forward
+    /// tokens/s against sequence length. Writes bench.md, bench.csv,
+    /// scaling.csv and scaling.svg into bench.out_dir/bench.name.
+    Bench {
+        #[arg(long)]
+        config: PathBuf,
+        /// Backend to measure on (repeatable; default ndarray).
+        #[arg(long = "backend", value_enum)]
+        backends: Vec<BackendKind>,
+        /// Every backend compiled into this binary.
+        #[arg(long, conflicts_with = "backends")]
+        all_backends: bool,
+        /// The device's peak TFLOP/s (from its data sheet) for the
+        /// achieved-fraction columns.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
@@ -186,6 +211,42 @@ fn run(cli: Cli) -> Result<()> {
             write_atomically(&dir.join("compare.md"), table.as_bytes())?;
             write_atomically(&dir.join("compare.csv"), csv_table(&rows).as_bytes())?;
             println!("wrote {} and compare.csv", dir.join("compare.md").display());
+        }
+        Command::Bench {
+            config,
+            backends,
+            all_backends,
+            peak_tflops,
+            overrides,
+        } => {
+            let plan = BenchPlan::load(&config, &overrides)?;
+            let backends = if all_backends {
+                BackendKind::compiled()
+            } else if backends.is_empty() {
+                vec![BackendKind::Ndarray]
+            } else {
+                backends
+            };
+            let report = run_bench(&plan, &backends, progress, |row| {
+                eprintln!(
+                    "done: {} on {}: {:.0} tokens/s forward{}",
+                    row.model,
+                    row.backend,
+                    row.forward_tokens_per_s,
+                    row.train_tokens_per_s
+                        .map_or(String::new(), |t| format!(", {t:.0} train"))
+                );
+            })?;
+            println!("{}", bench_markdown(&report, peak_tflops));
+            let c = &plan.config;
+            let dir = c.out_dir.join(&c.name);
+            let title = format!(
+                "{}: batch {} × segment {}",
+                c.name, c.batch_size, c.segment_len
+            );
+            let files = write_bench_outputs(&dir, &report, &title, peak_tflops)?;
+            let names: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
+            println!("wrote {}", names.join(", "));
         }
         Command::Models => {
             println!("architectures:");

@@ -384,3 +384,161 @@ mem_len = 8
         text(&out.stdout)
     );
 }
+
+fn write_bench_config(dir: &Path, extra_model: &str) -> PathBuf {
+    let path = dir.join("bench.toml");
+    let mut text = format!(
+        r#"
+[bench]
+name = "tiny"
+out_dir = "{}"
+batch_size = 2
+segment_len = 8
+vocab_size = 16
+warmup = 1
+iters = 2
+carried = [1, 3]
+full_attention = [8, 32]
+"#,
+        dir.display()
+    );
+    for arch in [
+        "baseline",
+        "transformer-xl",
+        "rmt",
+        "infinity-former",
+        "memformer",
+    ] {
+        let extra = match arch {
+            "transformer-xl" => "mem_len = 8\n",
+            "rmt" => "num_mem_tokens = 2\n",
+            "infinity-former" => "mem_len = 8\nnum_basis = 8\nnum_samples = 8\n",
+            "memformer" => "n_encoder_layers = 1\nn_decoder_layers = 1\nnum_slots = 2\n",
+            _ => "n_layers = 1\npositions = \"sinusoidal\"\n",
+        };
+        text.push_str(&format!(
+            "[[bench.models]]\narch = \"{arch}\"\nd_model = 16\nn_heads = 2\nd_ff = 32\n{extra}"
+        ));
+    }
+    text.push_str(extra_model);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bench_measures_every_model_and_writes_tables_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_bench_config(dir.path(), "");
+    let out = run(&["bench", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run_dir = dir.path().join("tiny");
+
+    let csv = std::fs::read_to_string(run_dir.join("bench.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let archs: Vec<&str> = rows.iter().map(|r| r[1]).collect();
+    assert_eq!(
+        archs,
+        [
+            "baseline",
+            "transformer-xl",
+            "rmt",
+            "infinity-former",
+            "memformer"
+        ]
+    );
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for r in &rows {
+        for name in [
+            "forward_tokens_per_s",
+            "train_tokens_per_s",
+            "flops_per_token",
+        ] {
+            let v: f64 = r[col(name)].parse().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{}: {name} = {v}", r[0]);
+        }
+        // The binary counts its heap: the peak holds at least the parameters
+        // and AdamW's two moments, in f32.
+        let peak: u64 = r[col("peak_memory_bytes")].parse().unwrap();
+        let params: u64 = r[col("parameters")].parse().unwrap();
+        assert!(
+            peak >= 3 * 4 * params,
+            "{}: peak {peak} B for {params} parameters",
+            r[0]
+        );
+        // Achieved FLOP/s = FLOPs/token × tokens/s.
+        let fwd: f64 = r[col("forward_flops_per_s")].parse().unwrap();
+        let tps: f64 = r[col("forward_tokens_per_s")].parse().unwrap();
+        let fpt: f64 = r[col("flops_per_token")].parse().unwrap();
+        assert!((fwd - tps * fpt).abs() <= 1e-6 * fwd);
+    }
+
+    // Scaling: every model after 1 and 3 segments (16 and 32 tokens), and
+    // full attention over 8 and 32.
+    let scaling = std::fs::read_to_string(run_dir.join("scaling.csv")).unwrap();
+    let lens: Vec<(String, usize)> = scaling
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_string(), f[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lens.len(), 5 * 2 + 2);
+    assert!(lens.contains(&("memformer".to_string(), 32)));
+    assert!(lens.contains(&("full attention (baseline)".to_string(), 32)));
+
+    let svg = std::fs::read_to_string(run_dir.join("scaling.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("full attention (baseline)"));
+    let md = std::fs::read_to_string(run_dir.join("bench.md")).unwrap();
+    assert!(md.contains("| infinity-former | ndarray | 2×8 |"), "{md}");
+}
+
+#[test]
+fn bench_config_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_model =
+        "[[bench.models]]\narch = \"rmt\"\nnum_mem_tokens = 0\nmemory_loss_weight = 0.5\n";
+    let config = write_bench_config(dir.path(), bad_model);
+    let out = run(&["bench", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("model.memory_loss_weight") && stderr.contains("bench.models[5]"),
+        "{stderr}"
+    );
+
+    let config = write_bench_config(dir.path(), "");
+    for (set, field) in [
+        ("bench.itres=3", "bench.itres"),
+        ("bench.iters=0", "bench.iters"),
+        ("bench.full_attention=[0]", "bench.full_attention[0]"),
+    ] {
+        let out = run(&["bench", "--config", config.to_str().unwrap(), "--set", set]);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(
+            text(&out.stderr).contains(field),
+            "{set}: {}",
+            text(&out.stderr)
+        );
+    }
+    if !cfg!(feature = "cuda") {
+        let out = run(&[
+            "bench",
+            "--config",
+            config.to_str().unwrap(),
+            "--backend",
+            "cuda",
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("--features cuda"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}

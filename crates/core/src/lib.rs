@@ -12,6 +12,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod flops;
 pub mod layers;
 pub mod model;
 pub mod mrbp;

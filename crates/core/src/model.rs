@@ -150,6 +150,12 @@ pub trait SegmentModel<B: Backend>: Module<B> {
     /// Floats carried per sequence between segments, in steady state.
     fn memory_floats_per_sequence(&self) -> usize;
 
+    /// Model FLOPs of one forward pass over a segment of `segment_len`
+    /// tokens of one sequence, with the memory in steady state (full):
+    /// matrix products only, counted as [`crate::flops`] says. The
+    /// benchmarks divide it by the segment length for FLOPs per token.
+    fn forward_flops(&self, segment_len: usize) -> u64;
+
     /// Registry name of the architecture.
     fn name(&self) -> &'static str;
 

@@ -196,6 +196,16 @@ pub struct TrainReport {
     pub run_dir: PathBuf,
 }
 
+/// The optimizer of every training run (and of the benchmarks' training
+/// step): Burn's AdamW with the config's weight decay and gradient clipping.
+pub fn optimizer_config(train: &TrainConfig) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_weight_decay(train.weight_decay as f32)
+        .with_grad_clipping((train.grad_clip > 0.0).then_some(
+            burn::grad_clipping::GradientClippingConfig::Norm(train.grad_clip as f32),
+        ))
+}
+
 /// Linear warm-up from `lr / warmup` to `lr`, times a cosine decay from `lr`
 /// to `min_lr` over all steps: Burn's schedulers composed by product.
 pub fn lr_scheduler(train: &TrainConfig) -> ComposedLrScheduler {
@@ -285,12 +295,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     let mut model = init_seeded::<B, _>(device, seed, || {
         A::init_train::<B>(model_config, &ctx, device)
     });
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(train.weight_decay as f32)
-        .with_grad_clipping((train.grad_clip > 0.0).then_some(
-            burn::grad_clipping::GradientClippingConfig::Norm(train.grad_clip as f32),
-        ))
-        .init::<B, A::TrainModel<B>>();
+    let mut optimizer = optimizer_config(train).init::<B, A::TrainModel<B>>();
     let mut scheduler = lr_scheduler(train);
 
     task.check_batch_size(train.batch_size)?;

@@ -71,6 +71,11 @@ impl<B: Backend> SegmentModel<B> for Toy<B> {
         self.embed.dims()[1]
     }
 
+    fn forward_flops(&self, segment_len: usize) -> u64 {
+        let [vocab, d] = self.embed.dims();
+        memlab_core::flops::matmul(segment_len, d, vocab) + memlab_core::flops::matmul(1, d, d)
+    }
+
     fn name(&self) -> &'static str {
         "toy"
     }

@@ -11,7 +11,8 @@ use burn::nn::conv::{Conv1d, Conv1dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig1d};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softplus};
-use memlab_core::layers::attention::{merge_heads, normal_init};
+use memlab_core::flops;
+use memlab_core::layers::attention::{merge_heads, normal_init, rows};
 
 use crate::basis::{GaussianBasis, contraction_positions, uniform_positions};
 use crate::config::InfinityFormerConfig;
@@ -262,6 +263,28 @@ impl InfinityFormerConfig {
 }
 
 impl<B: Backend> LongTermAttention<B> {
+    /// Model FLOPs of one segment in steady state: `written` vectors
+    /// written (gated, then fitted together with the M samples of the
+    /// contracted past: `B = Gᵀ[X̄_old ; X]`, §3.2), and `queries` reading
+    /// the N coefficients (K, V, the scores, μ and σ over N, `E[ψ]ᵀV`, W_O;
+    /// §3.1).
+    pub fn flops(&self, ctx: &LongTermContext, queries: usize, written: usize) -> u64 {
+        let n = self.mu.weight.dims()[0];
+        let [d_model, inner] = self.key.weight.dims();
+        let m = ctx.num_samples;
+        let gate = self.gate.as_ref().map_or(0, |conv| {
+            let [d_out, d_in, kernel] = conv.weight.dims();
+            flops::matmul(written, d_in * kernel, d_out)
+        });
+        let write = gate + flops::matmul(m, n, d_model) + flops::matmul(n, m + written, d_model);
+        let read = flops::linear(&self.key, n)
+            + flops::linear(&self.value, n)
+            + flops::scores_and_values(queries, n, inner)
+            + 2 * flops::matmul(queries * self.n_heads, n, 1)
+            + flops::linear(&self.output, queries);
+        write + read
+    }
+
     /// Writes `x` `[batch, L, d_model]` (the layer's input for the positions
     /// that left the short-term cache, detached) into the signal: the new
     /// coefficients `B` `[batch, N, d_model]`. With a past signal `past`
@@ -315,14 +338,14 @@ impl<B: Backend> LongTermAttention<B> {
         let [b, h, _, dh] = queries.dims();
         let n = coefficients.dims()[1];
         let heads = |t: Tensor<B, 3>| t.reshape([b, n, h, dh]).swap_dims(1, 2);
-        let keys = heads(self.key.forward(coefficients.clone()));
-        let values = heads(self.value.forward(coefficients));
+        let keys = heads(rows(&self.key, coefficients.clone()));
+        let values = heads(rows(&self.value, coefficients));
         // Scores against the N basis coefficients, [b, h, q, N].
         let scores = queries.matmul(keys.transpose()) / (dh as f64).sqrt();
-        let mu = sigmoid(self.mu.forward(scores.clone()));
-        let var = softplus(self.sigma.forward(scores), 1.0).clamp_min(ctx.sigma_floor);
+        let mu = sigmoid(rows(&self.mu, scores.clone()));
+        let var = softplus(rows(&self.sigma, scores), 1.0).clamp_min(ctx.sigma_floor);
         let r = ctx.expectation(mu.clone(), var.clone());
-        let output = self.output.forward(merge_heads(r.matmul(values)));
+        let output = rows(&self.output, merge_heads(r.matmul(values)));
 
         // KL(N(μ, σ²) ‖ N(μ₀, σ₀²)) as the official `kl_reg`.
         let s0 = ctx.sigma_0 * ctx.sigma_0;

@@ -167,6 +167,20 @@ impl<B: Backend> SegmentModel<B> for InfinityFormer<B> {
         InfinityMemory::empty()
     }
 
+    /// Transformer-XL's layers (the segment attending to `[cache ;
+    /// segment]`), each with its long-term memory read by the segment and
+    /// written with the segment's worth of vectors that left the cache.
+    fn forward_flops(&self, segment_len: usize) -> u64 {
+        let (s, keys) = (segment_len, self.mem_len + segment_len);
+        let short: u64 = self.layers.iter().map(|b| b.flops(s, keys)).sum();
+        let long: u64 = self
+            .long_term
+            .iter()
+            .map(|l| l.flops(&self.context, s, s))
+            .sum();
+        short + long + self.embedding.logits_flops(s)
+    }
+
     fn forward_segment(
         &self,
         tokens: Tensor<B, 2, Int>,

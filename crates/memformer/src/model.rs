@@ -169,6 +169,17 @@ impl<B: Backend> SegmentModel<B> for Memformer<B> {
         )
     }
 
+    /// The decoder (self-attention, cross-attention to the previous
+    /// segment's encoding), the head, the encoder (self-attention,
+    /// cross-attention to the k slots) and the slot-attention writer.
+    fn forward_flops(&self, segment_len: usize) -> u64 {
+        let s = segment_len;
+        let k = self.slot_bias.dims()[0];
+        let decoder: u64 = self.decoder.iter().map(|b| b.flops(s, s)).sum();
+        let encoder: u64 = self.encoder.iter().map(|b| b.flops(s, k)).sum();
+        decoder + self.embedding.logits_flops(s) + encoder + self.writer.flops(k, s)
+    }
+
     /// The k slots and one segment's encoding.
     fn memory_floats_per_sequence(&self) -> usize {
         let [k, d] = self.slot_bias.dims();

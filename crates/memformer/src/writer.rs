@@ -7,7 +7,8 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use memlab_core::layers::{merge_heads, normal_init, split_heads};
+use memlab_core::flops;
+use memlab_core::layers::{merge_heads, normal_init, rows, split_heads};
 
 #[derive(Module, Debug)]
 pub struct MemoryWriter<B: Backend> {
@@ -42,6 +43,17 @@ impl<B: Backend> MemoryWriter<B> {
         }
     }
 
+    /// Model FLOPs of one write: `k` slot queries against the `k + s` keys
+    /// of `[M ; H]`, whose values are the vectors themselves.
+    pub fn flops(&self, k: usize, s: usize) -> u64 {
+        let keys = k + s;
+        let d_model = self.key.weight.dims()[0];
+        flops::linear(&self.query, k)
+            + flops::linear(&self.key, keys)
+            + flops::matmul(k, self.n_heads * self.d_head, keys)
+            + flops::matmul(k, keys, d_model)
+    }
+
     /// The new slots `[batch, k, d]` from the slots and the encoder outputs
     /// `[batch, s, d]`: `softmax(Q Kᵀ / (√d_head τ) + mask) [M ; H]` per head.
     pub fn forward(&self, slots: Tensor<B, 3>, encoded: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -49,8 +61,8 @@ impl<B: Backend> MemoryWriter<B> {
         let s = encoded.dims()[1];
         let device = slots.device();
         let keys_in = Tensor::cat(vec![slots.clone(), encoded], 1);
-        let q = split_heads(self.query.forward(slots), self.n_heads);
-        let keys = split_heads(self.key.forward(keys_in.clone()), self.n_heads);
+        let q = split_heads(rows(&self.query, slots), self.n_heads);
+        let keys = split_heads(rows(&self.key, keys_in.clone()), self.n_heads);
         let values = split_heads(keys_in, self.n_heads);
         let scores = q.matmul(keys.transpose()) / ((self.d_head as f64).sqrt() * self.temperature);
         let scores = scores.mask_fill(writer_mask::<B>(k, s, &device), f32::NEG_INFINITY);

@@ -255,6 +255,26 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
         (self.num_mem_tokens + layers * self.mem_len) * self.d_model
     }
 
+    /// The segment plus its read (and, at the end, write) memory tokens go
+    /// through the backbone (§3: `[mem_read ; segment ; mem_write]`); with
+    /// Transformer-XL they also attend to the cache. The head sees the
+    /// segment, and the memory tokens too with the auxiliary loss.
+    fn forward_flops(&self, segment_len: usize) -> u64 {
+        let m = self.num_mem_tokens;
+        let q = segment_len + m * if self.mem_at_end { 2 } else { 1 };
+        let blocks = if self.is_xl() {
+            let keys = self.mem_len + q;
+            self.relative_blocks
+                .iter()
+                .map(|b| b.flops(q, keys))
+                .sum::<u64>()
+        } else {
+            self.blocks.iter().map(|b| b.flops(q, q)).sum()
+        };
+        let head_rows = segment_len + if self.memory_loss_weight > 0.0 { m } else { 0 };
+        blocks + self.embedding.logits_flops(head_rows)
+    }
+
     fn name(&self) -> &'static str {
         "rmt"
     }

@@ -158,6 +158,13 @@ impl<B: Backend> SegmentModel<B> for TransformerXl<B> {
         self.layers.len() * self.mem_len * self.d_model
     }
 
+    /// Every layer attends from the segment to `[cache ; segment]` (§3.3:
+    /// the cached states are re-projected to keys and values each segment).
+    fn forward_flops(&self, segment_len: usize) -> u64 {
+        let (s, keys) = (segment_len, self.mem_len + segment_len);
+        self.layers.iter().map(|b| b.flops(s, keys)).sum::<u64>() + self.embedding.logits_flops(s)
+    }
+
     fn name(&self) -> &'static str {
         "transformer-xl"
     }

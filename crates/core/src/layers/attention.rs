@@ -87,11 +87,11 @@ impl<B: Backend> MultiHeadAttention<B> {
         bias: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = split_heads(self.query.forward(x), self.n_heads);
-        let k = split_heads(self.key.forward(context.clone()), self.n_heads);
-        let v = split_heads(self.value.forward(context), self.n_heads);
+        let q = split_heads(rows(&self.query, x), self.n_heads);
+        let k = split_heads(rows(&self.key, context.clone()), self.n_heads);
+        let v = split_heads(rows(&self.value, context), self.n_heads);
         let heads = scaled_dot_product_attention(q, k, v, mask, bias, &self.dropout);
-        self.output.forward(merge_heads(heads))
+        rows(&self.output, merge_heads(heads))
     }
 }
 
@@ -100,6 +100,24 @@ pub fn split_heads<B: Backend>(x: Tensor<B, 3>, n_heads: usize) -> Tensor<B, 4> 
     let [batch, len, d] = x.dims();
     x.reshape([batch, len, n_heads, d / n_heads])
         .swap_dims(1, 2)
+}
+
+/// `linear` applied to every row of `x` `[.., d_in]` as one 2-D product
+/// `[rows, d_in] × [d_in, d_out]`.
+///
+/// Burn's `Linear::forward` on a rank-3+ input multiplies by the weight
+/// broadcast over the leading dimensions. On CUDA (burn 0.21, CubeCL 0.10)
+/// autotune can then select a TMA matmul that cannot launch on mixed
+/// broadcast dimensions, and panics ("TMA doesn't support mixing broadcast
+/// and non-broadcast dims"); the weight's gradient is also computed per batch
+/// entry and then summed. The 2-D product has neither problem.
+pub fn rows<B: Backend, const D: usize>(linear: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let d_in = dims[D - 1];
+    let n = dims.iter().product::<usize>() / d_in.max(1);
+    let y = linear.forward(x.reshape([n, d_in]));
+    dims[D - 1] = y.dims()[1];
+    y.reshape(dims)
 }
 
 /// `[batch, heads, len, d_head]` -> `[batch, len, heads * d_head]`.

@@ -5,7 +5,7 @@
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use super::attention::normal_init;
+use super::attention::{normal_init, rows};
 
 #[derive(Config, Debug)]
 pub struct TokenEmbeddingConfig {
@@ -67,7 +67,7 @@ impl<B: Backend> TokenEmbedding<B> {
     /// `[batch, len, d_model]` -> logits `[batch, len, vocab]`.
     pub fn logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         match (&self.head, &self.head_bias) {
-            (Some(head), _) => head.forward(h),
+            (Some(head), _) => rows(head, h),
             (None, bias) => {
                 let [batch, len, d] = h.dims();
                 let weight = self.embedding.weight.val(); // [vocab, d]

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 use serde::{Deserialize, Serialize};
 
-use super::attention::normal_init;
+use super::attention::{normal_init, rows};
 
 /// The non-linearity between the two projections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -57,8 +57,8 @@ impl FeedForwardConfig {
 
 impl<B: Backend> FeedForward<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = self.inner.forward(x);
+        let h = rows(&self.inner, x);
         let h = if self.gelu { gelu(h) } else { relu(h) };
-        self.outer.forward(self.dropout.forward(h))
+        rows(&self.outer, self.dropout.forward(h))
     }
 }

@@ -9,7 +9,7 @@ pub mod relative;
 
 pub use attention::{
     MultiHeadAttention, MultiHeadAttentionConfig, attention_reference, causal_mask, merge_heads,
-    normal_init, scaled_dot_product_attention, split_heads,
+    normal_init, rows, scaled_dot_product_attention, split_heads,
 };
 pub use block::{
     BlockBody, CrossAttentionBlock, RelativeTransformerBlock, TransformerBlock,

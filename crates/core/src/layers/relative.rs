@@ -18,7 +18,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::attention::{
-    MultiHeadAttention, MultiHeadAttentionConfig, merge_heads, normal_init,
+    MultiHeadAttention, MultiHeadAttentionConfig, merge_heads, normal_init, rows,
     scaled_dot_product_attention, split_heads,
 };
 use super::positions::sinusoids;
@@ -94,20 +94,29 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
         let p = &self.projections;
         let (heads, d_head) = (p.n_heads, p.d_head);
         let k_len = context.dims()[1];
-        let q = split_heads(p.query.forward(x), heads);
-        let k = split_heads(p.key.forward(context.clone()), heads);
-        let v = split_heads(p.value.forward(context), heads);
+        let q = split_heads(rows(&p.query, x), heads);
+        let k = split_heads(rows(&p.key, context.clone()), heads);
+        let v = split_heads(rows(&p.value, context), heads);
         let r = self
             .position
             .forward(pos)
             .reshape([k_len, heads, d_head])
-            .swap_dims(0, 1)
-            .unsqueeze_dim::<4>(0); // [1, heads, k, d_head]
+            .swap_dims(0, 1); // [heads, k, d_head]
 
         let u = bias.u.val().reshape([1, heads, 1, d_head]);
         let v_bias = bias.v.val().reshape([1, heads, 1, d_head]);
         // (b) + (d) for every distance, then aligned: BD[i, j] uses R_{mlen+i−j}.
-        let position_scores = rel_shift((q.clone() + v_bias).matmul(r.transpose()));
+        // One product per head over all batch rows (`[h, b·q, d] × [h, d, k]`)
+        // rather than R broadcast over the batch (see `rows`).
+        let [b, _, q_len, _] = q.dims();
+        let qv = (q.clone() + v_bias)
+            .swap_dims(0, 1)
+            .reshape([heads, b * q_len, d_head]);
+        let position_scores = qv
+            .matmul(r.transpose())
+            .reshape([heads, b, q_len, k_len])
+            .swap_dims(0, 1);
+        let position_scores = rel_shift(position_scores);
         let position_scores = position_scores / (d_head as f64).sqrt();
 
         let heads_out = scaled_dot_product_attention(
@@ -118,7 +127,7 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
             Some(position_scores),
             &p.dropout,
         );
-        (p.output.forward(merge_heads(heads_out)), q)
+        (rows(&p.output, merge_heads(heads_out)), q)
     }
 }
 
