@@ -216,3 +216,33 @@ fn without_its_position_term_the_relative_block_is_the_standard_block() {
         assert!((x - y).abs() < 1e-5, "element {n}: {x} vs {y}");
     }
 }
+
+/// The position term is computed per head over all batch rows at once: each
+/// sequence of a batch must get exactly what it gets alone.
+#[test]
+fn relative_attention_treats_every_batch_row_alone() {
+    let device = Default::default();
+    let (d, heads, q, m, batch) = (8, 2, 3, 4, 3);
+    let k = m + q;
+    let config = MultiHeadAttentionConfig::new(d, heads).with_init_std(0.3);
+    let attn = config.init_relative::<B>(&device);
+    let bias = config.init_relative_bias::<B>(&device);
+    let pos = relative_sinusoids::<B>(k, d, None, &device);
+    let data = values(batch * k * d, 11);
+    let context = Tensor::<B, 3>::from_data(TensorData::new(data, [batch, k, d]), &device);
+    let batched = host(attn.forward(
+        context.clone().narrow(1, m, q),
+        context.clone(),
+        pos.clone(),
+        &bias,
+        None,
+    ));
+    for row in 0..batch {
+        let one = context.clone().narrow(0, row, 1);
+        let alone = host(attn.forward(one.clone().narrow(1, m, q), one, pos.clone(), &bias, None));
+        let got = &batched[row * q * d..(row + 1) * q * d];
+        for (a, b) in got.iter().zip(&alone) {
+            assert!((a - b).abs() < 1e-5, "row {row}: {a} vs {b}");
+        }
+    }
+}
