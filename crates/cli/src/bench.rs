@@ -461,7 +461,6 @@ impl<B: AutodiffBackend> ArchitectureVisitor for ArchJob<'_, B> {
         let shape = c.shape();
         let tokens_per_step = (shape.batch * shape.segment) as f64;
         let rate = |t: Duration| tokens_per_step / t.as_secs_f64();
-        let memory = PeakMemory::new(backend);
 
         let forward = Prepared::<B::InnerBackend, A>::new(shape, c.warmup, &spec.fields, device)?;
         let description = forward.model.describe();
@@ -470,7 +469,7 @@ impl<B: AutodiffBackend> ArchitectureVisitor for ArchJob<'_, B> {
         let forward_time = time_per_call(c.warmup, c.iters, || forward.step());
         let mut peak = None;
         if !c.train {
-            peak = memory.during::<B>(device, || forward.step());
+            peak = peak_memory::<B>(backend, device, || forward.step());
         }
         drop(forward);
         bar.inc(1);
@@ -485,7 +484,7 @@ impl<B: AutodiffBackend> ArchitectureVisitor for ArchJob<'_, B> {
             if !loss.is_finite() {
                 return Err(anyhow!("`{}`: the training loss is {loss}", spec.label));
             }
-            peak = memory.during::<B>(device, || {
+            peak = peak_memory::<B>(backend, device, || {
                 train.step();
             });
             train_tokens_per_s = Some(rate(train_time));
@@ -555,23 +554,19 @@ impl BackendVisitor for FullAttentionJob<'_> {
 
 /// Peak memory of one call: the counting allocator on the CPU (when the
 /// binary installed it), the GPU memory pool otherwise.
-struct PeakMemory(BackendKind);
-
-impl PeakMemory {
-    fn new(backend: BackendKind) -> Self {
-        Self(backend)
-    }
-
-    fn during<B: Backend>(&self, device: &B::Device, f: impl FnOnce()) -> Option<u64> {
-        match self.0 {
-            BackendKind::Ndarray => alloc::peak_during(f).map(|b| b as u64),
-            gpu => {
-                // Pages no longer used are freed first, so the pool afterwards
-                // holds what this call needed at its peak.
-                B::memory_cleanup(device);
-                f();
-                gpu.device_memory_reserved()
-            }
+fn peak_memory<B: Backend>(
+    backend: BackendKind,
+    device: &B::Device,
+    f: impl FnOnce(),
+) -> Option<u64> {
+    match backend {
+        BackendKind::Ndarray => alloc::peak_during(f).map(|b| b as u64),
+        gpu => {
+            // Pages no longer used are freed first, so the pool afterwards
+            // holds what this call needed at its peak.
+            B::memory_cleanup(device);
+            f();
+            gpu.device_memory_reserved()
         }
     }
 }
