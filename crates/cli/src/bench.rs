@@ -378,12 +378,14 @@ pub struct BenchReport {
 
 pub const FULL_ATTENTION: &str = "full attention (baseline)";
 
-/// Runs every model of the plan on every backend.
+/// Runs every model of the plan on every backend. `after_model` sees the
+/// report so far after each model (its last row is the new one), so that a
+/// run stopped part-way (a GPU lease running out) keeps what it measured.
 pub fn run_bench(
     plan: &BenchPlan,
     backends: &[BackendKind],
     progress: bool,
-    mut on_row: impl FnMut(&BenchRow),
+    mut after_model: impl FnMut(&BenchReport) -> Result<()>,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::default();
     let per_model = 1 + plan.config.carried.len();
@@ -408,9 +410,9 @@ pub fn run_bench(
             };
             let (row, points) = with_backend(backend, job)?
                 .with_context(|| format!("benchmarking `{}` on {backend}", spec.label))?;
-            on_row(&row);
             report.rows.push(row);
             report.scaling.extend(points);
+            after_model(&report)?;
         }
         bar.set_message(format!("full attention on {backend}"));
         let points = with_backend(

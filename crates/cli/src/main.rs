@@ -227,23 +227,26 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 backends
             };
-            let report = run_bench(&plan, &backends, progress, |row| {
-                eprintln!(
-                    "done: {} on {}: {:.0} tokens/s forward{}",
-                    row.model,
-                    row.backend,
-                    row.forward_tokens_per_s,
-                    row.train_tokens_per_s
-                        .map_or(String::new(), |t| format!(", {t:.0} train"))
-                );
-            })?;
-            println!("{}", bench_markdown(&report, peak_tflops));
             let c = &plan.config;
             let dir = c.out_dir.join(&c.name);
             let title = format!(
                 "{}: batch {} × segment {}",
                 c.name, c.batch_size, c.segment_len
             );
+            let report = run_bench(&plan, &backends, progress, |so_far| {
+                if let Some(row) = so_far.rows.last() {
+                    eprintln!(
+                        "done: {} on {}: {:.0} tokens/s forward{}",
+                        row.model,
+                        row.backend,
+                        row.forward_tokens_per_s,
+                        row.train_tokens_per_s
+                            .map_or(String::new(), |t| format!(", {t:.0} train"))
+                    );
+                }
+                write_bench_outputs(&dir, so_far, &title, peak_tflops).map(drop)
+            })?;
+            println!("{}", bench_markdown(&report, peak_tflops));
             let files = write_bench_outputs(&dir, &report, &title, peak_tflops)?;
             let names: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
             println!("wrote {}", names.join(", "));
