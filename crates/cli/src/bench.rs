@@ -71,12 +71,15 @@ fn context(shape: Shape) -> ModelContext {
     }
 }
 
-/// A model (forward only), its memory after `k` segments, and the next
-/// segment's tokens.
+/// A model (forward only), its memory after the segments it has read, and
+/// the next segment's tokens.
 pub struct Prepared<B: Backend, A: Architecture> {
     pub model: A::Model<B>,
     pub memory: <A::Model<B> as SegmentModel<B>>::Memory,
     pub next: Tensor<B, 2, Int>,
+    /// Segments read so far.
+    pub carried: usize,
+    shape: Shape,
     device: B::Device,
 }
 
@@ -92,19 +95,30 @@ impl<B: Backend, A: Architecture> Prepared<B, A> {
         let ctx = context(shape);
         let config = parse_model_config::<A>(fields.clone(), &ctx)?;
         let model = init_seeded::<B, _>(device, 0, || A::init::<B>(&config, &ctx, device));
-        let mut memory = model.init_memory(shape.batch, device);
-        for i in 0..k {
-            memory = model
-                .forward_segment(tokens(shape, shape.segment, i, device), memory)
-                .memory;
-            sync::<B>(device);
-        }
-        Ok(Self {
+        let memory = model.init_memory(shape.batch, device);
+        let mut prepared = Self {
             model,
             memory,
-            next: tokens(shape, shape.segment, k, device),
+            next: tokens(shape, shape.segment, 0, device),
+            carried: 0,
+            shape,
             device: device.clone(),
-        })
+        };
+        prepared.advance_to(k);
+        Ok(prepared)
+    }
+
+    /// Reads segments until `k` have been read (none if already past `k`),
+    /// so that one model serves every point of an ascending scaling curve.
+    pub fn advance_to(&mut self, k: usize) {
+        let (shape, device) = (self.shape, &self.device);
+        while self.carried < k {
+            let memory = self.memory.clone();
+            self.memory = self.model.forward_segment(self.next.clone(), memory).memory;
+            sync::<B>(device);
+            self.carried += 1;
+            self.next = tokens(shape, shape.segment, self.carried, device);
+        }
     }
 
     /// One segment's forward pass from the carried memory, synchronised.
@@ -309,6 +323,18 @@ impl BenchPlan {
     }
 }
 
+impl BenchPlan {
+    /// The baseline's fields for the full-attention contrast: the bench's
+    /// own baseline where it lists one, else the defaults.
+    pub fn baseline_fields(&self) -> toml::Table {
+        self.models
+            .iter()
+            .find(|m| m.arch == <memlab_baseline::BaselineArch as Architecture>::NAME)
+            .map(|m| m.fields.clone())
+            .unwrap_or_default()
+    }
+}
+
 impl BenchConfig {
     pub fn shape(&self) -> Shape {
         Shape {
@@ -493,8 +519,13 @@ impl<B: AutodiffBackend> ArchitectureVisitor for ArchJob<'_, B> {
         }
 
         let mut points = Vec::with_capacity(c.carried.len());
+        let mut after = Prepared::<B::InnerBackend, A>::new(shape, 0, &spec.fields, device)?;
         for &k in &c.carried {
-            let after = Prepared::<B::InnerBackend, A>::new(shape, k, &spec.fields, device)?;
+            if k < after.carried {
+                // A point before the last one: read again from the start.
+                after = Prepared::new(shape, 0, &spec.fields, device)?;
+            }
+            after.advance_to(k);
             let t = time_per_call(c.warmup, c.iters, || after.step());
             points.push(ScalingPoint {
                 series: spec.label.clone(),
@@ -530,14 +561,7 @@ impl BackendVisitor for FullAttentionJob<'_> {
     type Output = Result<Vec<ScalingPoint>>;
     fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let c = &self.plan.config;
-        // The bench's own baseline settings where it lists one.
-        let fields = self
-            .plan
-            .models
-            .iter()
-            .find(|m| m.arch == <memlab_baseline::BaselineArch as Architecture>::NAME)
-            .map(|m| m.fields.clone())
-            .unwrap_or_default();
+        let fields = self.plan.baseline_fields();
         let mut points = Vec::new();
         for &len in &c.full_attention {
             let step = full_attention::<B::InnerBackend>(c.shape(), len, &fields, &device)?;
