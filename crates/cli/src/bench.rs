@@ -64,7 +64,7 @@ fn sync<B: Backend>(device: &B::Device) {
     B::sync(device).expect("the device finished its work");
 }
 
-fn context(shape: Shape) -> ModelContext {
+pub(crate) fn context(shape: Shape) -> ModelContext {
     ModelContext {
         vocab_size: shape.vocab,
         max_segment_len: shape.segment,

@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod backend;
 pub mod bench;
+pub mod crosscheck;
 pub mod data;
 pub mod registry;
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use memlab_cli::bench::{BenchPlan, bench_markdown, run_bench, write_bench_outputs};
+use memlab_cli::crosscheck;
 use memlab_cli::{
     BackendKind, csv_table, data, markdown_table, metric_name, registry, run_compare, run_eval,
     run_train,
@@ -85,6 +86,12 @@ enum Command {
         /// achieved-fraction columns.
         #[arg(long)]
         peak_tflops: Option<f64>,
+        /// First check that every chosen backend other than ndarray computes
+        /// what the CPU computes: each model's logits, loss and gradients
+        /// over 3 segments of batch 2, same weights. Writes check.md; stops
+        /// before timing if a model is outside its tolerance.
+        #[arg(long)]
+        check: bool,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
@@ -217,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
             backends,
             all_backends,
             peak_tflops,
+            check,
             overrides,
         } => {
             let plan = BenchPlan::load(&config, &overrides)?;
@@ -233,6 +241,21 @@ fn run(cli: Cli) -> Result<()> {
                 "{}: batch {} × segment {}",
                 c.name, c.batch_size, c.segment_len
             );
+            if check && backends.iter().all(|&b| b == BackendKind::Ndarray) {
+                eprintln!("--check: ndarray is the reference itself; nothing to check");
+            } else if check {
+                let mut rows = Vec::new();
+                for &backend in backends.iter().filter(|&&b| b != BackendKind::Ndarray) {
+                    eprintln!("checking {backend} against the CPU");
+                    rows.extend(crosscheck::check_plan(&plan, backend, Default::default())?);
+                }
+                let table = crosscheck::check_markdown(&rows);
+                println!("{table}");
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                write_atomically(&dir.join("check.md"), table.as_bytes())?;
+                crosscheck::require_agreement(&rows)?;
+            }
             let report = run_bench(&plan, &backends, progress, |so_far| {
                 if let Some(row) = so_far.rows.last() {
                     eprintln!(

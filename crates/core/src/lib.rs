@@ -8,6 +8,7 @@
 //! - [`config`]: strict TOML configs with field-named errors;
 //! - [`data`]: the [`Task`] interface tasks implement.
 
+pub mod agreement;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;

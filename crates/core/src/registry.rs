@@ -211,42 +211,8 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
     segment_len: usize,
     tolerance: f64,
 ) {
-    use burn::module::{ModuleVisitor, Param};
     use burn::optim::GradientsParams;
     type AB = burn::backend::Autodiff<burn::backend::NdArray>;
-
-    struct Compare<'a> {
-        full: &'a GradientsParams,
-        replay: &'a GradientsParams,
-        /// Per parameter: ‖full − replay‖ and ‖full‖.
-        norms: Vec<(f64, f64)>,
-    }
-    impl ModuleVisitor<AB> for Compare<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
-            type Inner = burn::backend::NdArray;
-            let full = self.full.get::<Inner, D>(param.id);
-            let replay = self.replay.get::<Inner, D>(param.id);
-            let values = |t: Option<Tensor<Inner, D>>| -> Vec<f64> {
-                t.map(|t| {
-                    let v: Vec<f32> = t.into_data().to_vec().expect("f32");
-                    v.into_iter().map(f64::from).collect()
-                })
-                .unwrap_or_default()
-            };
-            let (a, b) = (values(full), values(replay));
-            if a.is_empty() && b.is_empty() {
-                return;
-            }
-            let n = a.len().max(b.len());
-            let get = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
-            let diff: f64 = (0..n)
-                .map(|i| (get(&a, i) - get(&b, i)).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let norm: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
-            self.norms.push((diff, norm));
-        }
-    }
 
     let device = Default::default();
     let model =
@@ -273,22 +239,16 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
         A::NAME,
         replay.loss
     );
-    let mut compare = Compare {
-        full: &full_grads,
-        replay: &replay.grads,
-        norms: Vec::new(),
-    };
-    model.visit(&mut compare);
-    assert!(!compare.norms.is_empty(), "{}: no gradients", A::NAME);
-    // Relative per parameter; gradients that are zero in exact arithmetic
-    // (e.g. a key bias, which softmax ignores) are float noise, so each
-    // norm is floored at 1e-4 of the whole gradient's.
-    let total = compare.norms.iter().map(|(_, n)| n * n).sum::<f64>().sqrt();
-    let worst = compare
-        .norms
-        .iter()
-        .map(|(diff, norm)| diff / norm.max(1e-4 * total).max(1e-30))
-        .fold(0.0, f64::max);
+    let full = crate::agreement::parameter_gradients(&model, &full_grads);
+    let replay = crate::agreement::parameter_gradients(&model, &replay.grads);
+    assert!(
+        full.iter().any(|g| !g.is_empty()),
+        "{}: no gradients",
+        A::NAME
+    );
+    // Relative per parameter, each norm floored at 1e-4 of the whole
+    // gradient's (gradients that are zero in exact arithmetic are noise).
+    let worst = crate::agreement::worst_parameter_error(&full, &replay, 1e-4);
     assert!(
         worst < tolerance,
         "{}: MRBP vs BPTT relative error {worst}",
