@@ -23,7 +23,8 @@ use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::seed::init_seeded;
 use memlab_core::{
-    Architecture, ArchitectureVisitor, BpttDepth, ModelSpec, SegmentModel, SequenceBatch,
+    Architecture, ArchitectureVisitor, BpttDepth, ModelContext, ModelSpec, SegmentModel,
+    SequenceBatch,
 };
 use serde::Serialize;
 
@@ -101,63 +102,45 @@ impl Agreement {
     }
 }
 
-/// Checks every model of `plan` on `backend` against the CPU.
+/// Checks every model of `plan` on each of `backends` against the CPU; the
+/// CPU side of a model is computed once for all backends. One row per model
+/// and backend, model by model.
 pub fn check_plan(
     plan: &BenchPlan,
-    backend: BackendKind,
+    backends: &[BackendKind],
     size: CheckSize,
 ) -> Result<Vec<Agreement>> {
-    plan.models
-        .iter()
-        .map(|spec| {
-            with_backend(
-                backend,
-                CheckJob {
-                    spec,
-                    shape: Shape {
-                        batch: size.batch,
-                        ..plan.config.shape()
-                    },
-                    segments: size.segments,
-                    backend,
-                },
-            )?
-        })
-        .collect()
+    let shape = Shape {
+        batch: size.batch,
+        ..plan.config.shape()
+    };
+    let mut rows = Vec::new();
+    for spec in &plan.models {
+        let job = CheckModel {
+            spec,
+            shape,
+            segments: size.segments,
+            backends,
+        };
+        rows.extend(registry::dispatch(&spec.arch, job)??);
+    }
+    Ok(rows)
 }
 
-struct CheckJob<'a> {
+/// One model of the plan: its CPU reference, then each backend.
+struct CheckModel<'a> {
     spec: &'a ModelSpec,
     shape: Shape,
     segments: usize,
-    backend: BackendKind,
+    backends: &'a [BackendKind],
 }
 
-struct CheckArch<'a, B: AutodiffBackend> {
-    job: CheckJob<'a>,
-    device: B::Device,
-}
-
-impl BackendVisitor for CheckJob<'_> {
-    type Output = Result<Agreement>;
-    fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let arch = self.spec.arch.clone();
-        registry::dispatch(&arch, CheckArch::<B> { job: self, device })?
-    }
-}
-
-impl<B: AutodiffBackend> ArchitectureVisitor for CheckArch<'_, B> {
-    type Output = Result<Agreement>;
+impl ArchitectureVisitor for CheckModel<'_> {
+    type Output = Result<Vec<Agreement>>;
     fn visit<A: Architecture>(self) -> Self::Output {
-        let CheckJob {
-            spec,
-            shape,
-            segments,
-            backend,
-        } = self.job;
-        let ctx = crate::bench::context(shape);
+        let ctx = crate::bench::context(self.shape);
         // Dropout would draw different masks on each backend.
-        let mut fields = spec.fields.clone();
+        let mut fields = self.spec.fields.clone();
         for key in ["dropout", "attn_dropout"] {
             if fields.contains_key(key) {
                 fields.insert(key.into(), toml::Value::Float(0.0));
@@ -168,16 +151,43 @@ impl<B: AutodiffBackend> ArchitectureVisitor for CheckArch<'_, B> {
         let reference = init_seeded::<Cpu, _>(&cpu_device, 0, || {
             A::init_train::<Cpu>(&config, &ctx, &cpu_device)
         });
+        let cpu = run::<Cpu, A>(&reference, self.shape, self.segments, &cpu_device);
+        self.backends
+            .iter()
+            .map(|&backend| {
+                let job = OnBackend::<A> {
+                    config: &config,
+                    ctx: &ctx,
+                    reference: &reference,
+                    shape: self.shape,
+                    segments: self.segments,
+                };
+                let got = with_backend(backend, job)??;
+                Ok(Agreement::between(&self.spec.label, backend, &cpu, &got))
+            })
+            .collect()
+    }
+}
+
+/// The reference's weights on another backend, run there.
+struct OnBackend<'a, A: Architecture> {
+    config: &'a A::Config,
+    ctx: &'a ModelContext,
+    reference: &'a A::TrainModel<Cpu>,
+    shape: Shape,
+    segments: usize,
+}
+
+impl<A: Architecture> BackendVisitor for OnBackend<'_, A> {
+    type Output = Result<Computed>;
+    fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         // Another seed first: a parameter the record failed to carry would
         // differ.
-        let other = init_seeded::<B, _>(&self.device, 1, || {
-            A::init_train::<B>(&config, &ctx, &self.device)
+        let other = init_seeded::<B, _>(&device, 1, || {
+            A::init_train::<B>(self.config, self.ctx, &device)
         });
-        let other = transfer::<B, A>(&reference, other, &self.device)?;
-        let mut agreement = compare::<B, A>(&reference, &other, shape, segments, &self.device);
-        agreement.model = spec.label.clone();
-        agreement.backend = backend;
-        Ok(agreement)
+        let other = transfer::<B, A>(self.reference, other, &device)?;
+        Ok(run::<B, A>(&other, self.shape, self.segments, &device))
     }
 }
 
@@ -192,32 +202,30 @@ pub fn transfer<B: AutodiffBackend, A: Architecture>(
     Ok(into.load_record(record))
 }
 
-/// What `reference` (CPU) and `other` compute on the same tokens.
-pub fn compare<B: AutodiffBackend, A: Architecture>(
-    reference: &A::TrainModel<Cpu>,
-    other: &A::TrainModel<B>,
-    shape: Shape,
-    segments: usize,
-    device: &B::Device,
-) -> Agreement {
-    let cpu = run::<Cpu, A>(reference, shape, segments, &Default::default());
-    let got = run::<B, A>(other, shape, segments, device);
-    Agreement {
-        model: A::NAME.into(),
-        backend: BackendKind::Ndarray,
-        logits_error: relative_error(&cpu.logits, &got.logits),
-        cpu_loss: cpu.loss,
-        loss: got.loss,
-        gradient_error: worst_parameter_error(&cpu.gradients, &got.gradients, 1e-4),
+impl Agreement {
+    /// `got` (computed on `backend`) against the CPU's `cpu`.
+    fn between(model: &str, backend: BackendKind, cpu: &Computed, got: &Computed) -> Self {
+        Self {
+            model: model.into(),
+            backend,
+            logits_error: relative_error(&cpu.logits, &got.logits),
+            cpu_loss: cpu.loss,
+            loss: got.loss,
+            gradient_error: worst_parameter_error(&cpu.gradients, &got.gradients, 1e-4),
+        }
     }
 }
 
+/// What one model computes on one backend over the check's segments.
 struct Computed {
+    /// Every segment's logits, memory carried (inner backend).
     logits: Vec<f64>,
     loss: f64,
     gradients: Vec<Vec<f64>>,
 }
 
+/// `model` on the check's tokens: the segments' logits, then the training
+/// loss with full BPTT and its parameter gradients.
 fn run<B: AutodiffBackend, A: Architecture>(
     model: &A::TrainModel<B>,
     shape: Shape,
@@ -348,7 +356,7 @@ mod tests {
     /// in the config, which the check turns off).
     #[test]
     fn ndarray_agrees_with_itself_exactly() {
-        let rows = check_plan(&plan(), BackendKind::Ndarray, CheckSize::default()).unwrap();
+        let rows = check_plan(&plan(), &[BackendKind::Ndarray], CheckSize::default()).unwrap();
         assert_eq!(rows.len(), 2);
         for r in &rows {
             assert_eq!(r.logits_error, 0.0, "{r:?}");
@@ -374,15 +382,16 @@ mod tests {
             })
         };
         let (a, b) = (build(0), build(1));
-        let mut r = compare::<Cpu, A>(&a, &b, plan.config.shape(), 2, &device);
+        let shape = plan.config.shape();
+        let of = |model: &_| run::<Cpu, A>(model, shape, 2, &device);
+        let r = Agreement::between("rmt", BackendKind::Ndarray, &of(&a), &of(&b));
         assert!(r.logits_error > 0.1, "{r:?}");
         assert!(r.gradient_error > 0.1, "{r:?}");
         assert!(!r.within(Tolerance::for_backend(BackendKind::Cuda)));
-        r.model = "rmt".into();
         let err = require_agreement(&[r]).unwrap_err().to_string();
         assert!(err.contains("`rmt` on ndarray"), "{err}");
         let moved = transfer::<Cpu, A>(&a, b, &device).unwrap();
-        let r = compare::<Cpu, A>(&a, &moved, plan.config.shape(), 2, &device);
+        let r = Agreement::between("rmt", BackendKind::Ndarray, &of(&a), &of(&moved));
         assert_eq!((r.logits_error, r.gradient_error), (0.0, 0.0));
     }
 }

@@ -241,14 +241,17 @@ fn run(cli: Cli) -> Result<()> {
                 "{}: batch {} × segment {}",
                 c.name, c.batch_size, c.segment_len
             );
-            if check && backends.iter().all(|&b| b == BackendKind::Ndarray) {
+            let others: Vec<BackendKind> = backends
+                .iter()
+                .copied()
+                .filter(|&b| b != BackendKind::Ndarray)
+                .collect();
+            if check && others.is_empty() {
                 eprintln!("--check: ndarray is the reference itself; nothing to check");
             } else if check {
-                let mut rows = Vec::new();
-                for &backend in backends.iter().filter(|&&b| b != BackendKind::Ndarray) {
-                    eprintln!("checking {backend} against the CPU");
-                    rows.extend(crosscheck::check_plan(&plan, backend, Default::default())?);
-                }
+                let names: Vec<String> = others.iter().map(|b| b.to_string()).collect();
+                eprintln!("checking {} against the CPU", names.join(", "));
+                let rows = crosscheck::check_plan(&plan, &others, Default::default())?;
                 let table = crosscheck::check_markdown(&rows);
                 println!("{table}");
                 std::fs::create_dir_all(&dir)
