@@ -20,7 +20,7 @@ use burn::tensor::backend::AutodiffBackend;
 use memlab_core::agreement::{parameter_gradients, relative_error, values, worst_parameter_error};
 use memlab_core::checkpoint::{record_from_bytes, record_to_bytes};
 use memlab_core::registry::parse_model_config;
-use memlab_core::runner::run_segments;
+use memlab_core::runner::{run_segments, segment_logits};
 use memlab_core::seed::init_seeded;
 use memlab_core::{
     Architecture, ArchitectureVisitor, BpttDepth, ModelContext, ModelSpec, SegmentModel,
@@ -92,6 +92,18 @@ impl Tolerance {
 }
 
 impl Agreement {
+    /// `got` (computed on `backend`) against the CPU's `cpu`.
+    fn between(model: &str, backend: BackendKind, cpu: &Computed, got: &Computed) -> Self {
+        Self {
+            model: model.into(),
+            backend,
+            logits_error: relative_error(&cpu.logits, &got.logits),
+            cpu_loss: cpu.loss,
+            loss: got.loss,
+            gradient_error: worst_parameter_error(&cpu.gradients, &got.gradients, 1e-4),
+        }
+    }
+
     /// Within the backend's tolerance (the losses within the logits'
     /// tolerance of each other). False for anything NaN.
     pub fn within(&self, tolerance: Tolerance) -> bool {
@@ -202,20 +214,6 @@ pub fn transfer<B: AutodiffBackend, A: Architecture>(
     Ok(into.load_record(record))
 }
 
-impl Agreement {
-    /// `got` (computed on `backend`) against the CPU's `cpu`.
-    fn between(model: &str, backend: BackendKind, cpu: &Computed, got: &Computed) -> Self {
-        Self {
-            model: model.into(),
-            backend,
-            logits_error: relative_error(&cpu.logits, &got.logits),
-            cpu_loss: cpu.loss,
-            loss: got.loss,
-            gradient_error: worst_parameter_error(&cpu.gradients, &got.gradients, 1e-4),
-        }
-    }
-}
-
 /// What one model computes on one backend over the check's segments.
 struct Computed {
     /// Every segment's logits, memory carried (inner backend).
@@ -236,18 +234,10 @@ fn run<B: AutodiffBackend, A: Architecture>(
     let sequence = tokens::<B>(shape, len + 1, 0, device);
     let inputs = sequence.clone().narrow(1, 0, len);
 
-    let inner = model.valid();
-    let mut memory = inner.init_memory(shape.batch, device);
-    let mut logits = Vec::new();
-    for s in 0..segments {
-        let segment = inputs
-            .clone()
-            .inner()
-            .narrow(1, s * shape.segment, shape.segment);
-        let out = inner.forward_segment(segment, memory);
-        memory = out.memory;
-        logits.extend(values(out.logits));
-    }
+    let logits = segment_logits(&model.valid(), inputs.clone().inner(), shape.segment)
+        .into_iter()
+        .flat_map(values)
+        .collect();
 
     let batch = SequenceBatch {
         inputs,

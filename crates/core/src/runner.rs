@@ -25,6 +25,25 @@ pub fn segment_bounds(len: usize, segment_len: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// The logits `[batch, segment, vocab]` of each segment of `inputs`
+/// (`[batch, len]`) read in segments of `segment_len`, memory carried from
+/// the model's initial one: inference, no loss.
+pub fn segment_logits<B: Backend, M: SegmentModel<B>>(
+    model: &M,
+    inputs: Tensor<B, 2, Int>,
+    segment_len: usize,
+) -> Vec<Tensor<B, 3>> {
+    let [batch, len] = inputs.dims();
+    let mut memory = model.init_memory(batch, &inputs.device());
+    let mut logits = Vec::new();
+    for (start, end) in segment_bounds(len, segment_len) {
+        let out = model.forward_segment(inputs.clone().narrow(1, start, end - start), memory);
+        memory = out.memory;
+        logits.push(out.logits);
+    }
+    logits
+}
+
 /// Result of running a model over a batch.
 #[derive(Debug, Clone)]
 pub struct Rollout<B: Backend, M> {

@@ -21,12 +21,8 @@ pub fn segment_logits<B: Backend, M: SegmentModel<B>>(
     segment_len: usize,
 ) -> Vec<Vec<f32>> {
     let device = Default::default();
-    let mut memory = model.init_memory(1, &device);
-    data.chunks(segment_len)
-        .map(|chunk| {
-            let out = model.forward_segment(tokens::<B>(chunk, 1, &device), memory.clone());
-            memory = out.memory;
-            out.logits.into_data().to_vec::<f32>().expect("f32 logits")
-        })
+    crate::runner::segment_logits(model, tokens::<B>(data, 1, &device), segment_len)
+        .into_iter()
+        .map(|logits| logits.into_data().to_vec::<f32>().expect("f32 logits"))
         .collect()
 }
