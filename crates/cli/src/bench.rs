@@ -29,7 +29,7 @@ use memlab_core::flops::TRAIN_STEP_FORWARDS;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::token_nll_and_correct;
 use memlab_core::seed::init_seeded;
-use memlab_core::train::optimizer_config;
+use memlab_core::train::{clip_gradients, optimizer_config};
 use memlab_core::{
     Architecture, ArchitectureVisitor, MemoryState, ModelContext, ModelSpec, SegmentModel,
 };
@@ -133,7 +133,8 @@ impl<B: Backend, A: Architecture> Prepared<B, A> {
 
 /// A model being trained one segment per step: forward from the detached
 /// carried memory, next-token cross-entropy (plus the model's auxiliary
-/// loss), backward, and memlab's AdamW (`memlab_core::train::optimizer_config`).
+/// loss), backward, global-norm clipping and memlab's AdamW, as
+/// `memlab train` steps (`memlab_core::train::{clip_gradients, optimizer_config}`).
 pub struct TrainPrepared<B: AutodiffBackend, A: Architecture> {
     model: Option<A::TrainModel<B>>,
     optimizer: OptimizerAdaptor<AdamW, A::TrainModel<B>, B>,
@@ -175,6 +176,7 @@ impl<B: AutodiffBackend, A: Architecture> TrainPrepared<B, A> {
             loss = loss + aux;
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (grads, _) = clip_gradients(&model, grads, &Default::default());
         self.model = Some(self.optimizer.step(1e-4, model, grads));
         self.memory = out.memory.detach();
         sync::<B>(&self.device);

@@ -17,9 +17,11 @@ use burn::tensor::backend::AutodiffBackend;
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::{ConfigError, set_path};
 use memlab_core::registry::parse_model_config;
+use memlab_core::runner::SegmentStream;
 use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
 use memlab_core::{
-    Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task,
+    Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, SegmentModel,
+    Split, Task,
 };
 use serde::Serialize;
 
@@ -133,6 +135,89 @@ pub struct EvalReport {
     pub eval: EvalFigures,
 }
 
+/// Work on the trained model of a run directory, generic over the
+/// architecture and the backend ([`with_run_model`] builds the model from
+/// the run's config and loads its checkpoint).
+pub trait RunModelJob {
+    type Output;
+    fn run<B: Backend, M: SegmentModel<B>>(
+        self,
+        model: &M,
+        run: &LoadedRun,
+        device: &B::Device,
+    ) -> Result<Self::Output>;
+}
+
+/// A run directory's config and task.
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub config: ExperimentConfig,
+    pub task: Box<dyn Task>,
+    pub spec: ModelSpec,
+}
+
+impl LoadedRun {
+    /// Reads `run/config.toml` and builds its task.
+    pub fn open(run: &Path) -> Result<Self> {
+        let config_path = run.join("config.toml");
+        let config = ExperimentConfig::load(&config_path, &[])
+            .with_context(|| format!("{} is not a memlab run directory", run.display()))?;
+        let task = build_task(&config)?;
+        let spec = ModelSpec::from_table(config.model_table()?, "model")?;
+        Ok(Self {
+            dir: run.to_path_buf(),
+            config,
+            task,
+            spec,
+        })
+    }
+}
+
+/// Builds the model of `run`, loads its checkpoint on `backend` and hands
+/// it to `job`; returns the checkpoint's step and the job's output.
+pub fn with_run_model<J: RunModelJob>(
+    run: &LoadedRun,
+    backend: BackendKind,
+    job: J,
+) -> Result<(usize, J::Output)> {
+    struct Job<'a, J> {
+        run: &'a LoadedRun,
+        job: J,
+    }
+    struct ArchJob<'a, J, B: Backend> {
+        job: Job<'a, J>,
+        device: B::Device,
+    }
+    impl<J: RunModelJob, B: Backend> ArchitectureVisitor for ArchJob<'_, J, B> {
+        type Output = Result<(usize, J::Output)>;
+        fn visit<A: Architecture>(self) -> Self::Output {
+            let Job { run, job } = self.job;
+            let ctx = model_context(&run.config, run.task.as_ref());
+            let model_config = parse_model_config::<A>(run.spec.fields.clone(), &ctx)?;
+            let checkpoint = Checkpoint::load(&run.dir.join(CHECKPOINT_FILE), A::NAME)?;
+            let model = A::init::<B>(&model_config, &ctx, &self.device);
+            let model = checkpoint.load_model(model, &self.device)?;
+            Ok((checkpoint.step, job.run(&model, run, &self.device)?))
+        }
+    }
+    impl<J: RunModelJob> BackendVisitor for Job<'_, J> {
+        type Output = Result<(usize, J::Output)>;
+        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+            let arch = self.run.spec.arch.clone();
+            registry::dispatch(&arch, ArchJob::<J, B::InnerBackend> { job: self, device })?
+        }
+    }
+
+    let checkpoint = run.dir.join(CHECKPOINT_FILE);
+    if !checkpoint.exists() {
+        return Err(anyhow!(
+            "{} has no checkpoint ({CHECKPOINT_FILE}); was the run started?",
+            run.dir.display()
+        ));
+    }
+    with_backend(backend, Job { run, job })?
+}
+
 /// `memlab eval`: loads a run directory's config and checkpoint and evaluates.
 pub fn run_eval(
     run: &Path,
@@ -140,78 +225,191 @@ pub fn run_eval(
     split: Split,
     batches: Option<usize>,
 ) -> Result<EvalReport> {
-    let config_path = run.join("config.toml");
-    let config = ExperimentConfig::load(&config_path, &[])
-        .with_context(|| format!("{} is not a memlab run directory", run.display()))?;
-    let task = build_task(&config)?;
-    let spec = ModelSpec::from_table(config.model_table()?, "model")?;
-
-    struct Job<'a> {
-        config: &'a ExperimentConfig,
-        spec: &'a ModelSpec,
-        task: &'a dyn Task,
-        checkpoint: PathBuf,
+    struct Eval {
         split: Split,
-        batches: usize,
+        batches: Option<usize>,
     }
-    struct ArchJob<'a, B: Backend> {
-        job: Job<'a>,
-        device: B::Device,
-    }
-    impl<B: Backend> ArchitectureVisitor for ArchJob<'_, B> {
-        type Output = Result<(usize, EvalFigures)>;
-        fn visit<A: Architecture>(self) -> Self::Output {
-            let job = self.job;
-            let ctx = model_context(job.config, job.task);
-            let model_config = parse_model_config::<A>(job.spec.fields.clone(), &ctx)?;
-            let checkpoint = Checkpoint::load(&job.checkpoint, A::NAME)?;
-            let model = A::init::<B>(&model_config, &ctx, &self.device);
-            let model = checkpoint.load_model(model, &self.device)?;
-            let train = &job.config.train;
-            let eval = evaluate(
-                &model,
-                job.task,
-                job.split,
-                job.batches,
+    impl RunModelJob for Eval {
+        type Output = EvalFigures;
+        fn run<B: Backend, M: SegmentModel<B>>(
+            self,
+            model: &M,
+            run: &LoadedRun,
+            device: &B::Device,
+        ) -> Result<EvalFigures> {
+            let train = &run.config.train;
+            Ok(evaluate(
+                model,
+                run.task.as_ref(),
+                self.split,
+                self.batches.unwrap_or(train.eval_batches),
                 train.batch_size,
                 train.segment_len,
-                &self.device,
-            )?;
-            Ok((checkpoint.step, eval))
+                device,
+            )?)
         }
     }
-    impl BackendVisitor for Job<'_> {
-        type Output = Result<(usize, EvalFigures)>;
-        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-            let arch = self.spec.arch.clone();
-            registry::dispatch(&arch, ArchJob::<B::InnerBackend> { job: self, device })?
-        }
-    }
-
-    let checkpoint = run.join(CHECKPOINT_FILE);
-    if !checkpoint.exists() {
-        return Err(anyhow!(
-            "{} has no checkpoint ({CHECKPOINT_FILE}); was the run started?",
-            run.display()
-        ));
-    }
-    let (step, eval) = with_backend(
-        backend,
-        Job {
-            config: &config,
-            spec: &spec,
-            task: task.as_ref(),
-            checkpoint,
-            split,
-            batches: batches.unwrap_or(config.train.eval_batches),
-        },
-    )??;
+    let loaded = LoadedRun::open(run)?;
+    let (step, eval) = with_run_model(&loaded, backend, Eval { split, batches })?;
     Ok(EvalReport {
         run_dir: run.to_path_buf(),
-        arch: spec.arch,
+        arch: loaded.spec.arch,
         step,
         split,
         eval,
+    })
+}
+
+/// How `memlab generate` picks each token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// 0: greedy (arg-max); otherwise logits are divided by it.
+    pub temperature: f64,
+    /// Sample among the `k` most likely tokens only (0: all).
+    pub top_k: usize,
+    pub seed: u64,
+}
+
+impl Sampling {
+    /// Picks a token id from one row of logits, drawing with `rng`.
+    pub fn pick(&self, logits: &[f32], rng: &mut impl rand::Rng) -> i64 {
+        use rand::RngExt;
+        let argmax = || {
+            logits
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+                    if x > best.1 { (i, x) } else { best }
+                })
+                .0 as i64
+        };
+        if self.temperature <= 0.0 {
+            return argmax();
+        }
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        if self.top_k > 0 {
+            order.truncate(self.top_k);
+        }
+        let top = logits[order[0]] as f64;
+        let weights: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i] as f64 - top) / self.temperature).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut u = rng.random::<f64>() * total;
+        for (&i, w) in order.iter().zip(&weights) {
+            if u < *w {
+                return i as i64;
+            }
+            u -= w;
+        }
+        order[order.len() - 1] as i64
+    }
+}
+
+/// What `memlab generate` reports at the end.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateReport {
+    pub arch: String,
+    pub step: usize,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub tokens_per_second: f64,
+}
+
+/// `memlab generate`: streams `tokens` tokens from a text run's model after
+/// `prompt`, memory carried across segments exactly as in training
+/// ([`memlab_core::runner::SegmentStream`]); `on_token` receives each
+/// token's bytes as it is generated.
+pub fn run_generate(
+    run: &Path,
+    backend: BackendKind,
+    prompt: &str,
+    tokens: usize,
+    sampling: Sampling,
+    progress: bool,
+    on_token: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<GenerateReport> {
+    struct Generate<'a> {
+        prompt: Vec<i64>,
+        tokens: usize,
+        sampling: Sampling,
+        progress: bool,
+        on_token: &'a mut dyn FnMut(&[u8]) -> Result<()>,
+    }
+    impl RunModelJob for Generate<'_> {
+        type Output = f64;
+        fn run<B: Backend, M: SegmentModel<B>>(
+            self,
+            model: &M,
+            run: &LoadedRun,
+            device: &B::Device,
+        ) -> Result<f64> {
+            use rand::SeedableRng;
+            let codec = run.task.codec().expect("checked before");
+            let mut rng = rand::rngs::StdRng::seed_from_u64(self.sampling.seed);
+            let segment_len = run.config.train.segment_len;
+            let mut stream = SegmentStream::new(model, 1, segment_len, device);
+            for &id in &self.prompt {
+                stream.push(&[id]);
+            }
+            let bar = if self.progress {
+                indicatif::ProgressBar::new(self.tokens as u64)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let started = std::time::Instant::now();
+            for i in 0..self.tokens {
+                let logits = stream
+                    .next_logits()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .expect("float logits");
+                let id = self.sampling.pick(&logits, &mut rng);
+                (self.on_token)(&codec.decode(id))?;
+                bar.set_position(i as u64 + 1);
+                if i + 1 < self.tokens {
+                    stream.push(&[id]);
+                }
+            }
+            bar.finish_and_clear();
+            Ok(self.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9))
+        }
+    }
+    let loaded = LoadedRun::open(run)?;
+    let codec = loaded.task.codec().ok_or_else(|| {
+        anyhow!(
+            "`memlab generate` needs a text run (task kind \"bytes\" or \"words\"); {} is a {} run",
+            run.display(),
+            loaded.task.name()
+        )
+    })?;
+    let prompt = codec
+        .encode(prompt)
+        .map_err(|e| anyhow!("the prompt: {e}"))?;
+    if prompt.is_empty() {
+        return Err(anyhow!("the prompt is empty; give at least one token"));
+    }
+    let prompt_tokens = prompt.len();
+    let (step, tokens_per_second) = with_run_model(
+        &loaded,
+        backend,
+        Generate {
+            prompt,
+            tokens,
+            sampling,
+            progress,
+            on_token,
+        },
+    )?;
+    Ok(GenerateReport {
+        arch: loaded.spec.arch,
+        step,
+        prompt_tokens,
+        generated_tokens: tokens,
+        tokens_per_second,
     })
 }
 
@@ -227,7 +425,12 @@ pub struct CompareRow {
     pub metric: memlab_core::Metric,
     pub value: f64,
     pub loss: f64,
+    /// Teacher-forced token accuracy.
     pub accuracy: f64,
+    /// Token accuracy and exact match of the generated answer (tasks with
+    /// an answer; see [`memlab_core::Task::answer`]).
+    pub generated_accuracy: Option<f64>,
+    pub generated_exact_match: Option<f64>,
     pub tokens_per_second: f64,
 }
 
@@ -321,6 +524,8 @@ pub fn run_compare(
             value: report.eval.value,
             loss: report.eval.loss,
             accuracy: report.eval.accuracy,
+            generated_accuracy: report.eval.generated_accuracy,
+            generated_exact_match: report.eval.generated_exact_match,
             tokens_per_second: report.tokens_per_second,
         };
         on_row(&row);
@@ -329,16 +534,24 @@ pub fn run_compare(
     Ok(rows)
 }
 
-/// The comparison as a Markdown table.
+/// A figure that a row may lack, for tables.
+fn optional(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".into(), |v| format!("{v:.4}"))
+}
+
+/// The comparison as a Markdown table. For a task scored on its generated
+/// answer (copy, reverse, quadratic equations), the generated accuracy and
+/// exact match come first: they are the papers' figures; the teacher-forced
+/// accuracy follows.
 pub fn markdown_table(rows: &[CompareRow]) -> String {
     let mut out = String::from(
-        "| setting | model | segments | parameters | memory floats/seq | metric | valid value | valid loss | train tokens/s |\n\
-         | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n",
+        "| setting | model | segments | parameters | memory floats/seq | metric | valid value | generated accuracy | generated exact match | teacher-forced accuracy | valid loss | train tokens/s |\n\
+         | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {:.4} | {:.4} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.4} | {:.4} | {:.0} |",
             r.setting,
             r.model,
             r.segments,
@@ -346,6 +559,9 @@ pub fn markdown_table(rows: &[CompareRow]) -> String {
             r.memory_floats_per_sequence,
             metric_name(r.metric),
             r.value,
+            optional(r.generated_accuracy),
+            optional(r.generated_exact_match),
+            r.accuracy,
             r.loss,
             r.tokens_per_second
         );
@@ -353,15 +569,16 @@ pub fn markdown_table(rows: &[CompareRow]) -> String {
     out
 }
 
-/// The comparison as CSV.
+/// The comparison as CSV (an absent figure is an empty field).
 pub fn csv_table(rows: &[CompareRow]) -> String {
     let mut out = String::from(
-        "setting,model,arch,segments,parameters,memory_floats_per_sequence,metric,value,loss,accuracy,tokens_per_second\n",
+        "setting,model,arch,segments,parameters,memory_floats_per_sequence,metric,value,loss,accuracy,generated_accuracy,generated_exact_match,tokens_per_second\n",
     );
+    let field = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.setting),
             csv_field(&r.model),
             csv_field(&r.arch),
@@ -372,6 +589,8 @@ pub fn csv_table(rows: &[CompareRow]) -> String {
             r.value,
             r.loss,
             r.accuracy,
+            field(r.generated_accuracy),
+            field(r.generated_exact_match),
             r.tokens_per_second
         );
     }
@@ -388,10 +607,5 @@ pub(crate) fn csv_field(s: &str) -> String {
 
 /// Human name of a metric.
 pub fn metric_name(metric: memlab_core::Metric) -> &'static str {
-    match metric {
-        memlab_core::Metric::TokenAccuracy => "accuracy",
-        memlab_core::Metric::ExactMatch => "exact match",
-        memlab_core::Metric::BitsPerCharacter => "bits/char",
-        memlab_core::Metric::Perplexity => "perplexity",
-    }
+    metric.label()
 }

@@ -59,6 +59,36 @@ enum Command {
         #[arg(long)]
         batches: Option<usize>,
     },
+    /// Stream text from a trained byte- or word-level run: reads the
+    /// prompt, then generates, memory carried across segments as in training.
+    Generate {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        backend: BackendKind,
+        /// The text to start from.
+        #[arg(
+            long,
+            conflicts_with = "prompt_file",
+            required_unless_present = "prompt_file"
+        )]
+        prompt: Option<String>,
+        /// Read the prompt from this file.
+        #[arg(long)]
+        prompt_file: Option<PathBuf>,
+        /// Number of tokens to generate.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Sampling temperature; 0 picks the most likely token (greedy).
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        /// Sample among the k most likely tokens only (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Seed of the sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Train every model of [compare] under every setting on the same task and
     /// seed; print a Markdown table and write compare.md and compare.csv.
     Compare {
@@ -138,6 +168,19 @@ fn parse_split(s: &str) -> Result<Split, String> {
     }
 }
 
+/// Writes to stdout and flushes, so that streamed text appears as it comes;
+/// a closed pipe (`| head`) ends the program quietly.
+fn write_bytes(out: &mut impl std::io::Write, bytes: &[u8]) -> Result<()> {
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => Ok(other.context("writing to standard output")?),
+    }
+}
+
+fn write_out(text: &str) -> Result<()> {
+    write_bytes(&mut std::io::stdout().lock(), text.as_bytes())
+}
+
 fn main() {
     if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {err:#}");
@@ -183,18 +226,70 @@ fn run(cli: Cli) -> Result<()> {
             batches,
         } => {
             let report = run_eval(&run, backend, split, batches)?;
-            println!(
-                "{} at step {} on {:?}: {} {:.4}, loss {:.4}, accuracy {:.4}, exact match {:.4}",
+            let e = &report.eval;
+            let generated = match (e.generated_accuracy, e.generated_exact_match) {
+                (Some(acc), Some(exact)) => {
+                    format!("; generated answer: accuracy {acc:.4}, exact match {exact:.4}")
+                }
+                _ => String::new(),
+            };
+            write_out(&format!(
+                "{} at step {} on {:?}: {} {:.4}, loss {:.4}, teacher-forced accuracy {:.4}, exact match {:.4}{generated}\n{}\n",
                 report.arch,
                 report.step,
                 report.split,
-                metric_name(report.eval.metric),
-                report.eval.value,
-                report.eval.loss,
-                report.eval.accuracy,
-                report.eval.exact_match
+                metric_name(e.metric),
+                e.value,
+                e.loss,
+                e.accuracy,
+                e.exact_match,
+                serde_json::to_string(&report)?
+            ))?;
+        }
+        Command::Generate {
+            run,
+            backend,
+            prompt,
+            prompt_file,
+            tokens,
+            temperature,
+            top_k,
+            seed,
+        } => {
+            let prompt = match (prompt, prompt_file) {
+                (Some(p), _) => p,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the prompt file {}", path.display()))?,
+                (None, None) => unreachable!("clap requires one of them"),
+            };
+            if !(temperature.is_finite() && temperature >= 0.0) {
+                anyhow::bail!("--temperature must be a number >= 0, got {temperature}");
+            }
+            let sampling = memlab_cli::Sampling {
+                temperature,
+                top_k,
+                seed,
+            };
+            let mut stdout = std::io::stdout().lock();
+            write_bytes(&mut stdout, prompt.as_bytes())?;
+            let report = memlab_cli::run_generate(
+                &run,
+                backend,
+                &prompt,
+                tokens,
+                sampling,
+                progress,
+                &mut |bytes| write_bytes(&mut stdout, bytes),
+            )?;
+            write_bytes(&mut stdout, b"\n")?;
+            eprintln!(
+                "{} at step {}: {} tokens after a {}-token prompt, {:.1} tokens/s",
+                report.arch,
+                report.step,
+                report.generated_tokens,
+                report.prompt_tokens,
+                report.tokens_per_second
             );
-            println!("{}", serde_json::to_string(&report)?);
         }
         Command::Compare {
             config,

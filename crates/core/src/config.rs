@@ -288,17 +288,59 @@ pub enum BpttDepth {
     /// Gradients flow through every segment of the rollout.
     #[default]
     Full,
-    /// Gradients flow through at most `k` memory transitions: the memory is
-    /// detached before segments `k+1, 2(k+1), ...` (truncated BPTT in windows
-    /// of `k+1` segments); `0` detaches after every segment.
+    /// memlab's own block truncation: the memory is detached before
+    /// segments `k+1, 2(k+1), ...` (truncated BPTT in windows of `k+1`
+    /// segments, each segment computed once); `0` detaches after every
+    /// segment. `train.bptt_window = "blocks"`.
     Segments(usize),
+    /// LM-RMT's `mem_backprop_depth k` (`train_synthetic.py`): every
+    /// segment's loss back-propagates through exactly the `k` segments
+    /// before it (fewer at the start), a window sliding with the segment.
+    /// The window is recomputed from the memory that entered its first
+    /// segment, so a step costs up to `k + 1` forward passes per segment.
+    /// `train.bptt_window = "sliding"` (the default) with `bptt_depth = k`.
+    Sliding(usize),
+}
+
+/// How `train.bptt_depth = k` truncates: LM-RMT's sliding window, or
+/// memlab's cheaper blocks of `k + 1` segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BpttWindow {
+    #[default]
+    Sliding,
+    Blocks,
+}
+
+/// How a training step computes its gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradientMethod {
+    /// Back-propagation through the rollout (truncated as `bptt_depth` says).
+    #[default]
+    Bptt,
+    /// Memory replay back-propagation (Memformer §3.3, `memlab_core::mrbp`):
+    /// full BPTT's gradients with one segment's activations alive at a time.
+    Replay,
+}
+
+/// How gradients are clipped to `train.grad_clip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClipMode {
+    /// By the norm of all parameters' gradients together, as every official
+    /// code base does (`torch.nn.utils.clip_grad_norm_`).
+    #[default]
+    Global,
+    /// Each parameter tensor by its own norm (Burn's `GradientClipping::Norm`).
+    PerTensor,
 }
 
 impl Serialize for BpttDepth {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             BpttDepth::Full => s.serialize_str("full"),
-            BpttDepth::Segments(k) => s.serialize_u64(*k as u64),
+            BpttDepth::Segments(k) | BpttDepth::Sliding(k) => s.serialize_u64(*k as u64),
         }
     }
 }
@@ -331,7 +373,7 @@ impl BpttDepth {
     /// a previous batch, which the caller detaches.
     pub fn detach_before(&self, index: usize) -> bool {
         match self {
-            BpttDepth::Full => false,
+            BpttDepth::Full | BpttDepth::Sliding(_) => false,
             BpttDepth::Segments(k) => index > 0 && index.is_multiple_of(k + 1),
         }
     }
@@ -341,7 +383,8 @@ impl fmt::Display for BpttDepth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BpttDepth::Full => write!(f, "full"),
-            BpttDepth::Segments(k) => write!(f, "{k}"),
+            BpttDepth::Segments(k) => write!(f, "{k} (blocks)"),
+            BpttDepth::Sliding(k) => write!(f, "{k} (sliding)"),
         }
     }
 }
@@ -383,6 +426,17 @@ impl Validate for RunConfig {
     }
 }
 
+impl TrainConfig {
+    /// The truncation the runner applies: `bptt_depth` read as
+    /// `bptt_window` says.
+    pub fn bptt(&self) -> BpttDepth {
+        match (self.bptt_depth, self.bptt_window) {
+            (BpttDepth::Segments(k), BpttWindow::Sliding) => BpttDepth::Sliding(k),
+            (depth, _) => depth,
+        }
+    }
+}
+
 /// `[train]`: optimisation and the segment runner's settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -393,8 +447,16 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Segment length the runner splits sequences into.
     pub segment_len: usize,
-    /// BPTT depth through memory: `"full"` or a number of segments.
+    /// BPTT depth through memory: `"full"` or a number of segments `k`.
     pub bptt_depth: BpttDepth,
+    /// What `bptt_depth = k` means: `"sliding"` (LM-RMT's
+    /// `mem_backprop_depth`: each segment's loss reaches `k` segments back)
+    /// or `"blocks"` (memlab's: detach every `k + 1` segments).
+    pub bptt_window: BpttWindow,
+    /// `"bptt"` or `"replay"` (memory replay back-propagation: full BPTT's
+    /// gradients in one segment's activation memory; needs
+    /// `bptt_depth = "full"`, and dropout 0 to equal BPTT).
+    pub gradients: GradientMethod,
     /// Peak learning rate (AdamW).
     pub lr: f64,
     /// Final learning rate of the cosine decay.
@@ -403,8 +465,11 @@ pub struct TrainConfig {
     pub warmup_steps: usize,
     /// AdamW weight decay.
     pub weight_decay: f64,
-    /// Gradient clipping by norm (Burn clips each parameter tensor); 0 = off.
+    /// Gradient clipping to this norm; 0 = off.
     pub grad_clip: f64,
+    /// `"global"` (the norm of all gradients together, as LM-RMT's
+    /// `clip_grad_norm_`) or `"per-tensor"`.
+    pub grad_clip_mode: ClipMode,
     /// Evaluate every this many steps (and at the end); 0 = only at the end.
     pub eval_every: usize,
     /// Batches per evaluation.
@@ -422,11 +487,14 @@ impl Default for TrainConfig {
             batch_size: 32,
             segment_len: 24,
             bptt_depth: BpttDepth::Full,
+            bptt_window: BpttWindow::Sliding,
+            gradients: GradientMethod::Bptt,
             lr: 1e-3,
             min_lr: 1e-5,
             warmup_steps: 100,
             weight_decay: 0.0,
             grad_clip: 1.0,
+            grad_clip_mode: ClipMode::Global,
             eval_every: 0,
             eval_batches: 4,
             checkpoint_every: 0,
@@ -465,6 +533,15 @@ impl Validate for TrainConfig {
         }
         check::non_negative_f64("weight_decay", self.weight_decay)?;
         check::non_negative_f64("grad_clip", self.grad_clip)?;
+        if self.gradients == GradientMethod::Replay && self.bptt_depth != BpttDepth::Full {
+            return Err(ConfigError::new(
+                "gradients",
+                format!(
+                    "\"replay\" computes full BPTT's gradients; it needs `bptt_depth = \"full\"`, got {}",
+                    self.bptt_depth
+                ),
+            ));
+        }
         Ok(())
     }
 }

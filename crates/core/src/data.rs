@@ -37,6 +37,52 @@ pub enum Metric {
     BitsPerCharacter,
     /// exp(loss).
     Perplexity,
+    /// Token accuracy of the answer the model generates itself (greedy,
+    /// memory carried), as LM-RMT's `train_synthetic.py` scores copy and
+    /// reverse ("no teacher forcing").
+    GeneratedAccuracy,
+    /// Fraction of sequences whose generated answer is right in full, as
+    /// LM-RMT's `train_sqeq.py` scores quadratic equations ("answer acc").
+    GeneratedExactMatch,
+}
+
+impl Metric {
+    /// Whether the figure is read off a generated (free-running) answer.
+    pub fn is_generated(self) -> bool {
+        matches!(
+            self,
+            Metric::GeneratedAccuracy | Metric::GeneratedExactMatch
+        )
+    }
+
+    /// Human name, for tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::TokenAccuracy => "accuracy",
+            Metric::ExactMatch => "exact match",
+            Metric::BitsPerCharacter => "bits/char",
+            Metric::Perplexity => "perplexity",
+            Metric::GeneratedAccuracy => "generated accuracy",
+            Metric::GeneratedExactMatch => "generated exact match",
+        }
+    }
+}
+
+/// Where a task's answer starts and how its generated form is scored: the
+/// model reads `inputs[..=start]` (the prompt), then feeds back its own
+/// greedy prediction for target `t` as input `t + 1`, up to the end of the
+/// row. Every row of the task has the same layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerSpec {
+    /// First target position the model generates.
+    pub start: usize,
+    /// Target positions whose generated tokens must all be right for a
+    /// sequence to count as an exact match.
+    pub exact: std::ops::Range<usize>,
+    /// A target id that generated token accuracy does not count (padding,
+    /// as `train_sqeq.py` counts only targets `> 0`); exact match still
+    /// requires it.
+    pub ignore_in_accuracy: Option<i64>,
 }
 
 /// A batch of sequences on the host: `inputs`, `targets` and `mask` are
@@ -185,4 +231,22 @@ pub trait Task: Send + Sync {
     fn artifacts(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// The answer a model generates free-running, for tasks scored so (the
+    /// RMT paper's copy, reverse and quadratic equations).
+    fn answer(&self) -> Option<AnswerSpec> {
+        None
+    }
+    /// Text tasks: how text maps to token ids and back (`memlab generate`).
+    fn codec(&self) -> Option<&dyn TextCodec> {
+        None
+    }
+}
+
+/// Text to token ids and back, for a text task's vocabulary.
+pub trait TextCodec {
+    /// The token ids of `text`; an error names what cannot be encoded.
+    fn encode(&self, text: &str) -> Result<Vec<i64>, BatchError>;
+    /// The bytes token `id` stands for, as they are written out (a word
+    /// and the space after it, a byte, a newline for `<eos>`).
+    fn decode(&self, id: i64) -> Vec<u8>;
 }

@@ -23,8 +23,10 @@ pub mod seed;
 pub mod testing;
 pub mod train;
 
-pub use config::{BpttDepth, ConfigError, ExperimentConfig, Validate};
-pub use data::{HostBatch, Metric, SequenceBatch, Split, Task};
+pub use config::{
+    BpttDepth, BpttWindow, ClipMode, ConfigError, ExperimentConfig, GradientMethod, Validate,
+};
+pub use data::{AnswerSpec, HostBatch, Metric, SequenceBatch, Split, Task, TextCodec};
 pub use model::{
     MemoryError, MemoryState, ModelContext, ModelDescription, NoMemory, SegmentModel,
     SegmentOutput, TensorMemory,

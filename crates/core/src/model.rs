@@ -63,8 +63,11 @@ impl<B: Backend> MemoryState<B> for NoMemory {
     }
 }
 
-/// A single memory tensor `[batch, n, d]`: the simplest memory, used by RMT
-/// (memory tokens), Memformer (slots) and tests.
+/// A single memory tensor `[batch, n, d]`: the simplest memory, for a model
+/// whose state is one tensor (the runner's tests use it). The registered
+/// architectures carry their own types: `RmtMemory` (memory tokens and the
+/// Tr-XL cache), `MemformerMemory` (slots and the previous encoding),
+/// Transformer-XL's layer cache, the ∞-former's signal and cache.
 #[derive(Debug, Clone)]
 pub struct TensorMemory<B: Backend>(pub Tensor<B, 3>);
 

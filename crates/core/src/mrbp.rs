@@ -25,10 +25,10 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::data::SequenceBatch;
 use crate::model::{MemoryState, SegmentModel};
-use crate::runner::{segment_bounds, token_nll_and_correct};
+use crate::runner::{Tallies, segment_bounds, token_nll_and_correct};
 
 /// What [`memory_replay_backprop`] returns.
-pub struct Replay<M> {
+pub struct Replay<B: Backend, M> {
     /// The parameter gradients of the rollout's loss, as full BPTT's.
     pub grads: GradientsParams,
     /// The loss (as `run_segments` defines it: mean masked cross-entropy
@@ -36,6 +36,8 @@ pub struct Replay<M> {
     pub loss: f64,
     /// The memory after the last segment (detached).
     pub memory: M,
+    /// The rollout's figures, as `run_segments` tallies them.
+    pub tallies: Tallies<B>,
 }
 
 /// Gradients of the rollout of `model` over `batch` from `memory`, with
@@ -45,7 +47,7 @@ pub fn memory_replay_backprop<B, M>(
     batch: &SequenceBatch<B>,
     segment_len: usize,
     memory: M::Memory,
-) -> Replay<M::Memory>
+) -> Replay<B, M::Memory>
 where
     B: AutodiffBackend,
     M: SegmentModel<B> + AutodiffModule<B>,
@@ -83,6 +85,8 @@ where
     let mut accumulator = GradientsAccumulator::<M>::new();
     let mut upstream: Option<Vec<Tensor<B, 3>>> = None;
     let mut loss_total = 0.0;
+    let mut per_token = Vec::with_capacity(segments);
+    let mut aux_total: Option<Tensor<B, 1>> = None;
     for t in (0..segments).rev() {
         let (tokens, targets, mask) = slice(t);
         // Segment 0 starts from the caller's memory as it is, so gradients
@@ -100,10 +104,16 @@ where
             (start, Some(leaves))
         };
         let output = model.forward_segment(tokens, start);
-        let (nll, _) = token_nll_and_correct(output.logits, targets);
-        let mut loss = (nll * mask).sum() / total_tokens.clone();
+        let (nll, correct) = token_nll_and_correct(output.logits, targets);
+        let mut loss = (nll.clone() * mask.clone()).sum() / total_tokens.clone();
+        per_token.push(Tallies::segment(nll, correct, mask));
         if let Some(aux) = output.aux_loss {
-            loss = loss + aux / segments as f64;
+            let aux = aux / segments as f64;
+            aux_total = Some(match aux_total {
+                Some(sum) => sum + aux.clone().detach(),
+                None => aux.clone().detach(),
+            });
+            loss = loss + aux;
         }
         loss_total += loss.clone().into_scalar().elem::<f64>();
         let mut objective = loss;
@@ -134,9 +144,11 @@ where
             .collect(),
     )
     .expect("a memory rebuilds from its own tensors");
+    per_token.reverse();
     Replay {
         grads: accumulator.grads(),
         loss: loss_total,
         memory,
+        tallies: Tallies::new(per_token, aux_total),
     }
 }

@@ -26,6 +26,12 @@ pub trait Architecture: 'static {
     /// The `[model]` table, without its `arch` key.
     type Config: Serialize + DeserializeOwned + Validate + Default + Clone + std::fmt::Debug;
 
+    /// Named settings a `[model]` table can start from with
+    /// `preset = "name"`: `(name, TOML fields)`. Fields the table gives
+    /// itself override the preset's (e.g. RMT's `"paper"`: LM-RMT's code
+    /// path, with the sizes of each experiment given beside it).
+    const PRESETS: &'static [(&'static str, &'static str)] = &[];
+
     type Model<B: Backend>: SegmentModel<B>;
     type TrainModel<B: AutodiffBackend>: SegmentModel<B>
         + AutodiffModule<B, InnerModule = Self::Model<B::InnerBackend>>;
@@ -54,9 +60,39 @@ pub fn parse_model_config<A: Architecture>(
     table: toml::Table,
     ctx: &ModelContext,
 ) -> Result<A::Config, ConfigError> {
+    let table = apply_preset::<A>(table)?;
     let config: A::Config = parse_section(toml::Value::Table(table), "model")?;
     A::check(&config, ctx).map_err(|e| e.within("model"))?;
     Ok(config)
+}
+
+/// Expands `preset = "name"` ([`Architecture::PRESETS`]): the preset's
+/// fields, then the table's own on top.
+pub fn apply_preset<A: Architecture>(mut table: toml::Table) -> Result<toml::Table, ConfigError> {
+    let Some(value) = table.remove("preset") else {
+        return Ok(table);
+    };
+    let names: Vec<&str> = A::PRESETS.iter().map(|(n, _)| *n).collect();
+    let name = value.as_str().ok_or_else(|| {
+        ConfigError::new(
+            "model.preset",
+            format!("must be a string, got {}", value.type_str()),
+        )
+    })?;
+    let Some((_, fields)) = A::PRESETS.iter().find(|(n, _)| *n == name) else {
+        let known = if names.is_empty() {
+            format!("{} has none", A::NAME)
+        } else {
+            format!("known for {}: {}", A::NAME, names.join(", "))
+        };
+        return Err(ConfigError::new(
+            "model.preset",
+            format!("unknown preset {name:?}; {known}"),
+        ));
+    };
+    let mut merged = crate::config::parse_toml(fields).expect("a preset is valid TOML");
+    merged.extend(table);
+    Ok(merged)
 }
 
 /// Test support for architecture crates: each `(model table, field)` case

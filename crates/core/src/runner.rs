@@ -12,7 +12,7 @@ use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
 use crate::config::BpttDepth;
-use crate::data::SequenceBatch;
+use crate::data::{AnswerSpec, SequenceBatch};
 use crate::model::{MemoryState, SegmentModel};
 
 /// Segment boundaries `[start, end)` of a sequence of `len` tokens; the last
@@ -52,10 +52,39 @@ pub struct Rollout<B: Backend, M> {
     pub loss: Tensor<B, 1>,
     /// The memory after the last segment.
     pub memory: M,
+    /// The figures, still on the device.
+    pub tallies: Tallies<B>,
+}
+
+/// A rollout's figures on the device, read back on demand
+/// ([`Tallies::figures`]).
+#[derive(Debug, Clone)]
+pub struct Tallies<B: Backend> {
     /// Per segment, `[3, batch, segment]`: masked token NLL, masked
     /// correctness (0/1) and the mask, detached.
     per_token: Vec<Tensor<B, 3>>,
+    /// The mean auxiliary loss.
     aux: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Tallies<B> {
+    /// Tallies of one segment's per-token NLL `[batch, segment]`, argmax
+    /// correctness and mask.
+    pub fn segment(nll: Tensor<B, 2>, correct: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
+        Tensor::stack::<3>(
+            vec![(nll * mask.clone()).detach(), correct * mask.clone(), mask],
+            0,
+        )
+    }
+
+    /// From the segments' tallies (in segment order) and the mean
+    /// auxiliary loss.
+    pub fn new(per_token: Vec<Tensor<B, 3>>, aux: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            per_token,
+            aux: aux.map(|a| a.detach()),
+        }
+    }
 }
 
 /// Figures of one segment.
@@ -89,6 +118,13 @@ pub struct RolloutFigures {
 }
 
 impl<B: Backend, M> Rollout<B, M> {
+    /// The rollout's figures ([`Tallies::figures`]).
+    pub fn figures(&self) -> RolloutFigures {
+        self.tallies.figures()
+    }
+}
+
+impl<B: Backend> Tallies<B> {
     /// Reads the figures back in one device-to-host transfer and sums them on
     /// the host in a fixed order (f64), so that the same run always reports
     /// the same figures whatever order a backend reduces in.
@@ -98,7 +134,7 @@ impl<B: Backend, M> Rollout<B, M> {
         let len: usize = lens.iter().sum();
         let mut parts = vec![Tensor::cat(self.per_token.clone(), 2).reshape([3 * batch * len])];
         if let Some(aux) = &self.aux {
-            parts.push(aux.clone().detach());
+            parts.push(aux.clone());
         }
         let values: Vec<f32> = Tensor::cat(parts, 0)
             .into_data()
@@ -167,12 +203,35 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
     let mut loss_sum: Option<Tensor<B, 1>> = None;
     let mut aux_sum: Option<Tensor<B, 1>> = None;
     let mut per_token = Vec::with_capacity(bounds.len());
+    let tokens_of = |index: usize| {
+        let (start, end) = bounds[index];
+        batch.inputs.clone().slice([0..batch_size, start..end])
+    };
+    // Sliding window: the memory entering each segment, kept to replay the
+    // window from (the first one as given, so that a learned initial memory
+    // gets its gradient while it is inside the window; the others detached).
+    let mut entering: Vec<M::Memory> = Vec::new();
 
     for (index, &(start, end)) in bounds.iter().enumerate() {
-        if bptt.detach_before(index) {
+        if let BpttDepth::Sliding(k) = bptt {
+            // LM-RMT's `mem_backprop_depth k`: segment t's loss reaches back
+            // through the k segments before it. Those are recomputed from
+            // the (detached) memory that entered segment t − k; their
+            // outputs other than the memory are discarded.
+            entering.push(if index == 0 {
+                memory.clone()
+            } else {
+                memory.clone().detach()
+            });
+            let first = index.saturating_sub(k);
+            memory = entering[first].clone();
+            for replay in first..index {
+                memory = model.forward_segment(tokens_of(replay), memory).memory;
+            }
+        } else if bptt.detach_before(index) {
             memory = memory.detach();
         }
-        let tokens = batch.inputs.clone().slice([0..batch_size, start..end]);
+        let tokens = tokens_of(index);
         let targets = batch.targets.clone().slice([0..batch_size, start..end]);
         let mask = batch.mask.clone().slice([0..batch_size, start..end]);
 
@@ -186,12 +245,8 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
         }
 
         let (nll, correct) = token_nll_and_correct(output.logits, targets);
-        let masked_nll = nll * mask.clone();
-        per_token.push(Tensor::stack::<3>(
-            vec![masked_nll.clone().detach(), correct * mask.clone(), mask],
-            0,
-        ));
-        let seg_loss = masked_nll.sum();
+        let seg_loss = (nll.clone() * mask.clone()).sum();
+        per_token.push(Tallies::segment(nll, correct, mask));
         loss_sum = Some(match loss_sum {
             Some(sum) => sum + seg_loss,
             None => seg_loss,
@@ -207,8 +262,7 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
     Rollout {
         loss,
         memory,
-        per_token,
-        aux,
+        tallies: Tallies::new(per_token, aux),
     }
 }
 
@@ -253,4 +307,182 @@ where
         memory = Some(rollout.memory);
     }
     memory
+}
+
+/// Reads a token stream segment by segment, as the runner does: segment
+/// boundaries fall every `segment_len` tokens from the start of the stream,
+/// and the memory is updated only when a segment is complete, so the logits
+/// it gives for the next token are exactly the ones a teacher-forced pass
+/// over the same tokens computes at that position. A partial segment is
+/// re-read from the memory that entered it on every call of
+/// [`SegmentStream::next_logits`] (no model keeps a per-token cache).
+pub struct SegmentStream<'a, B: Backend, M: SegmentModel<B>> {
+    model: &'a M,
+    segment_len: usize,
+    batch: usize,
+    device: B::Device,
+    /// The memory entering the current segment.
+    memory: M::Memory,
+    /// Tokens of the current segment, `[position][row]`.
+    segment: Vec<Vec<i64>>,
+    /// Logits `[batch, vocab]` after the last token pushed, when known.
+    last: Option<Tensor<B, 2>>,
+}
+
+impl<'a, B: Backend, M: SegmentModel<B>> SegmentStream<'a, B, M> {
+    /// A stream of `batch` rows starting from the model's initial memory.
+    pub fn new(model: &'a M, batch: usize, segment_len: usize, device: &B::Device) -> Self {
+        assert!(segment_len > 0, "segment length must be at least 1");
+        Self {
+            model,
+            segment_len,
+            batch,
+            device: device.clone(),
+            memory: model.init_memory(batch, device),
+            segment: Vec::with_capacity(segment_len),
+            last: None,
+        }
+    }
+
+    /// Appends one token per row; a completed segment is read and its
+    /// memory handed on.
+    pub fn push(&mut self, tokens: &[i64]) {
+        assert_eq!(tokens.len(), self.batch, "one token per row");
+        self.segment.push(tokens.to_vec());
+        self.last = None;
+        if self.segment.len() == self.segment_len {
+            let (logits, memory) = self.read(self.memory.clone());
+            self.memory = memory;
+            self.last = Some(logits);
+            self.segment.clear();
+        }
+    }
+
+    /// The logits `[batch, vocab]` for the token after everything pushed.
+    /// Panics before the first push (there is nothing to condition on).
+    pub fn next_logits(&mut self) -> Tensor<B, 2> {
+        if let Some(last) = &self.last {
+            return last.clone();
+        }
+        assert!(!self.segment.is_empty(), "push a prompt token first");
+        let (logits, _) = self.read(self.memory.clone());
+        self.last = Some(logits.clone());
+        logits
+    }
+
+    /// Runs the current segment from `memory`: the last position's logits
+    /// and the memory after the segment.
+    fn read(&self, memory: M::Memory) -> (Tensor<B, 2>, M::Memory) {
+        let len = self.segment.len();
+        let mut ids = Vec::with_capacity(self.batch * len);
+        for row in 0..self.batch {
+            ids.extend(self.segment.iter().map(|step| step[row]));
+        }
+        let tokens = Tensor::from_data(TensorData::new(ids, [self.batch, len]), &self.device);
+        let out = self.model.forward_segment(tokens, memory);
+        let vocab = out.logits.dims()[2];
+        let last = out
+            .logits
+            .slice([0..self.batch, len - 1..len])
+            .reshape([self.batch, vocab]);
+        (last, out.memory)
+    }
+}
+
+/// The greedy (arg-max) token of each row of `logits` `[batch, vocab]`,
+/// read back in one transfer; ties go to the lowest id, as `argmax` does.
+pub fn greedy_tokens<B: Backend>(logits: Tensor<B, 2>) -> Vec<i64> {
+    let [batch, _] = logits.dims();
+    logits
+        .argmax(1)
+        .reshape([batch])
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .expect("int data")
+}
+
+/// Generates the answer of every row of `inputs` (`[batch, len]`, on the
+/// host, row-major) free-running: the stream reads `inputs[..=start]`, then
+/// the model's greedy prediction for each target `t ≥ start` becomes input
+/// `t + 1`. Returns the predictions for targets `start..len`, row-major
+/// `[batch, len - start]`. Memory is carried across every segment boundary
+/// the answer crosses, exactly as in training (LM-RMT's "no teacher
+/// forcing" evaluation, `train_synthetic.py`).
+pub fn generate_answers<B: Backend, M: SegmentModel<B>>(
+    model: &M,
+    inputs: &[i64],
+    batch: usize,
+    start: usize,
+    segment_len: usize,
+    device: &B::Device,
+) -> Vec<i64> {
+    let len = inputs.len() / batch;
+    assert!(start < len, "the answer starts inside the row");
+    let mut stream = SegmentStream::new(model, batch, segment_len, device);
+    let column = |t: usize| (0..batch).map(|b| inputs[b * len + t]).collect::<Vec<_>>();
+    for t in 0..=start {
+        stream.push(&column(t));
+    }
+    let answer = len - start;
+    let mut out = vec![0i64; batch * answer];
+    for t in start..len {
+        let predicted = greedy_tokens(stream.next_logits());
+        for (b, &p) in predicted.iter().enumerate() {
+            out[b * answer + t - start] = p;
+        }
+        if t + 1 < len {
+            stream.push(&predicted);
+        }
+    }
+    out
+}
+
+/// Generated-answer figures of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GeneratedFigures {
+    /// Right generated tokens over the masked answer positions.
+    pub correct: f64,
+    /// Masked answer positions counted.
+    pub tokens: f64,
+    /// Sequences whose `exact` positions are all right.
+    pub exact: usize,
+    pub sequences: usize,
+}
+
+/// Scores generated answers (`[batch, len - spec.start]`, from
+/// [`generate_answers`]) against `targets` and `mask` (`[batch, len]`):
+/// accuracy over the masked positions from `spec.start` on (without
+/// `spec.ignore_in_accuracy` targets), exact match over `spec.exact`.
+pub fn score_answers(
+    generated: &[i64],
+    targets: &[i64],
+    mask: &[f32],
+    batch: usize,
+    spec: &AnswerSpec,
+) -> GeneratedFigures {
+    let len = targets.len() / batch;
+    let answer = len - spec.start;
+    let (mut correct, mut tokens, mut exact) = (0.0, 0.0, 0);
+    for b in 0..batch {
+        let mut all = true;
+        for t in spec.start..len {
+            let target = targets[b * len + t];
+            let right = generated[b * answer + t - spec.start] == target;
+            if spec.exact.contains(&t) {
+                all &= right;
+            }
+            if mask[b * len + t] > 0.0 && Some(target) != spec.ignore_in_accuracy {
+                tokens += 1.0;
+                correct += right as u8 as f64;
+            }
+        }
+        exact += all as usize;
+    }
+    GeneratedFigures {
+        correct,
+        tokens,
+        exact,
+        sequences: batch,
+    }
 }

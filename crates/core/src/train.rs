@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
 use burn::optim::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
@@ -20,12 +20,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, write_atomically};
-use crate::config::{BpttDepth, ExperimentConfig, TrainConfig};
-use crate::data::{BatchError, Metric, Split, Task};
+use crate::config::{BpttDepth, ClipMode, ExperimentConfig, GradientMethod, TrainConfig};
+use crate::data::{BatchError, Metric, SequenceBatch, Split, Task};
 use crate::model::MemoryState;
 use crate::model::{ModelContext, ModelDescription, SegmentModel};
+use crate::mrbp::memory_replay_backprop;
 use crate::registry::Architecture;
-use crate::runner::{RolloutFigures, run_segments, run_streaming};
+use crate::runner::{
+    GeneratedFigures, RolloutFigures, Tallies, generate_answers, run_segments, run_streaming,
+    score_answers,
+};
 use crate::seed::{init_seeded, seeded};
 
 /// Anything that stops a run.
@@ -74,10 +78,18 @@ pub struct EvalFigures {
     pub tokens: f64,
     /// Mean accuracy of each segment position (over batches).
     pub segment_accuracy: Vec<f64>,
+    /// Token accuracy of the generated answer (tasks with an answer).
+    pub generated_accuracy: Option<f64>,
+    /// Exact match of the generated answer (tasks with an answer).
+    pub generated_exact_match: Option<f64>,
 }
 
 impl EvalFigures {
-    fn from_rollouts(metric: Metric, rollouts: &[RolloutFigures]) -> Self {
+    fn from_rollouts(
+        metric: Metric,
+        rollouts: &[RolloutFigures],
+        generated: &[GeneratedFigures],
+    ) -> Self {
         let tokens: f64 = rollouts.iter().map(|r| r.tokens).sum();
         let sequences: usize = rollouts.iter().map(|r| r.sequences).sum();
         let weighted = |f: fn(&RolloutFigures) -> f64| {
@@ -106,11 +118,29 @@ impl EvalFigures {
                 if t > 0.0 { c / t } else { 0.0 }
             })
             .collect();
+        let (generated_accuracy, generated_exact_match) = if generated.is_empty() {
+            (None, None)
+        } else {
+            let correct: f64 = generated.iter().map(|g| g.correct).sum();
+            let counted: f64 = generated.iter().map(|g| g.tokens).sum();
+            let exact: usize = generated.iter().map(|g| g.exact).sum();
+            let rows: usize = generated.iter().map(|g| g.sequences).sum();
+            (
+                Some(if counted > 0.0 {
+                    correct / counted
+                } else {
+                    0.0
+                }),
+                Some(exact as f64 / rows.max(1) as f64),
+            )
+        };
         let value = match metric {
             Metric::TokenAccuracy => accuracy,
             Metric::ExactMatch => exact_match,
             Metric::BitsPerCharacter => loss / std::f64::consts::LN_2,
             Metric::Perplexity => loss.exp(),
+            Metric::GeneratedAccuracy => generated_accuracy.unwrap_or(f64::NAN),
+            Metric::GeneratedExactMatch => generated_exact_match.unwrap_or(f64::NAN),
         };
         Self {
             loss,
@@ -120,6 +150,8 @@ impl EvalFigures {
             value,
             tokens,
             segment_accuracy,
+            generated_accuracy,
+            generated_exact_match,
         }
     }
 }
@@ -127,6 +159,9 @@ impl EvalFigures {
 /// Evaluates `model` on `batches` batches of `split`: fresh memory per batch,
 /// or, for a streaming task, the split's first `batches` batches in order
 /// with memory carried from each into the next (at most the whole split).
+/// A task with an answer ([`Task::answer`]) is also scored on the answer
+/// the model generates itself ([`generate_answers`]), beside the
+/// teacher-forced figures.
 pub fn evaluate<B: Backend, M: SegmentModel<B>>(
     model: &M,
     task: &dyn Task,
@@ -140,6 +175,8 @@ pub fn evaluate<B: Backend, M: SegmentModel<B>>(
     let available = task.batches(split, batch_size).unwrap_or(u64::MAX);
     let count = (batches as u64).min(available) as usize;
     let mut rollouts = Vec::with_capacity(count);
+    let answer = task.answer().filter(|_| !task.streaming());
+    let mut generated = Vec::new();
     if task.streaming() {
         let mut error = None;
         let device_batches = (0..count as u64).map_while(|index| {
@@ -160,15 +197,35 @@ pub fn evaluate<B: Backend, M: SegmentModel<B>>(
         }
     } else {
         for index in 0..count {
-            let batch = task
-                .batch(split, index as u64, batch_size)
-                .to_device::<B>(task.vocab_size(), device)?;
+            let host = task.batch(split, index as u64, batch_size);
+            let batch = host.to_device::<B>(task.vocab_size(), device)?;
             let memory = model.init_memory(batch_size, device);
             let rollout = run_segments(model, &batch, segment_len, BpttDepth::Full, memory);
             rollouts.push(rollout.figures());
+            if let Some(spec) = &answer {
+                let answers = generate_answers(
+                    model,
+                    &host.inputs,
+                    host.batch,
+                    spec.start,
+                    segment_len,
+                    device,
+                );
+                generated.push(score_answers(
+                    &answers,
+                    &host.targets,
+                    &host.mask,
+                    host.batch,
+                    spec,
+                ));
+            }
         }
     }
-    Ok(EvalFigures::from_rollouts(task.metric(), &rollouts))
+    Ok(EvalFigures::from_rollouts(
+        task.metric(),
+        &rollouts,
+        &generated,
+    ))
 }
 
 /// How a run is shown and where it is recorded.
@@ -197,13 +254,119 @@ pub struct TrainReport {
 }
 
 /// The optimizer of every training run (and of the benchmarks' training
-/// step): Burn's AdamW with the config's weight decay and gradient clipping.
+/// step): Burn's AdamW with the config's weight decay, and Burn's own
+/// per-tensor clipping when `grad_clip_mode = "per-tensor"`; global-norm
+/// clipping is [`clip_gradients`], applied before the optimizer step.
 pub fn optimizer_config(train: &TrainConfig) -> AdamWConfig {
+    let per_tensor = train.grad_clip > 0.0 && train.grad_clip_mode == ClipMode::PerTensor;
     AdamWConfig::new()
         .with_weight_decay(train.weight_decay as f32)
-        .with_grad_clipping((train.grad_clip > 0.0).then_some(
+        .with_grad_clipping(per_tensor.then_some(
             burn::grad_clipping::GradientClippingConfig::Norm(train.grad_clip as f32),
         ))
+}
+
+/// The norm of all of `model`'s parameter gradients in `grads` taken
+/// together, `√Σ‖g‖²`, on the device (`[1]`; `None` without gradients).
+pub fn global_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    struct Squares<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        sums: Vec<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Squares<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                self.sums.push(g.powi_scalar(2).sum());
+            }
+        }
+    }
+    let mut squares = Squares::<B> {
+        grads,
+        sums: Vec::new(),
+    };
+    model.visit(&mut squares);
+    (!squares.sums.is_empty()).then(|| Tensor::cat(squares.sums, 0).sum().sqrt())
+}
+
+/// Clipping by the global norm, as `torch.nn.utils.clip_grad_norm_` (which
+/// LM-RMT, Transformer-XL and the ∞-former call): every gradient is scaled
+/// by `min(1, max_norm / (norm + 1e-6))`, `norm` the norm of all gradients
+/// together. Burn's own clipping works per tensor only, hence this pass.
+/// The factor stays on the device (no synchronisation). Returns the
+/// gradients and the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    mut grads: GradientsParams,
+    max_norm: f64,
+) -> (GradientsParams, Option<Tensor<B::InnerBackend, 1>>) {
+    struct Scale<'a, B: AutodiffBackend> {
+        grads: &'a mut GradientsParams,
+        factor: Tensor<B::InnerBackend, 1>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let factor = self.factor.clone().reshape([1; D]);
+                self.grads.register(param.id, g * factor);
+            }
+        }
+    }
+    let Some(norm) = global_grad_norm(model, &grads) else {
+        return (grads, None);
+    };
+    let factor = (norm.clone().add_scalar(1e-6).recip() * max_norm).clamp_max(1.0);
+    model.visit(&mut Scale::<B> {
+        grads: &mut grads,
+        factor,
+    });
+    (grads, Some(norm))
+}
+
+/// The clipping `train` asks for that the optimizer does not do itself:
+/// global-norm clipping (per-tensor clipping is in [`optimizer_config`]).
+/// Returns the gradients and, when it computed it, their global norm
+/// before clipping (on the device).
+pub fn clip_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: GradientsParams,
+    train: &TrainConfig,
+) -> (GradientsParams, Option<Tensor<B::InnerBackend, 1>>) {
+    if train.grad_clip > 0.0 && train.grad_clip_mode == ClipMode::Global {
+        clip_global_norm(model, grads, train.grad_clip)
+    } else {
+        (grads, None)
+    }
+}
+
+/// One training step's gradients, as `train.gradients` says: back-
+/// propagation through the rollout (truncated as `train.bptt()` says), or
+/// memory replay back-propagation. Returns the gradients (before clipping),
+/// the rollout's figures on the device and the memory after the batch.
+pub fn step_gradients<B, M>(
+    model: &M,
+    batch: &SequenceBatch<B>,
+    train: &TrainConfig,
+    memory: M::Memory,
+) -> (GradientsParams, Tallies<B>, M::Memory)
+where
+    B: AutodiffBackend,
+    M: SegmentModel<B> + AutodiffModule<B>,
+    M::InnerModule: SegmentModel<B::InnerBackend>,
+{
+    match train.gradients {
+        GradientMethod::Bptt => {
+            let rollout = run_segments(model, batch, train.segment_len, train.bptt(), memory);
+            let grads = GradientsParams::from_grads(rollout.loss.backward(), model);
+            (grads, rollout.tallies, rollout.memory)
+        }
+        GradientMethod::Replay => {
+            let replay = memory_replay_backprop(model, batch, train.segment_len, memory);
+            (replay.grads, replay.tallies, replay.memory)
+        }
+    }
 }
 
 /// Linear warm-up from `lr / warmup` to `lr`, times a cosine decay from `lr`
@@ -359,23 +522,29 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         }
         // Dropout draws from the backend's generator, seeded per step so that
         // a resumed run draws exactly what an uninterrupted one would.
-        let rollout = seeded::<B, _>(device, step_seed(seed, step), || {
+        let (grads, tallies, memory) = seeded::<B, _>(device, step_seed(seed, step), || {
             let memory = match carried.take() {
                 Some(memory) => memory,
                 None => model.init_memory(train.batch_size, device),
             };
-            run_segments(&model, &batch, train.segment_len, train.bptt_depth, memory)
+            step_gradients(&model, &batch, train, memory)
         });
-        let grads = GradientsParams::from_grads(rollout.loss.backward(), &model);
-        model = optimizer.step(lr, model, grads);
-        if task.streaming() {
-            carried = Some(MemoryState::detach(rollout.memory.clone()));
-        }
-
         let done = step + 1;
         let log_now = done % train.log_every == 0 || done == train.steps;
+        let (grads, norm) = clip_gradients(&model, grads, train);
+        let norm = match norm {
+            Some(norm) if log_now => Some(norm),
+            None if log_now => global_grad_norm(&model, &grads),
+            _ => None,
+        };
+        model = optimizer.step(lr, model, grads);
+        if task.streaming() {
+            carried = Some(MemoryState::detach(memory));
+        }
+
         if log_now {
-            let figures = rollout.figures(); // synchronises
+            let figures = tallies.figures(); // synchronises
+            let grad_norm = norm.map(|n| n.into_scalar().elem::<f64>());
             train_time += started.elapsed();
             trained_steps += 1;
             last_train_loss = figures.loss;
@@ -387,10 +556,10 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
             log.write(serde_json::json!({
                 "step": done, "split": "train", "loss": figures.loss,
                 "accuracy": figures.accuracy, "aux_loss": figures.aux_loss,
-                "lr": lr, "tokens_per_second": tps,
+                "grad_norm": grad_norm, "lr": lr, "tokens_per_second": tps,
             }))?;
         } else {
-            drop(rollout);
+            drop(tallies);
             B::sync(device).ok();
             train_time += started.elapsed();
             trained_steps += 1;
@@ -452,6 +621,8 @@ fn log_eval(log: &mut MetricsLog, step: usize, eval: &EvalFigures) -> Result<(),
         "step": step, "split": "valid", "loss": eval.loss, "accuracy": eval.accuracy,
         "exact_match": eval.exact_match, "metric": eval.metric, "value": eval.value,
         "segment_accuracy": eval.segment_accuracy,
+        "generated_accuracy": eval.generated_accuracy,
+        "generated_exact_match": eval.generated_exact_match,
     }))
 }
 

@@ -92,6 +92,48 @@ fn bptt_depth_accepts_full_and_numbers() {
 }
 
 #[test]
+fn bptt_depth_k_is_the_sliding_window_unless_blocks_are_asked_for() {
+    use memlab_core::{BpttWindow, ClipMode, GradientMethod};
+    let config = load(&["train.bptt_depth=2"]).unwrap();
+    assert_eq!(config.train.bptt_window, BpttWindow::Sliding);
+    assert_eq!(config.train.bptt(), BpttDepth::Sliding(2));
+    let config = load(&["train.bptt_depth=2", "train.bptt_window=\"blocks\""]).unwrap();
+    assert_eq!(config.train.bptt(), BpttDepth::Segments(2));
+    assert_eq!(load(&[]).unwrap().train.bptt(), BpttDepth::Full);
+    // Defaults: global-norm clipping and BPTT.
+    let config = load(&[]).unwrap();
+    assert_eq!(config.train.grad_clip_mode, ClipMode::Global);
+    assert_eq!(config.train.gradients, GradientMethod::Bptt);
+    let config = load(&[
+        "train.gradients=\"replay\"",
+        "train.grad_clip_mode=\"per-tensor\"",
+    ])
+    .unwrap();
+    assert_eq!(config.train.gradients, GradientMethod::Replay);
+    assert_eq!(config.train.grad_clip_mode, ClipMode::PerTensor);
+    // Only per-tensor clipping is left to Burn's optimizer (the config's
+    // Debug output is the only public view of its clipping field).
+    let clipping =
+        |c: &ExperimentConfig| format!("{:?}", memlab_core::train::optimizer_config(&c.train));
+    assert!(
+        clipping(&config).contains("grad_clipping: Some"),
+        "{}",
+        clipping(&config)
+    );
+    assert!(clipping(&load(&[]).unwrap()).contains("grad_clipping: None"));
+    for (set, field) in [
+        ("train.bptt_window=\"slide\"", "train.bptt_window"),
+        ("train.gradients=\"mrbp\"", "train.gradients"),
+        ("train.grad_clip_mode=\"norm\"", "train.grad_clip_mode"),
+    ] {
+        assert_eq!(load(&[set]).unwrap_err().field, field, "{set}");
+    }
+    // Replay computes full BPTT's gradients: a depth is a contradiction.
+    let err = load(&["train.gradients=\"replay\"", "train.bptt_depth=1"]).unwrap_err();
+    assert_eq!(err.field, "train.gradients", "{err}");
+}
+
+#[test]
 fn overrides_set_nested_keys_and_reject_malformed_ones() {
     let config = load(&["train.lr=0.002", "task.length=7", "run.name=other"]).unwrap();
     assert_eq!(config.train.lr, 0.002);

@@ -70,6 +70,8 @@ fn relative_sinusoids_run_from_klen_minus_one_down_to_zero_and_clamp() {
     let r = host(relative_sinusoids::<B>(5, 4, None, &device));
     let direct = host(sinusoids::<B>(&[4.0, 3.0, 2.0, 1.0, 0.0], 4, &device));
     assert_eq!(r, direct);
+    // clamp_len 0 means no clamp in the official code (`if clamp_len > 0`).
+    assert_eq!(host(relative_sinusoids::<B>(5, 4, Some(0), &device)), r);
     let clamped = host(relative_sinusoids::<B>(5, 4, Some(2), &device));
     let direct = host(sinusoids::<B>(&[2.0, 2.0, 2.0, 1.0, 0.0], 4, &device));
     assert_eq!(clamped, direct);

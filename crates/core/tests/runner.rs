@@ -289,3 +289,259 @@ fn bad_token_ids_are_rejected_with_their_position() {
     .unwrap_err();
     assert!(err.0.contains("inputs hold 2 values"), "{err}");
 }
+
+/// Memory is the running sum of the segments' token embeddings; logits read
+/// it through a separate output matrix, so embedding row `j` is used only
+/// by the segments whose tokens are `j` and by the memory they write.
+#[derive(Module, Debug)]
+struct Summing<B: Backend> {
+    embed: Param<Tensor<B, 2>>,
+    out: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> SegmentModel<B> for Summing<B> {
+    type Memory = TensorMemory<B>;
+
+    fn init_memory(&self, batch: usize, device: &B::Device) -> TensorMemory<B> {
+        TensorMemory(Tensor::zeros([batch, 1, self.embed.dims()[1]], device))
+    }
+
+    fn forward_segment(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: TensorMemory<B>,
+    ) -> SegmentOutput<B, TensorMemory<B>> {
+        let [b, s] = tokens.dims();
+        let [_, d] = self.embed.dims();
+        let vocab = self.out.dims()[1];
+        let x = self
+            .embed
+            .val()
+            .select(0, tokens.reshape([b * s]))
+            .reshape([b, s, d]);
+        let h = (x.clone() + memory.0.clone()).tanh();
+        let logits = h
+            .reshape([b * s, d])
+            .matmul(self.out.val())
+            .reshape([b, s, vocab]);
+        let next = memory.0 + x.sum_dim(1);
+        SegmentOutput::new(logits, TensorMemory(next))
+    }
+
+    fn memory_floats_per_sequence(&self) -> usize {
+        self.embed.dims()[1]
+    }
+
+    fn forward_flops(&self, _: usize) -> u64 {
+        0
+    }
+
+    fn name(&self) -> &'static str {
+        "summing"
+    }
+}
+
+fn summing<B: Backend>(segments: usize, device: &B::Device) -> Summing<B> {
+    let d = 3;
+    let e: Vec<f32> = (0..segments * d)
+        .map(|i| 0.1 + (i % 7) as f32 / 10.0)
+        .collect();
+    let o: Vec<f32> = (0..d * segments)
+        .map(|i| ((i * 3 % 5) as f32 - 2.0) / 4.0)
+        .collect();
+    Summing {
+        embed: Param::from_tensor(Tensor::from_data(TensorData::new(e, [segments, d]), device)),
+        out: Param::from_tensor(Tensor::from_data(TensorData::new(o, [d, segments]), device)),
+    }
+}
+
+/// Which segments' embeddings receive gradient from the last segment's
+/// loss (segment `j` reads only token `j`).
+fn segments_reached(bptt: BpttDepth) -> Vec<usize> {
+    let (segments, seg_len, b) = (6, 2, 1);
+    let device = Default::default();
+    let model = summing::<AB>(segments, &device);
+    let len = segments * seg_len;
+    let inputs: Vec<i64> = (0..len).map(|i| (i / seg_len) as i64).collect();
+    let targets: Vec<i64> = (0..len).map(|i| ((i + 1) % segments) as i64).collect();
+    let mask: Vec<f32> = (0..len)
+        .map(|i| if i >= len - seg_len { 1.0 } else { 0.0 })
+        .collect();
+    let data = HostBatch {
+        batch: b,
+        len,
+        inputs,
+        targets,
+        mask,
+    }
+    .to_device::<AB>(segments, &device)
+    .unwrap();
+    let rollout = run_segments(&model, &data, seg_len, bptt, model.init_memory(b, &device));
+    let grads = rollout.loss.backward();
+    let g: Vec<f32> = model
+        .embed
+        .grad(&grads)
+        .unwrap()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    (0..segments)
+        .filter(|&j| g[j * 3..(j + 1) * 3].iter().any(|x| *x != 0.0))
+        .collect()
+}
+
+#[test]
+fn sliding_bptt_reaches_exactly_k_segments_back() {
+    // LM-RMT's mem_backprop_depth k: the last segment's loss reaches the
+    // k segments before it.
+    assert_eq!(segments_reached(BpttDepth::Sliding(0)), vec![5]);
+    assert_eq!(segments_reached(BpttDepth::Sliding(1)), vec![4, 5]);
+    assert_eq!(segments_reached(BpttDepth::Sliding(3)), vec![2, 3, 4, 5]);
+    assert_eq!(
+        segments_reached(BpttDepth::Sliding(9)),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    assert_eq!(segments_reached(BpttDepth::Full), vec![0, 1, 2, 3, 4, 5]);
+    // memlab's blocks of k + 1: with k = 3 the memory is detached before
+    // segment 4, so segment 5 reaches only segment 4.
+    assert_eq!(segments_reached(BpttDepth::Segments(3)), vec![4, 5]);
+    assert_eq!(segments_reached(BpttDepth::Segments(1)), vec![4, 5]);
+    assert_eq!(segments_reached(BpttDepth::Segments(2)), vec![3, 4, 5]);
+}
+
+#[test]
+fn sliding_bptt_gives_each_loss_its_own_window() {
+    // With every segment's loss on, sliding depth 1 equals the sum of the
+    // per-segment losses each back-propagated through one segment before:
+    // the same loss as full BPTT (the forward values are the same), but
+    // the gradient of the first segment's embedding only from losses 0, 1.
+    let (segments, seg_len) = (4, 2);
+    let device = Default::default();
+    let len = segments * seg_len;
+    let host = HostBatch {
+        batch: 1,
+        len,
+        inputs: (0..len).map(|i| (i / seg_len) as i64).collect(),
+        targets: (0..len).map(|i| ((i * 3 + 1) % segments) as i64).collect(),
+        mask: vec![1.0; len],
+    };
+    let grad_of_row0 = |bptt: BpttDepth, mask_from: usize| {
+        let model = summing::<AB>(segments, &device);
+        let mut host = host.clone();
+        for (i, m) in host.mask.iter_mut().enumerate() {
+            *m = if i / seg_len >= mask_from && i / seg_len <= mask_from + 1 {
+                1.0
+            } else {
+                0.0
+            };
+        }
+        let data = host.to_device::<AB>(segments, &device).unwrap();
+        let rollout = run_segments(&model, &data, seg_len, bptt, model.init_memory(1, &device));
+        let loss: f32 = rollout.loss.clone().into_scalar();
+        let g: Vec<f32> = model
+            .embed
+            .grad(&rollout.loss.backward())
+            .unwrap()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        (loss, g[..3].to_vec())
+    };
+    // Losses of segments 0 and 1 only: depth 1 reaches row 0 from both,
+    // exactly as full BPTT does.
+    let (l_full, g_full) = grad_of_row0(BpttDepth::Full, 0);
+    let (l_slide, g_slide) = grad_of_row0(BpttDepth::Sliding(1), 0);
+    assert!((l_full - l_slide).abs() < 1e-6);
+    for (a, b) in g_full.iter().zip(&g_slide) {
+        assert!((a - b).abs() < 1e-6, "{g_full:?} vs {g_slide:?}");
+    }
+    // Losses of segments 2 and 3: more than one segment away from row 0.
+    let (_, g) = grad_of_row0(BpttDepth::Sliding(1), 2);
+    assert!(g.iter().all(|x| *x == 0.0), "{g:?}");
+    let (_, g) = grad_of_row0(BpttDepth::Full, 2);
+    assert!(g.iter().any(|x| *x != 0.0), "{g:?}");
+}
+
+/// `train.gradients = "replay"` gives the gradients and figures of
+/// `"bptt"` through the training step's own dispatch.
+#[test]
+fn replay_and_bptt_give_the_same_step_gradients() {
+    use memlab_core::agreement::{parameter_gradients, worst_parameter_error};
+    use memlab_core::config::{GradientMethod, TrainConfig};
+    use memlab_core::train::step_gradients;
+    let device = Default::default();
+    let model = Toy::<AB>::new(8, 4, &device);
+    let (b, len) = (2, 9);
+    let host = HostBatch {
+        batch: b,
+        len,
+        inputs: (0..b * len).map(|i| (i * 3 % 8) as i64).collect(),
+        targets: (0..b * len).map(|i| (i * 5 % 8) as i64).collect(),
+        mask: (0..b * len)
+            .map(|i| if i % 4 == 0 { 0.0 } else { 1.0 })
+            .collect(),
+    };
+    let data = host.to_device::<AB>(8, &device).unwrap();
+    let step = |gradients| {
+        let train = TrainConfig {
+            segment_len: 3,
+            gradients,
+            ..TrainConfig::default()
+        };
+        let (grads, tallies, _) =
+            step_gradients(&model, &data, &train, model.init_memory(b, &device));
+        (parameter_gradients(&model, &grads), tallies.figures())
+    };
+    let (bptt, bptt_figures) = step(GradientMethod::Bptt);
+    let (replay, replay_figures) = step(GradientMethod::Replay);
+    assert!(bptt.iter().all(|g| !g.is_empty()));
+    let worst = worst_parameter_error(&bptt, &replay, 1e-4);
+    assert!(worst < 1e-5, "replay vs BPTT: {worst}");
+    assert!((bptt_figures.loss - replay_figures.loss).abs() < 1e-6);
+    assert_eq!(bptt_figures.accuracy, replay_figures.accuracy);
+    assert_eq!(bptt_figures.segments.len(), 3);
+    assert_eq!(replay_figures.segments, bptt_figures.segments);
+}
+
+/// Two parameters with the gradients `[3, 4]` and `[12]` (a loss linear in
+/// them): the global norm is 13; clipping to 6.5 halves both, and per-tensor
+/// clipping would have left `[3, 4]` (norm 5) alone.
+#[test]
+fn global_norm_clipping_matches_the_hand_computed_norm() {
+    use memlab_core::agreement::parameter_gradients;
+    use memlab_core::train::{clip_global_norm, global_grad_norm};
+
+    #[derive(Module, Debug)]
+    struct Two<B: Backend> {
+        a: Param<Tensor<B, 1>>,
+        b: Param<Tensor<B, 1>>,
+    }
+    let device = Default::default();
+    let model = Two::<AB> {
+        a: Param::from_tensor(Tensor::zeros([2], &device)),
+        b: Param::from_tensor(Tensor::zeros([1], &device)),
+    };
+    let grads_of = || {
+        let coef = |v: Vec<f32>| {
+            Tensor::<AB, 1>::from_data(TensorData::new(v.clone(), [v.len()]), &device)
+        };
+        let loss =
+            (model.a.val() * coef(vec![3.0, 4.0])).sum() + (model.b.val() * coef(vec![12.0])).sum();
+        burn::optim::GradientsParams::from_grads(loss.backward(), &model)
+    };
+    let scalar = |t: Option<Tensor<NdArray, 1>>| t.unwrap().into_scalar() as f64;
+    assert!((scalar(global_grad_norm(&model, &grads_of())) - 13.0).abs() < 1e-6);
+    let (clipped, norm) = clip_global_norm(&model, grads_of(), 6.5);
+    assert!((scalar(norm) - 13.0).abs() < 1e-5);
+    let g = parameter_gradients(&model, &clipped);
+    let factor = 6.5 / (13.0 + 1e-6);
+    for (got, want) in g.concat().iter().zip([3.0, 4.0, 12.0]) {
+        assert!((got - want * factor).abs() < 1e-5, "{g:?}");
+    }
+    // Below the threshold nothing changes.
+    let (same, _) = clip_global_norm(&model, grads_of(), 20.0);
+    assert_eq!(
+        parameter_gradients(&model, &same).concat(),
+        vec![3.0, 4.0, 12.0]
+    );
+}

@@ -93,6 +93,81 @@ fn a_slot_attending_only_to_itself_is_unchanged() {
     }
 }
 
+/// The writer against a naive host computation of §3.2.2's slot attention:
+/// per head, `m'_i = A_m m_i + A_x (H W_V)`, `[A_m, A_x] = softmax([q·k_m,
+/// q·K_x] / (√d_head τ))`.
+#[test]
+fn the_writer_is_the_papers_slot_attention() {
+    let m = model(&small(), 4);
+    let device = Default::default();
+    let (k, s, d, heads) = (3, 4, 16, m.writer.n_heads);
+    let dh = m.writer.d_head;
+    let tau = m.writer.temperature;
+    let slots: Vec<f32> = (0..k * d)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
+    let enc: Vec<f32> = (0..s * d)
+        .map(|i| ((i * 5 % 13) as f32 - 6.0) / 6.0)
+        .collect();
+    let written: Vec<f32> = m
+        .writer
+        .forward(
+            Tensor::from_data(TensorData::new(slots.clone(), [1, k, d]), &device),
+            Tensor::from_data(TensorData::new(enc.clone(), [1, s, d]), &device),
+        )
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let weight = |l: &burn::nn::Linear<B>| -> (Vec<f32>, usize) {
+        let [_, out] = l.weight.dims();
+        (l.weight.val().into_data().to_vec().unwrap(), out)
+    };
+    // x W for a row x (Burn's Linear weight is [d_in, d_out]).
+    let project = |x: &[f32], (w, out): &(Vec<f32>, usize)| -> Vec<f32> {
+        (0..*out)
+            .map(|o| (0..d).map(|i| x[i] * w[i * out + o]).sum())
+            .collect()
+    };
+    let (wq, wk, wv) = (
+        weight(&m.writer.query),
+        weight(&m.writer.key),
+        weight(&m.writer.value),
+    );
+    let slot = |i: usize| &slots[i * d..(i + 1) * d];
+    let h = |j: usize| &enc[j * d..(j + 1) * d];
+    let vx: Vec<Vec<f32>> = (0..s).map(|j| project(h(j), &wv)).collect();
+    let kx: Vec<Vec<f32>> = (0..s).map(|j| project(h(j), &wk)).collect();
+    let dv = d / heads;
+    for i in 0..k {
+        let q = project(slot(i), &wq);
+        let km = project(slot(i), &wk);
+        for head in 0..heads {
+            let dot = |a: &[f32], b: &[f32]| -> f64 {
+                (head * dh..(head + 1) * dh)
+                    .map(|c| a[c] as f64 * b[c] as f64)
+                    .sum::<f64>()
+                    / ((dh as f64).sqrt() * tau)
+            };
+            let mut scores = vec![dot(&q, &km)];
+            scores.extend(kx.iter().map(|kj| dot(&q, kj)));
+            let top = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|x| (x - top).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for c in head * dv..(head + 1) * dv {
+                let mut want = e[0] / z * slot(i)[c] as f64;
+                for j in 0..s {
+                    want += e[j + 1] / z * vx[j][c] as f64;
+                }
+                let got = written[i * d + c] as f64;
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "slot {i}, channel {c}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn memory_is_normalised_and_biased() {
     let m = model(&small(), 2);
@@ -196,7 +271,7 @@ kind = "copy"
 length = 8
 vocab_size = 10
 [train]
-steps = 300
+steps = 450
 batch_size = 32
 segment_len = 8
 lr = 0.003
@@ -219,9 +294,14 @@ num_slots = 4
     );
     let report = memlab_core::registry::train_for_test::<MemformerArch>(text, &task, dir.clone());
     std::fs::remove_dir_all(&dir).ok();
+    // 450 steps: with gradients clipped by their global norm at 1.0 (the
+    // official codes' clip_grad_norm_, memlab's default), gradient norms of
+    // 3–5 while it learns make the steps smaller than per-tensor clipping
+    // did: 300 steps reached 0.86 (0.76 generated), 450 steps 0.9995.
+    let generated = report.eval.generated_accuracy.expect("copy is generated");
     assert!(
-        report.eval.accuracy > 0.9,
-        "accuracy {}",
+        report.eval.accuracy > 0.9 && generated > 0.9,
+        "accuracy {}, generated {generated}",
         report.eval.accuracy
     );
 }

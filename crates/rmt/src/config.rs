@@ -97,6 +97,39 @@ impl Default for RmtConfig {
     }
 }
 
+/// `preset = "paper"`: RMT as the paper's runs train it. LM-RMT's run
+/// scripts (`run_copy.sh`, `run_reverse.sh`, `run_sqeq.sh`,
+/// `run_retrieval.sh`) call `train_synthetic.py` / `train_sqeq.py`, whose
+/// model is `MemTransformerLM` with `attn_type 0`:
+///
+/// - relative positions (Transformer-XL's attention) and no cache
+///   (`--mem_len 0`): memory tokens are the only path between segments;
+/// - post-LayerNorm (no `--pre_lnorm`);
+/// - token embeddings times √d_model (`AdaptiveEmbedding`'s `emb_scale`);
+///   the memory tokens are not scaled (they bypass the embedding);
+/// - `--dropout 0.1 --dropatt 0.0`;
+/// - `--mem_at_end --read_mem_from_cache`;
+/// - r_w/r_r biases shared by all layers (no `--untie_r`), tied output
+///   weights, N(0, 0.02²) initialisation, one vector copied into every
+///   memory slot (`init_mem_tokens`): memlab's defaults already.
+///
+/// Sizes (`d_model`, `n_layers`, `n_heads`, `d_head`, `d_ff`) and
+/// `num_mem_tokens` differ per experiment and are set beside the preset.
+pub const PAPER_PRESET: &str = r#"
+backbone = "transformer-xl"
+mem_len = 0
+pre_norm = false
+scale_embeddings = true
+dropout = 0.1
+attn_dropout = 0.0
+mem_at_end = true
+read_mem_from_cache = true
+untie_r = false
+tied_embeddings = true
+memory_init = "repeated"
+init_std = 0.02
+"#;
+
 impl RmtConfig {
     /// Length of the augmented segment for a segment of `len` tokens.
     pub fn augmented_len(&self, len: usize) -> usize {

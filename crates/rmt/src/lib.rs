@@ -32,6 +32,7 @@ impl Architecture for RmtArch {
     const SUMMARY: &'static str = "Recurrent Memory Transformer: memory tokens read and written per segment (Bulatov et al. 2022)";
 
     type Config = RmtConfig;
+    const PRESETS: &'static [(&'static str, &'static str)] = &[("paper", config::PAPER_PRESET)];
     type Model<B: Backend> = Rmt<B>;
     type TrainModel<B: AutodiffBackend> = Rmt<B>;
 

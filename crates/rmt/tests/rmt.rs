@@ -433,3 +433,59 @@ fn memory_replay_backprop_matches_full_bptt() {
         memlab_core::registry::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
     }
 }
+
+/// `preset = "paper"` is LM-RMT's code path for RMT (`run_copy.sh` et al.:
+/// `MemTransformerLM`, `attn_type 0`, `--mem_len 0`, no `--pre_lnorm`,
+/// `--dropout 0.1 --dropatt 0.0`, `--mem_at_end --read_mem_from_cache`),
+/// each field checked; a field given beside the preset wins; an unknown
+/// preset is an error naming `model.preset`.
+#[test]
+fn the_paper_preset_is_lm_rmts_setting() {
+    let parse = |text: &str| parse_model_config::<RmtArch>(parse_toml(text).unwrap(), &CTX);
+    let paper = parse("preset = \"paper\"").unwrap();
+    let expected = RmtConfig {
+        backbone: Backbone::TransformerXl,
+        mem_len: 0,
+        pre_norm: false,
+        scale_embeddings: true,
+        dropout: 0.1,
+        attn_dropout: 0.0,
+        mem_at_end: true,
+        read_mem_from_cache: true,
+        untie_r: false,
+        tied_embeddings: true,
+        memory_init: MemoryInit::Repeated,
+        init_std: 0.02,
+        ..RmtConfig::default()
+    };
+    assert_eq!(paper, expected);
+    assert_ne!(
+        paper,
+        RmtConfig::default(),
+        "the defaults are not the paper's"
+    );
+    let sized =
+        parse("preset = \"paper\"\nd_model = 128\nn_layers = 4\nd_head = 64\ndropout = 0.0")
+            .unwrap();
+    assert_eq!(
+        (sized.d_model, sized.n_layers, sized.d_head),
+        (128, 4, Some(64))
+    );
+    assert_eq!(sized.dropout, 0.0);
+    assert_eq!(sized.backbone, Backbone::TransformerXl);
+    for (text, needle) in [
+        (
+            "preset = \"papre\"",
+            "unknown preset \"papre\"; known for rmt: paper",
+        ),
+        ("preset = 3", "must be a string"),
+    ] {
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.field, "model.preset");
+        assert!(err.message.contains(needle), "{err}");
+    }
+    let err =
+        parse_model_config::<TransformerXlArch>(parse_toml("preset = \"paper\"").unwrap(), &CTX)
+            .unwrap_err();
+    assert!(err.message.contains("transformer-xl has none"), "{err}");
+}

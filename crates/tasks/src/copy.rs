@@ -22,7 +22,7 @@
 //! ```
 
 use memlab_core::config::{ConfigError, Validate, check};
-use memlab_core::{HostBatch, Metric, Split, Task};
+use memlab_core::{AnswerSpec, HostBatch, Metric, Split, Task};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +34,10 @@ pub const START: i64 = 1;
 pub const FIRST_SYMBOL: i64 = 2;
 
 /// `[task]` with `kind = "copy"` or `kind = "reverse"`. The paper's
-/// lengths are 24, 40, 120, 240 and 360 (LM-RMT's `run_copy*.sh`,
-/// `run_reverse120.sh`); LM-RMT does not publish the vocabulary of its
-/// generated data, 10 (8 symbols) is memlab's choice.
+/// lengths are 24, 40, 120, 240 and 360 (LM-RMT's `run_copy.sh` and
+/// `run_reverse.sh` set `tgt_len` and `answer_size` for L = 24; the
+/// notebook `generation/algorithmic.ipynb` writes the data for each L with
+/// `NUM_TOKENS = 10`, so symbols `2..10`, memlab's default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CopyConfig {
@@ -148,8 +149,21 @@ impl Task for CopyTask {
         self.config.length + self.answer_len()
     }
 
+    /// The paper's figure: accuracy of the answer the model generates
+    /// (LM-RMT's "no teacher forcing" accuracy, `train_synthetic.py`).
     fn metric(&self) -> Metric {
-        Metric::TokenAccuracy
+        Metric::GeneratedAccuracy
+    }
+
+    /// The model reads `X ‖ 1` and generates the rest.
+    fn answer(&self) -> Option<AnswerSpec> {
+        let len = self.seq_len();
+        let start = len - self.answer_len();
+        Some(AnswerSpec {
+            start,
+            exact: start..len,
+            ignore_in_accuracy: None,
+        })
     }
 
     fn batch(&self, split: Split, index: u64, batch_size: usize) -> HostBatch {

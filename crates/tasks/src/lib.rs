@@ -19,7 +19,7 @@ pub use copy::{CopyConfig, CopyTask};
 pub use quadratic::{QuadraticConfig, QuadraticTask};
 pub use retrieval::{RetrievalConfig, RetrievalTask};
 pub use sorting::{SortingConfig, SortingTask};
-pub use text::{BytesConfig, DataError, LmTask, WordsConfig};
+pub use text::{BytesConfig, Codec, DataError, LmTask, WordsConfig};
 
 /// Names of the task kinds, for error messages and `memlab models`.
 pub const KINDS: &[&str] = &[

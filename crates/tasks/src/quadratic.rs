@@ -1,63 +1,82 @@
-//! Quadratic equations (the RMT paper §4 and appendix; booydar/LM-RMT's
-//! `sqeq` data, whose generator is not published: the format below is
-//! memlab's, built to the paper's description).
+//! Quadratic equations (the RMT paper §4), in the format of the official
+//! generator: booydar/LM-RMT `generation/square_equations.ipynb`
+//! (`gen_equation_solution`, `gen_no_roots_equation`,
+//! `equation_generator` with `with_canonic = True, with_D = True`, the
+//! `sqeq_cd` data that `run_sqeq.sh` trains on).
 //!
-//! Two integer roots `x1 ≤ x2` are drawn from `[-100, 100)`; the monic
-//! (canonical) equation is `x^2 + p·x + q = 0` with `p = −(x1 + x2)`,
-//! `q = x1·x2`, and the equation shown is that one times a random factor
-//! `k ∈ ±{1..max_factor}`. With probability `no_root_fraction` (0.2) the
-//! equation has no real roots instead: `p` as above, `q = ⌊p²/4⌋ + t` with
-//! `t` uniform in `1..=1000`, so `D = p² − 4q < 0`.
+//! With roots (probability `1 − no_root_fraction`): two roots
+//! `r = trunc(uniform(−max_root, max_root))` each (so `−99..=99`, 0 twice
+//! as likely); the canonical equation `x^2 + b·x + c = 0`, `b = −(r1 + r2)`,
+//! `c = r1·r2`; the equation shown is it times `k = ±round(uniform(1,
+//! shuffle_limit))`. Without roots: `b` uniform in `0..2·max_root`, `c`
+//! uniform in `⌊b²/4⌋..max_root²` (so `D = b² − 4c ≤ 0`, and, as in the
+//! official code, `D` is 0 or 1 when `c = ⌊b²/4⌋`), then the same `k`.
 //!
-//! The solution is written in six character fields, each right-padded to
-//! `field_len` (30) with the pad symbol `_` (id 0):
+//! Six fields of `field_len` (30) characters, zero-padded: the equation,
+//! the canonical form, the discriminant `D=|b|^2-4*1*c=D=√D^2`, the two
+//! solution lines `x=(−b−√D)/2=x1` and `x=(−b+√D)/2=x2`, and the answer:
+//! the distinct roots in ascending order joined by `,`. Without roots the
+//! discriminant line stops at `=D` and the last three fields are empty.
+//! Terms follow the notebook's `get_monome`: a zero coefficient drops its
+//! term, a coefficient ±1 is written as a sign alone (`x^2`, `-x`, `+1`).
 //!
-//! 1. the equation: `a*x^2+b*x+c=0` (terms with zero coefficients kept);
-//! 2. the canonical form: `x^2+p*x+q=0`;
-//! 3. the discriminant: `D=p^2-4*q=D`, negative numbers in parentheses;
-//! 4. `x1=(-p-s)/2=x1` with `s = √D` (or `x1=none` when `D < 0`);
-//! 5. `x2=(-p+s)/2=x2` (or `x2=none`);
-//! 6. `answer:x1,x2` (or `answer:none`).
+//! The row is the 180 characters (`src`); the targets are the row shifted
+//! by one with a final 0 (the notebook's `tgt`). The model reads field 1
+//! and the first character of field 2 (`train_sqeq.py` keeps
+//! `data[:-answer_size]` as the prompt and generates from there), and the
+//! loss covers the last `5·field_len` targets, padding included
+//! (`answer_size 150`). The headline metric is the exact match of the
+//! generated answer field; generated token accuracy skips padding targets
+//! (`target > 0`), as `train_sqeq.py` counts.
 //!
-//! The model reads field 1 and must generate fields 2–6: loss and the
-//! metric count every target position in fields 2–6, padding included, and
-//! the metric is exact match over all of them (the whole written answer).
+//! Splits: the official data set draws 130,000 distinct equations and
+//! splits them 100k / 10k / 20k. memlab draws on the fly, so it assigns
+//! every equation to one split by a hash of its first field (10 : 1 : 2),
+//! which keeps the splits disjoint; within a split, equations may repeat.
 //!
-//! Example, roots 6 and 92, factor −4 (`_` is padding):
+//! Example (the notebook's own printed output: roots −93 and −61, k = −8):
 //!
 //! ```text
-//! -4*x^2+392*x-2208=0___________
-//! x^2-98*x+552=0________________
-//! D=(-98)^2-4*552=7396__________
-//! x1=(98-86)/2=6________________
-//! x2=(98+86)/2=92_______________
-//! answer:6,92___________________
+//! -8*x^2-1232*x-45384=0
+//! x^2+154*x+5673=0
+//! D=154^2-4*1*5673=1024=32^2
+//! x=(-154-32)/2=-93
+//! x=(-154+32)/2=-61
+//! -93,-61
 //! ```
 
 use memlab_core::config::{ConfigError, Validate, check};
-use memlab_core::{HostBatch, Metric, Split, Task};
+use memlab_core::{AnswerSpec, HostBatch, Metric, Split, Task};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use crate::rng::batch_rng;
 
-/// The characters, in id order; id 0 (`_`) is padding.
-pub const ALPHABET: &str = "_0123456789+-*^=()/,:xDanswero";
-/// Fields per example.
+/// The notebook's `c2token`: the characters with ids 2, 3, …; id 0 is
+/// padding, id 1 is never used, `;` (22) is the unused end-of-sequence.
+pub const ALPHABET: &str = "0123456789+-*/^=()xD;,";
+/// The first character id.
+pub const FIRST_ID: i64 = 2;
+/// Vocabulary size (`ntokens` of the official data: the largest id + 1).
+pub const VOCAB_SIZE: usize = 2 + 22;
+/// Fields per example (`N = 6` with the canonical form and discriminant).
 pub const FIELDS: usize = 6;
-/// The longest field a generated equation can have (25 characters, e.g.
-/// `D=(-10)^2-4*(-8811)=35344`, found by enumerating every root pair).
-pub const MIN_FIELD_LEN: usize = 25;
+/// The longest field any equation of the default ranges has (the
+/// discriminant line, e.g. `D=0^2-4*1*-9801=39204=198^2`; found by
+/// enumerating every root pair and factor, see the tests).
+pub const MIN_FIELD_LEN: usize = 28;
 
 /// `[task]` with `kind = "quadratic"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuadraticConfig {
-    /// Characters per field (the paper: 30).
+    /// Characters per field (the notebook's `seq_len`: 30).
     pub field_len: usize,
-    /// The equation is the canonical one times `k`, `1 ≤ |k| ≤ max_factor`.
-    pub max_factor: i64,
-    /// Fraction of equations with no real roots (the paper: about 20%).
+    /// Roots are drawn from `(−max_root, max_root)` (the notebook: 100).
+    pub max_root: i64,
+    /// The factor `|k|` is `round(uniform(1, shuffle_limit))` (10).
+    pub shuffle_limit: i64,
+    /// Probability of an equation without real roots (`prob_no_roots`: 0.2).
     pub no_root_fraction: f64,
 }
 
@@ -65,7 +84,8 @@ impl Default for QuadraticConfig {
     fn default() -> Self {
         Self {
             field_len: 30,
-            max_factor: 10,
+            max_root: 100,
+            shuffle_limit: 10,
             no_root_fraction: 0.2,
         }
     }
@@ -73,6 +93,18 @@ impl Default for QuadraticConfig {
 
 impl Validate for QuadraticConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(2..=100).contains(&self.max_root) {
+            return Err(ConfigError::new(
+                "max_root",
+                format!("must be 2 to 100, got {}", self.max_root),
+            ));
+        }
+        if !(1..=10).contains(&self.shuffle_limit) {
+            return Err(ConfigError::new(
+                "shuffle_limit",
+                format!("must be 1 to 10, got {}", self.shuffle_limit),
+            ));
+        }
         if self.field_len < MIN_FIELD_LEN {
             return Err(ConfigError::new(
                 "field_len",
@@ -82,103 +114,145 @@ impl Validate for QuadraticConfig {
                 ),
             ));
         }
-        if !(1..=10).contains(&self.max_factor) {
-            return Err(ConfigError::new(
-                "max_factor",
-                format!("must be 1 to 10, got {}", self.max_factor),
-            ));
-        }
         check::probability("no_root_fraction", self.no_root_fraction)?;
         Ok(())
     }
 }
 
-/// One equation: the canonical coefficients and the factor.
+/// One equation, as the notebook draws it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Equation {
-    pub p: i64,
-    pub q: i64,
-    pub k: i64,
+pub enum Equation {
+    /// `gen_equation_solution`: integer roots, shown times `k`.
+    Roots { r1: i64, r2: i64, k: i64 },
+    /// `gen_no_roots_equation`: `x^2 + b·x + c`, shown times `k`.
+    NoRoots { b: i64, c: i64, k: i64 },
+}
+
+/// The notebook's `get_monome(coef, power)` for `dim = 2`.
+fn monome(coef: i64, power: u32) -> String {
+    let mut out = String::new();
+    match coef {
+        0 => return out,
+        -1 => out.push_str(if power > 0 { "-" } else { "-1" }),
+        1 => {
+            if power == 0 {
+                out.push_str("+1");
+            } else if power < 2 {
+                out.push('+');
+            }
+        }
+        _ => {
+            if coef < 0 || power == 2 {
+                out.push_str(&coef.to_string());
+            } else {
+                out.push_str(&format!("+{coef}"));
+            }
+            if power > 0 {
+                out.push('*');
+            }
+        }
+    }
+    match power {
+        0 => {}
+        1 => out.push('x'),
+        _ => out.push_str(&format!("x^{power}")),
+    }
+    out
+}
+
+/// `a·x^2 + b·x + c = 0` written as the notebook writes it.
+fn equation_text([a, b, c]: [i64; 3]) -> String {
+    format!("{}{}{}=0", monome(a, 2), monome(b, 1), monome(c, 0))
 }
 
 impl Equation {
-    pub fn discriminant(&self) -> i64 {
-        self.p * self.p - 4 * self.q
-    }
-
-    /// The real roots `(x1, x2)`, `x1 ≤ x2`, when they are integers.
-    pub fn roots(&self) -> Option<(i64, i64)> {
-        let d = self.discriminant();
-        if d < 0 {
-            return None;
+    /// The canonical coefficients `[1, b, c]` and the factor `k`.
+    fn canonical(&self) -> ([i64; 3], i64) {
+        match *self {
+            Equation::Roots { r1, r2, k } => ([1, -(r1 + r2), r1 * r2], k),
+            Equation::NoRoots { b, c, k } => ([1, b, c], k),
         }
-        let s = d.isqrt();
-        assert_eq!(s * s, d, "generated equations have integer roots");
-        Some(((-self.p - s) / 2, (-self.p + s) / 2))
     }
 
     /// The six fields, unpadded.
     pub fn fields(&self) -> [String; FIELDS] {
-        let Equation { p, q, k } = *self;
-        let signed = |v: i64| {
-            if v < 0 {
-                format!("{v}")
-            } else {
-                format!("+{v}")
-            }
-        };
-        let paren = |v: i64| {
-            if v < 0 {
-                format!("({v})")
-            } else {
-                format!("{v}")
-            }
-        };
-        let d = self.discriminant();
-        let equation = format!("{k}*x^2{}*x{}=0", signed(k * p), signed(k * q));
-        let canonical = format!("x^2{}*x{}=0", signed(p), signed(q));
-        let discriminant = format!("D={}^2-4*{}={d}", paren(p), paren(q));
-        match self.roots() {
-            Some((x1, x2)) => {
+        let (canonical, k) = self.canonical();
+        let [_, b, c] = canonical;
+        let shown = equation_text(canonical.map(|x| x * k));
+        let d = b * b - 4 * c;
+        match *self {
+            Equation::Roots { r1, r2, .. } => {
                 let s = d.isqrt();
+                let (lo, hi) = (r1.min(r2), r1.max(r2));
+                let answer = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo},{hi}")
+                };
                 [
-                    equation,
-                    canonical,
-                    discriminant,
-                    format!("x1=({}-{s})/2={x1}", -p),
-                    format!("x2=({}+{s})/2={x2}", -p),
-                    format!("answer:{x1},{x2}"),
+                    shown,
+                    equation_text(canonical),
+                    format!("D={}^2-4*1*{c}={d}={s}^2", b.abs()),
+                    format!("x=({}-{s})/2={lo}", -b),
+                    format!("x=({}+{s})/2={hi}", -b),
+                    answer,
                 ]
             }
-            None => [
-                equation,
-                canonical,
-                discriminant,
-                "x1=none".into(),
-                "x2=none".into(),
-                "answer:none".into(),
+            Equation::NoRoots { .. } => [
+                shown,
+                equation_text(canonical),
+                format!("D={}^2-4*1*{c}={d}", b.abs()),
+                String::new(),
+                String::new(),
+                String::new(),
             ],
         }
     }
 }
 
-/// Character → id (`ALPHABET` order).
+/// Character → id (the notebook's `c2token`).
 pub fn encode(text: &str) -> Vec<i64> {
     text.chars()
         .map(|c| {
-            ALPHABET
+            let position = ALPHABET
                 .chars()
                 .position(|a| a == c)
-                .unwrap_or_else(|| panic!("{c:?} is not in the quadratic alphabet"))
-                as i64
+                .unwrap_or_else(|| panic!("{c:?} is not in the quadratic alphabet"));
+            FIRST_ID + position as i64
         })
         .collect()
 }
 
-/// Ids → characters.
+/// Ids → characters; padding (0) is shown as `_`, the unused id 1 as `?`.
 pub fn decode(ids: &[i64]) -> String {
     let alphabet: Vec<char> = ALPHABET.chars().collect();
-    ids.iter().map(|&i| alphabet[i as usize]).collect()
+    ids.iter()
+        .map(|&i| match i {
+            0 => '_',
+            i if i >= FIRST_ID && ((i - FIRST_ID) as usize) < alphabet.len() => {
+                alphabet[(i - FIRST_ID) as usize]
+            }
+            _ => '?',
+        })
+        .collect()
+}
+
+/// FNV-1a, 64 bits: a fixed hash, so that the split an equation belongs to
+/// never changes with library versions.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The split an equation (its first field) belongs to: train, valid and
+/// test in the official proportions 100k : 10k : 20k.
+pub fn split_of(first_field: &str) -> Split {
+    match fnv1a(first_field) % 13 {
+        0..=9 => Split::Train,
+        10 => Split::Valid,
+        _ => Split::Test,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -192,25 +266,42 @@ impl QuadraticTask {
         Self { config, seed }
     }
 
+    /// One equation, drawn as the notebook draws it.
     pub fn draw(&self, rng: &mut impl Rng) -> Equation {
-        let x1 = rng.random_range(-100..100i64);
-        let x2 = rng.random_range(-100..100i64);
-        let p = -(x1 + x2);
-        let magnitude = rng.random_range(1..=self.config.max_factor);
-        let k = if rng.random::<bool>() {
-            magnitude
+        let max = self.config.max_root;
+        if rng.random::<f64>() < self.config.no_root_fraction {
+            let b = rng.random_range(0..2 * max);
+            let c = rng.random_range(b * b / 4..max * max);
+            let k = self.factor(rng);
+            Equation::NoRoots { b, c, k }
         } else {
-            -magnitude
-        };
-        let q = if rng.random::<f64>() < self.config.no_root_fraction {
-            p * p / 4 + rng.random_range(1..=1000i64)
-        } else {
-            x1 * x2
-        };
-        Equation { p, q, k }
+            // astype(int) truncates towards zero.
+            let r1 = (rng.random::<f64>() * 2.0 * max as f64 - max as f64) as i64;
+            let r2 = (rng.random::<f64>() * 2.0 * max as f64 - max as f64) as i64;
+            let k = self.factor(rng);
+            Equation::Roots { r1, r2, k }
+        }
     }
 
-    /// The six fields padded to `field_len`, as ids.
+    /// `choice([−1, 1]) · round(uniform(1, shuffle_limit))` (rounding half
+    /// away from zero; the tie has probability zero).
+    fn factor(&self, rng: &mut impl Rng) -> i64 {
+        let sign = if rng.random::<bool>() { 1 } else { -1 };
+        let limit = self.config.shuffle_limit as f64;
+        sign * (1.0 + rng.random::<f64>() * (limit - 1.0)).round() as i64
+    }
+
+    /// An equation of `split`: draws until one belongs to it.
+    pub fn draw_in(&self, split: Split, rng: &mut impl Rng) -> Equation {
+        loop {
+            let equation = self.draw(rng);
+            if split_of(&equation.fields()[0]) == split {
+                return equation;
+            }
+        }
+    }
+
+    /// The six fields padded to `field_len` with 0, as ids (`src`).
     pub fn encode(&self, equation: &Equation) -> Vec<i64> {
         let width = self.config.field_len;
         equation
@@ -232,26 +323,37 @@ impl Task for QuadraticTask {
     }
 
     fn vocab_size(&self) -> usize {
-        ALPHABET.chars().count()
+        VOCAB_SIZE
     }
 
     fn seq_len(&self) -> usize {
-        FIELDS * self.config.field_len - 1
+        FIELDS * self.config.field_len
     }
 
     fn metric(&self) -> Metric {
-        Metric::ExactMatch
+        Metric::GeneratedExactMatch
+    }
+
+    fn answer(&self) -> Option<AnswerSpec> {
+        let w = self.config.field_len;
+        Some(AnswerSpec {
+            start: w,
+            // The answer field's characters are targets 5w − 1 .. 6w − 1;
+            // the last target (the final 0) must be right too.
+            exact: FIELDS * w - w - 1..FIELDS * w,
+            ignore_in_accuracy: Some(0),
+        })
     }
 
     fn batch(&self, split: Split, index: u64, batch_size: usize) -> HostBatch {
         let len = self.seq_len();
-        // Target i is character i + 1: fields 2–6 start at character field_len.
-        let answer_start = self.config.field_len - 1;
+        let answer_start = self.config.field_len;
         let mut rng = batch_rng(self.seed, split, index);
         let mut batch = HostBatch::empty(batch_size, len);
         for _ in 0..batch_size {
-            let equation = self.draw(&mut rng);
-            batch.push_sequence(&self.encode(&equation), |i| i >= answer_start);
+            let mut row = self.encode(&self.draw_in(split, &mut rng));
+            row.push(0);
+            batch.push_sequence(&row, |i| i >= answer_start);
         }
         batch
     }

@@ -18,7 +18,7 @@
 //! ```
 
 use memlab_core::config::{ConfigError, Validate};
-use memlab_core::{HostBatch, Metric, Split, Task};
+use memlab_core::{AnswerSpec, HostBatch, Metric, Split, Task};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,17 @@ impl Task for RetrievalTask {
 
     fn metric(&self) -> Metric {
         Metric::TokenAccuracy
+    }
+
+    /// One generated token: the value after the separator (generated and
+    /// teacher-forced accuracy coincide).
+    fn answer(&self) -> Option<AnswerSpec> {
+        let len = self.seq_len();
+        Some(AnswerSpec {
+            start: len - 1,
+            exact: len - 1..len,
+            ignore_in_accuracy: None,
+        })
     }
 
     fn batch(&self, split: Split, index: u64, batch_size: usize) -> HostBatch {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use memlab_core::config::{ConfigError, Validate, check};
 use memlab_core::data::BatchError;
-use memlab_core::{HostBatch, Metric, Split, Task};
+use memlab_core::{HostBatch, Metric, Split, Task, TextCodec};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable naming the data directory.
@@ -130,6 +130,46 @@ pub struct LmTask {
     pub seq_len: usize,
     /// Files kept with a run (the word vocabulary).
     pub artifacts: Vec<(String, String)>,
+    /// How text maps to the task's ids (for `memlab generate`).
+    pub codec: Codec,
+}
+
+/// A text task's tokens: bytes, or the words of a [`Vocab`].
+#[derive(Debug, Clone)]
+pub enum Codec {
+    Bytes,
+    Words(Arc<Vocab>),
+}
+
+impl TextCodec for Codec {
+    fn encode(&self, text: &str) -> Result<Vec<i64>, BatchError> {
+        match self {
+            Codec::Bytes => Ok(text.bytes().map(i64::from).collect()),
+            // Words as the corpus was read: split on whitespace, `<eos>`
+            // after every line but a last one without its newline.
+            Codec::Words(vocab) => {
+                let mut ids: Vec<i64> = words(text).map(|w| vocab.id(w) as i64).collect();
+                if !text.ends_with('\n') {
+                    ids.pop();
+                }
+                if ids.is_empty() {
+                    return Err(BatchError("the prompt holds no words".into()));
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    fn decode(&self, id: i64) -> Vec<u8> {
+        match self {
+            Codec::Bytes => vec![id as u8],
+            Codec::Words(vocab) => match vocab.words.get(id as usize) {
+                Some(w) if w == EOS => b"\n".to_vec(),
+                Some(w) => format!("{w} ").into_bytes(),
+                None => format!("<{id}?> ").into_bytes(),
+            },
+        }
+    }
 }
 
 impl LmTask {
@@ -198,6 +238,10 @@ impl Task for LmTask {
 
     fn artifacts(&self) -> Vec<(String, String)> {
         self.artifacts.clone()
+    }
+
+    fn codec(&self) -> Option<&dyn TextCodec> {
+        Some(&self.codec)
     }
 }
 
@@ -283,6 +327,7 @@ impl BytesConfig {
             metric: Metric::BitsPerCharacter,
             seq_len: self.seq_len,
             artifacts: Vec::new(),
+            codec: Codec::Bytes,
         })
     }
 }
@@ -435,6 +480,7 @@ impl WordsConfig {
             metric: Metric::Perplexity,
             seq_len: self.seq_len,
             artifacts: vec![("vocab.txt".into(), vocab.to_text())],
+            codec: Codec::Words(Arc::new(vocab)),
         })
     }
 }

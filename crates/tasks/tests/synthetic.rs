@@ -51,84 +51,186 @@ fn retrieval_example_and_invariant() {
     }
 }
 
+/// The notebook's own printed example (`square_equations.ipynb`: roots
+/// −93 and −61, factor −8), and one of each special case of `get_monome`.
 #[test]
-fn quadratic_example_fields() {
-    let example = Equation {
-        p: -98,
-        q: 552,
-        k: -4,
+fn quadratic_fields_follow_the_official_generator() {
+    let example = Equation::Roots {
+        r1: -93,
+        r2: -61,
+        k: -8,
     };
     assert_eq!(
         example.fields(),
         [
-            "-4*x^2+392*x-2208=0",
-            "x^2-98*x+552=0",
-            "D=(-98)^2-4*552=7396",
-            "x1=(98-86)/2=6",
-            "x2=(98+86)/2=92",
-            "answer:6,92",
+            "-8*x^2-1232*x-45384=0",
+            "x^2+154*x+5673=0",
+            "D=154^2-4*1*5673=1024=32^2",
+            "x=(-154-32)/2=-93",
+            "x=(-154+32)/2=-61",
+            "-93,-61",
         ]
         .map(String::from)
     );
-    let none = Equation { p: 3, q: 5, k: 2 };
-    assert_eq!(none.fields()[2], "D=3^2-4*5=-11");
-    assert_eq!(none.fields()[5], "answer:none");
+    // Coefficients 0 and ±1 drop or shrink their terms; equal roots give
+    // one answer; the discriminant prints |b| and c as it is.
+    let f = Equation::Roots { r1: 1, r2: 0, k: 1 }.fields();
+    assert_eq!(f[0], "x^2-x=0");
+    assert_eq!(f[2], "D=1^2-4*1*0=1=1^2");
+    assert_eq!(f[5], "0,1");
+    let f = Equation::Roots {
+        r1: 5,
+        r2: 5,
+        k: -1,
+    }
+    .fields();
+    assert_eq!(f[0], "-x^2+10*x-25=0");
+    assert_eq!(f[1], "x^2-10*x+25=0");
+    assert_eq!(f[5], "5");
+    let f = Equation::Roots {
+        r1: -1,
+        r2: 1,
+        k: 3,
+    }
+    .fields();
+    assert_eq!(f[0], "3*x^2-3=0");
+    assert_eq!(f[1], "x^2-1=0");
+    assert_eq!(f[2], "D=0^2-4*1*-1=4=2^2");
+    assert_eq!(f[3], "x=(0-2)/2=-1");
+    let none = Equation::NoRoots { b: 3, c: 5, k: 2 }.fields();
+    assert_eq!(
+        none,
+        [
+            "2*x^2+6*x+10=0",
+            "x^2+3*x+5=0",
+            "D=3^2-4*1*5=-11",
+            "",
+            "",
+            ""
+        ]
+        .map(String::from)
+    );
+    assert_eq!(
+        Equation::NoRoots { b: 0, c: 1, k: 1 }.fields()[1],
+        "x^2+1=0"
+    );
+
+    // Ids are the notebook's c2token: digits 2–11, then + - * / ^ = ( ) x D ; ,
+    assert_eq!(quadratic::encode("0"), vec![2]);
+    assert_eq!(quadratic::encode("x^2+,"), vec![20, 16, 4, 12, 23]);
     let task = QuadraticTask::new(QuadraticConfig::default(), 0);
+    assert_eq!(task.vocab_size(), 24);
     let ids = task.encode(&example);
     assert_eq!(ids.len(), 180);
     assert_eq!(
         quadratic::decode(&ids[150..180]),
-        "answer:6,92___________________"
+        "-93,-61_______________________"
     );
 }
 
-/// Parses a signed integer field value.
+/// Parses a signed integer.
 fn int(s: &str) -> i64 {
     s.parse()
         .unwrap_or_else(|_| panic!("{s:?} is not an integer"))
 }
 
+/// `a*x^2±b*x±c=0` as the notebook writes it, back to (a, b, c).
+fn coefficients(equation: &str) -> (i64, i64, i64) {
+    let lhs = equation.strip_suffix("=0").unwrap();
+    let mut terms = Vec::new();
+    let mut current = String::new();
+    for (i, ch) in lhs.chars().enumerate() {
+        if i > 0 && (ch == '+' || ch == '-') {
+            terms.push(std::mem::take(&mut current));
+        }
+        current.push(ch);
+    }
+    terms.push(current);
+    let (mut a, mut b, mut c) = (0, 0, 0);
+    for term in terms {
+        let coef = |t: &str| match t {
+            "" | "+" => 1,
+            "-" => -1,
+            t => int(t.trim_end_matches('*')),
+        };
+        if let Some(t) = term.strip_suffix("x^2") {
+            a = coef(t);
+        } else if let Some(t) = term.strip_suffix('x') {
+            b = coef(t);
+        } else {
+            c = int(&term);
+        }
+    }
+    (a, b, c)
+}
+
 #[test]
-fn quadratic_answers_satisfy_their_equation() {
+fn quadratic_rows_are_the_official_layout_and_answers_solve_them() {
     let task = QuadraticTask::new(QuadraticConfig::default(), 11);
-    assert_eq!(task.metric(), Metric::ExactMatch);
+    assert_eq!(task.metric(), Metric::GeneratedExactMatch);
+    let spec = task.answer().unwrap();
+    assert_eq!(spec.start, 30);
+    assert_eq!(spec.exact, 149..180);
     let batch = task.batch(Split::Train, 0, 400);
     batch.validate(task.vocab_size()).unwrap();
+    assert_eq!(batch.len, 180);
     let mut no_roots = 0;
     for r in 0..400 {
         let (inputs, targets, answer) = row(&batch, r);
-        // Fields 2–6 are the masked targets: 5 fields × 30 characters.
+        // The targets are the row shifted by one, ending in 0 (`tgt`).
+        assert_eq!(&targets[..179], &inputs[1..]);
+        assert_eq!(targets[179], 0);
+        // The loss covers the last 150 targets (`answer_size 150`).
         assert_eq!(answer.len(), 150);
-        let mut text = quadratic::decode(&inputs[..1]);
-        text.push_str(&quadratic::decode(targets));
-        let fields: Vec<String> = (0..6)
-            .map(|f| text[f * 30..(f + 1) * 30].trim_end_matches('_').to_string())
+        let text = quadratic::decode(inputs);
+        let fields: Vec<&str> = (0..6)
+            .map(|f| text[f * 30..(f + 1) * 30].trim_end_matches('_'))
             .collect();
-        // a*x^2+b*x+c=0
-        let eq = fields[0].strip_suffix("=0").unwrap();
-        let (a, rest) = eq.split_once("*x^2").unwrap();
-        let (b, c) = rest.split_once("*x").unwrap();
-        let (a, b, c) = (int(a), int(b), int(c));
-        assert!(a != 0 && (1..=10).contains(&a.abs()));
-        let answer = fields[5].strip_prefix("answer:").unwrap();
-        if answer == "none" {
+        let (a, b, c) = coefficients(fields[0]);
+        assert!((1..=10).contains(&a.abs()), "{}", fields[0]);
+        let (one, p, q) = coefficients(fields[1]);
+        assert_eq!((one, a * p, a * q), (1, b, c), "{fields:?}");
+        if fields[5].is_empty() {
             no_roots += 1;
-            assert!(b * b - 4 * a * c < 0, "{}", fields[0]);
+            assert!(p >= 0 && p * p - 4 * q <= 1, "{fields:?}");
+            assert!(fields[3].is_empty() && fields[4].is_empty());
         } else {
-            let (x1, x2) = answer.split_once(',').unwrap();
-            for x in [int(x1), int(x2)] {
+            let roots: Vec<i64> = fields[5].split(',').map(int).collect();
+            for &x in &roots {
                 assert_eq!(a * x * x + b * x + c, 0, "{} at x = {x}", fields[0]);
-                assert!((-100..100).contains(&x));
+                assert!((-99..=99).contains(&x));
             }
-            assert!(int(x1) <= int(x2));
+            assert!(roots.windows(2).all(|w| w[0] < w[1]), "{fields:?}");
+            assert!(fields[3].starts_with("x=(") && fields[4].starts_with("x=("));
         }
+        // Every equation of this split belongs to it.
+        assert_eq!(quadratic::split_of(fields[0]), Split::Train);
     }
     // About 20% have no real roots.
     assert!((50..110).contains(&no_roots), "{no_roots} of 400");
 }
 
 #[test]
+fn quadratic_splits_are_disjoint() {
+    let task = QuadraticTask::new(QuadraticConfig::default(), 2);
+    let firsts = |split| {
+        let batch = task.batch(split, 0, 300);
+        (0..300)
+            .map(|r| quadratic::decode(&row(&batch, r).0[..30]))
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let (train, valid, test) = (
+        firsts(Split::Train),
+        firsts(Split::Valid),
+        firsts(Split::Test),
+    );
+    assert!(train.is_disjoint(&valid) && train.is_disjoint(&test) && valid.is_disjoint(&test));
+}
+
+#[test]
 fn quadratic_fields_fit_the_narrowest_width() {
+    // Every root pair and factor, and the widest equations without roots
+    // (`encode` panics if a field does not fit).
     let task = QuadraticTask::new(
         QuadraticConfig {
             field_len: quadratic::MIN_FIELD_LEN,
@@ -136,21 +238,25 @@ fn quadratic_fields_fit_the_narrowest_width() {
         },
         5,
     );
-    // Extreme coefficients, then many random draws (encode panics if a
-    // field does not fit).
-    for (x1, x2) in [(-100, 99), (-100, -100), (99, 99), (-100, 1), (-99, -1)] {
-        for k in [-10, 10] {
-            let (p, q) = (-(x1 + x2), x1 * x2);
-            task.encode(&Equation { p, q, k });
-            // The same p with no real roots and the largest q.
-            task.encode(&Equation {
-                p,
-                q: p * p / 4 + 1000,
-                k,
-            });
+    let mut widest = 0;
+    for r1 in -99..=99 {
+        for r2 in -99..=99 {
+            for k in [-10, 10] {
+                let e = Equation::Roots { r1, r2, k };
+                widest = widest.max(e.fields().iter().map(String::len).max().unwrap());
+                task.encode(&e);
+            }
         }
     }
-    task.batch(Split::Train, 0, 5000);
+    for b in 190..200 {
+        task.encode(&Equation::NoRoots { b, c: 9999, k: -10 });
+    }
+    assert_eq!(
+        widest,
+        quadratic::MIN_FIELD_LEN,
+        "MIN_FIELD_LEN is the widest"
+    );
+    task.batch(Split::Train, 0, 2000);
 }
 
 #[test]
@@ -240,7 +346,11 @@ fn synthetic_tasks_are_seeded_and_bad_fields_are_named() {
             "kind = \"quadratic\"\nno_root_fraction = 1.5",
             "task.no_root_fraction",
         ),
-        ("kind = \"quadratic\"\nmax_factor = 0", "task.max_factor"),
+        (
+            "kind = \"quadratic\"\nshuffle_limit = 0",
+            "task.shuffle_limit",
+        ),
+        ("kind = \"quadratic\"\nmax_root = 1000", "task.max_root"),
         ("kind = \"sorting\"\nsymbols = 1", "task.symbols"),
         ("kind = \"sorting\"\nlength = 0", "task.length"),
         ("kind = \"sorting\"\nlenght = 10", "task.lenght"),

@@ -146,6 +146,8 @@ pub fn rel_shift<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 
 /// Sinusoids `[k_len, d_model]` for the distances `k_len−1, …, 1, 0`, each
 /// clamped to `clamp_len` when given (the official code's `pos_seq`).
+/// `Some(0)` clamps nothing, as the official `if self.clamp_len > 0`
+/// reads `clamp_len 0` (and its default −1).
 pub fn relative_sinusoids<B: Backend>(
     k_len: usize,
     d_model: usize,
@@ -154,7 +156,7 @@ pub fn relative_sinusoids<B: Backend>(
 ) -> Tensor<B, 2> {
     let distances: Vec<f32> = (0..k_len)
         .rev()
-        .map(|d| clamp_len.map_or(d, |c| d.min(c)) as f32)
+        .map(|d| clamp_len.filter(|&c| c > 0).map_or(d, |c| d.min(c)) as f32)
         .collect();
     sinusoids(&distances, d_model, device)
 }

@@ -1,0 +1,99 @@
+//! Free-running generation is what a user streaming the sequence gets, for
+//! every registered architecture (untrained, answers crossing segment
+//! boundaries): fed back through one teacher-forced pass, the generated
+//! answer is that pass's arg-max at every answer position, and the stream's
+//! logits are the teacher-forced ones everywhere.
+
+use burn::backend::NdArray;
+use memlab_cli::registry;
+use memlab_core::registry::parse_model_config;
+use memlab_core::seed::init_seeded;
+use memlab_core::testing::assert_generation_matches_teacher_forcing;
+use memlab_core::{Architecture, ArchitectureVisitor, ModelContext};
+
+struct Check {
+    table: &'static str,
+    segment_len: usize,
+}
+
+impl ArchitectureVisitor for Check {
+    type Output = ();
+    fn visit<A: Architecture>(self) {
+        let ctx = ModelContext {
+            vocab_size: 11,
+            max_segment_len: self.segment_len,
+        };
+        let table = memlab_core::config::parse_toml(self.table).unwrap();
+        let config = parse_model_config::<A>(table, &ctx).expect("valid test config");
+        let device = Default::default();
+        let model =
+            init_seeded::<NdArray, _>(&device, 3, || A::init::<NdArray>(&config, &ctx, &device));
+        let (batch, len, start) = (2, 23, 7);
+        let inputs: Vec<i64> = (0..batch * len)
+            .map(|i| ((i * 7 + i / 5) % 11) as i64)
+            .collect();
+        assert_generation_matches_teacher_forcing(
+            &model,
+            &inputs,
+            batch,
+            start,
+            self.segment_len,
+            &format!("{} {}", A::NAME, self.table),
+        );
+    }
+}
+
+#[test]
+fn every_architecture_generates_what_teacher_forcing_predicts() {
+    for name in registry::NAMES {
+        for segment_len in [5, 8] {
+            registry::dispatch(
+                name,
+                Check {
+                    table: "d_model = 32\nn_heads = 2\nd_ff = 64",
+                    segment_len,
+                },
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn memory_settings_generate_what_teacher_forcing_predicts() {
+    for (name, table) in [
+        (
+            "transformer-xl",
+            "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 6",
+        ),
+        (
+            "transformer-xl",
+            "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 6\nsame_length = true",
+        ),
+        (
+            "rmt",
+            "preset = \"paper\"\nd_model = 32\nn_heads = 2\nd_ff = 64\nnum_mem_tokens = 3",
+        ),
+        (
+            "rmt",
+            "backbone = \"transformer-xl\"\nd_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 7\nread_mem_from_cache = true",
+        ),
+        (
+            "rmt",
+            "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_at_end = false",
+        ),
+        (
+            "infinity-former",
+            "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 4\nnum_basis = 8\nsticky = true",
+        ),
+    ] {
+        registry::dispatch(
+            name,
+            Check {
+                table,
+                segment_len: 5,
+            },
+        )
+        .unwrap();
+    }
+}
