@@ -320,8 +320,9 @@ pub struct GenerateReport {
 
 /// `memlab generate`: streams `tokens` tokens from a text run's model after
 /// `prompt`, memory carried across segments exactly as in training
-/// ([`memlab_core::runner::SegmentStream`]); `on_token` receives each
-/// token's bytes as it is generated.
+/// ([`memlab_core::runner::SegmentStream`]); once the run is loaded,
+/// `on_token` receives the prompt, then each token's bytes as it is
+/// generated.
 pub fn run_generate(
     run: &Path,
     backend: BackendKind,
@@ -332,6 +333,7 @@ pub fn run_generate(
     on_token: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<GenerateReport> {
     struct Generate<'a> {
+        text: &'a str,
         prompt: Vec<i64>,
         tokens: usize,
         sampling: Sampling,
@@ -351,6 +353,7 @@ pub fn run_generate(
             let mut rng = rand::rngs::StdRng::seed_from_u64(self.sampling.seed);
             let segment_len = run.config.train.segment_len;
             let mut stream = SegmentStream::new(model, 1, segment_len, device);
+            (self.on_token)(self.text.as_bytes())?;
             for &id in &self.prompt {
                 stream.push(&[id]);
             }
@@ -386,8 +389,9 @@ pub fn run_generate(
             loaded.task.name()
         )
     })?;
+    let prompt_text = prompt;
     let prompt = codec
-        .encode(prompt)
+        .encode(prompt_text)
         .map_err(|e| anyhow!("the prompt: {e}"))?;
     if prompt.is_empty() {
         return Err(anyhow!("the prompt is empty; give at least one token"));
@@ -397,6 +401,7 @@ pub fn run_generate(
         &loaded,
         backend,
         Generate {
+            text: prompt_text,
             prompt,
             tokens,
             sampling,

@@ -271,7 +271,6 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
             };
             let mut stdout = std::io::stdout().lock();
-            write_bytes(&mut stdout, prompt.as_bytes())?;
             let report = memlab_cli::run_generate(
                 &run,
                 backend,

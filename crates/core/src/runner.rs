@@ -67,26 +67,6 @@ pub struct Tallies<B: Backend> {
     aux: Option<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Tallies<B> {
-    /// Tallies of one segment's per-token NLL `[batch, segment]`, argmax
-    /// correctness and mask.
-    pub fn segment(nll: Tensor<B, 2>, correct: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
-        Tensor::stack::<3>(
-            vec![(nll * mask.clone()).detach(), correct * mask.clone(), mask],
-            0,
-        )
-    }
-
-    /// From the segments' tallies (in segment order) and the mean
-    /// auxiliary loss.
-    pub fn new(per_token: Vec<Tensor<B, 3>>, aux: Option<Tensor<B, 1>>) -> Self {
-        Self {
-            per_token,
-            aux: aux.map(|a| a.detach()),
-        }
-    }
-}
-
 /// Figures of one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SegmentFigures {
@@ -117,14 +97,25 @@ pub struct RolloutFigures {
     pub segments: Vec<SegmentFigures>,
 }
 
-impl<B: Backend, M> Rollout<B, M> {
-    /// The rollout's figures ([`Tallies::figures`]).
-    pub fn figures(&self) -> RolloutFigures {
-        self.tallies.figures()
-    }
-}
-
 impl<B: Backend> Tallies<B> {
+    /// Tallies of one segment's per-token NLL `[batch, segment]`, argmax
+    /// correctness and mask.
+    pub fn segment(nll: Tensor<B, 2>, correct: Tensor<B, 2>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
+        Tensor::stack::<3>(
+            vec![(nll * mask.clone()).detach(), correct * mask.clone(), mask],
+            0,
+        )
+    }
+
+    /// From the segments' tallies (in segment order) and the mean
+    /// auxiliary loss.
+    pub fn new(per_token: Vec<Tensor<B, 3>>, aux: Option<Tensor<B, 1>>) -> Self {
+        Self {
+            per_token,
+            aux: aux.map(|a| a.detach()),
+        }
+    }
+
     /// Reads the figures back in one device-to-host transfer and sums them on
     /// the host in a fixed order (f64), so that the same run always reports
     /// the same figures whatever order a backend reduces in.
@@ -186,6 +177,13 @@ impl<B: Backend> Tallies<B> {
     }
 }
 
+impl<B: Backend, M> Rollout<B, M> {
+    /// The rollout's figures ([`Tallies::figures`]).
+    pub fn figures(&self) -> RolloutFigures {
+        self.tallies.figures()
+    }
+}
+
 /// Runs `model` over `batch` in segments of `segment_len` tokens, starting
 /// from `memory` (the model's initial memory, or memory carried over from a
 /// previous batch, which the caller should detach).
@@ -207,26 +205,25 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
         let (start, end) = bounds[index];
         batch.inputs.clone().slice([0..batch_size, start..end])
     };
-    // Sliding window: the memory entering each segment, kept to replay the
-    // window from (the first one as given, so that a learned initial memory
-    // gets its gradient while it is inside the window; the others detached).
+    // Sliding window: the (detached) memory entering each segment, kept to
+    // replay the window from.
     let mut entering: Vec<M::Memory> = Vec::new();
 
     for (index, &(start, end)) in bounds.iter().enumerate() {
         if let BpttDepth::Sliding(k) = bptt {
             // LM-RMT's `mem_backprop_depth k`: segment t's loss reaches back
             // through the k segments before it. Those are recomputed from
-            // the (detached) memory that entered segment t − k; their
-            // outputs other than the memory are discarded.
-            entering.push(if index == 0 {
-                memory.clone()
-            } else {
-                memory.clone().detach()
-            });
-            let first = index.saturating_sub(k);
-            memory = entering[first].clone();
-            for replay in first..index {
-                memory = model.forward_segment(tokens_of(replay), memory).memory;
+            // the detached memory that entered segment t − k; their outputs
+            // other than the memory are discarded. While the window reaches
+            // the first segment (t ≤ k), the memory carried in already hangs
+            // on the whole rollout from the given initial memory (so a
+            // learned initial memory gets its gradient): nothing to replay.
+            entering.push(memory.clone().detach());
+            if index > k {
+                memory = entering[index - k].clone();
+                for replay in index - k..index {
+                    memory = model.forward_segment(tokens_of(replay), memory).memory;
+                }
             }
         } else if bptt.detach_before(index) {
             memory = memory.detach();

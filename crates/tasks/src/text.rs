@@ -128,9 +128,8 @@ pub struct LmTask {
     pub metric: Metric,
     /// Tokens per row per batch (`L`, Transformer-XL's `tgt_len` × segments).
     pub seq_len: usize,
-    /// Files kept with a run (the word vocabulary).
-    pub artifacts: Vec<(String, String)>,
-    /// How text maps to the task's ids (for `memlab generate`).
+    /// How text maps to the task's ids (for `memlab generate`); a word
+    /// vocabulary is also kept with the run (`vocab.txt`).
     pub codec: Codec,
 }
 
@@ -237,7 +236,10 @@ impl Task for LmTask {
     }
 
     fn artifacts(&self) -> Vec<(String, String)> {
-        self.artifacts.clone()
+        match &self.codec {
+            Codec::Bytes => Vec::new(),
+            Codec::Words(vocab) => vec![("vocab.txt".into(), vocab.to_text())],
+        }
     }
 
     fn codec(&self) -> Option<&dyn TextCodec> {
@@ -326,7 +328,6 @@ impl BytesConfig {
             vocab_size: 256,
             metric: Metric::BitsPerCharacter,
             seq_len: self.seq_len,
-            artifacts: Vec::new(),
             codec: Codec::Bytes,
         })
     }
@@ -479,7 +480,6 @@ impl WordsConfig {
             vocab_size: vocab.len(),
             metric: Metric::Perplexity,
             seq_len: self.seq_len,
-            artifacts: vec![("vocab.txt".into(), vocab.to_text())],
             codec: Codec::Words(Arc::new(vocab)),
         })
     }

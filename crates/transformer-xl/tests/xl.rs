@@ -402,7 +402,6 @@ fn streaming_evaluation_carries_the_cache_from_batch_to_batch() {
         vocab_size: 12,
         metric: Metric::Perplexity,
         seq_len: 16,
-        artifacts: Vec::new(),
         codec: memlab_tasks::text::Codec::Bytes,
     };
     let model = xl::<B>(
