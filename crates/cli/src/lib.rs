@@ -6,6 +6,7 @@ pub mod backend;
 pub mod bench;
 pub mod crosscheck;
 pub mod data;
+pub mod lm_rmt;
 pub mod registry;
 
 use std::fmt::Write as _;

@@ -125,6 +125,52 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Load official LM-RMT weights (booydar/LM-RMT's MemTransformerLM:
+    /// Transformer-XL, RMT, Tr-XL + RMT) into the model a config describes
+    /// and write a run directory that eval, generate and train --resume read.
+    Import {
+        /// Where the weights come from: lm-rmt.
+        #[arg(long, value_parser = ["lm-rmt"])]
+        from: String,
+        /// The state_dict: a torch.save file (.pt) or a .safetensors.
+        #[arg(long)]
+        weights: PathBuf,
+        /// A memlab config whose [model] has the weights' sizes.
+        #[arg(long)]
+        config: PathBuf,
+        /// The run directory to write (must not hold a checkpoint).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a run's Transformer-XL or RMT model under LM-RMT's names and
+    /// layouts, as a .safetensors its MemTransformerLM loads.
+    Export {
+        #[arg(long)]
+        run: PathBuf,
+        /// The format to write: lm-rmt.
+        #[arg(long, value_parser = ["lm-rmt"])]
+        to: String,
+        /// The .safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check that memlab computes what the official LM-RMT code computed on
+    /// a case (PATH/NAME.json with NAME.safetensors or NAME.pt): per
+    /// segment, the worst errors of the per-token NLL, the memory tokens
+    /// written and every layer's cache. Fails above 1e-4 relative.
+    Parity {
+        /// PATH/NAME, without extension.
+        #[arg(long)]
+        fixture: PathBuf,
+        /// Which weight file to read: safetensors (default when present) or pt.
+        #[arg(long)]
+        weights_format: Option<String>,
+        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        backend: BackendKind,
+        /// Also print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the registered architectures and task kinds.
     Models,
     /// Fetch and check the public corpora (enwik8, text8, WikiText).
@@ -370,6 +416,51 @@ fn run(cli: Cli) -> Result<()> {
             let files = write_bench_outputs(&dir, &report, &title, peak_tflops)?;
             let names: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
             println!("wrote {}", names.join(", "));
+        }
+        Command::Import {
+            from: _,
+            weights,
+            config,
+            out,
+        } => {
+            let report = memlab_cli::lm_rmt::run_import(&weights, &config, &out)?;
+            println!(
+                "imported {} tensors from {} into a {} model ({} parameters)",
+                report.tensors,
+                weights.display(),
+                report.arch,
+                report.parameters
+            );
+            println!("run directory: {}", report.run_dir.display());
+        }
+        Command::Export { run, to: _, out } => {
+            let arch = memlab_cli::lm_rmt::run_export(&run, &out)?;
+            println!(
+                "wrote the {arch} model of {} to {}",
+                run.display(),
+                out.display()
+            );
+        }
+        Command::Parity {
+            fixture,
+            weights_format,
+            backend,
+            json,
+        } => {
+            let report =
+                memlab_cli::lm_rmt::run_parity(&fixture, weights_format.as_deref(), backend)?;
+            write_out(&report.markdown())?;
+            if json {
+                write_out(&format!("{}\n", serde_json::to_string(&report)?))?;
+            }
+            if !report.passed() {
+                anyhow::bail!(
+                    "parity of {} fails: worst relative error {:.3e} > {:e}",
+                    fixture.display(),
+                    report.worst_rel,
+                    memlab_cli::lm_rmt::PARITY_TOLERANCE
+                );
+            }
         }
         Command::Models => {
             println!("architectures:");

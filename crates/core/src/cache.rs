@@ -176,3 +176,34 @@ pub fn relative_layers<B: Backend>(
     }
     (h, inputs)
 }
+
+/// The attention mask `[1, 1, q, m+q]` of a segment of `q` tokens after `m`
+/// cached ones (`true` = masked): query `i` sees keys `j ≤ m + i`; with
+/// `same_length = Some(mem_len)` also not keys `j ≤ i − s`, where
+/// `s = q − (m + q − mem_len)` when `m + q > mem_len` (else `q`), so that
+/// every query sees the same `mem_len` nearest keys (the official
+/// `dec_attn_mask` of Transformer-XL and LM-RMT).
+pub fn xl_mask<B: Backend>(
+    q: usize,
+    m: usize,
+    same_length: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let k = m + q;
+    let future = Tensor::<B, 2, Bool>::tril_mask([q, k], m as i64, device);
+    let mask = match same_length {
+        Some(mem_len) => {
+            let mask_len = k as i64 - mem_len as i64;
+            let shift = if mask_len > 0 {
+                q as i64 - mask_len
+            } else {
+                q as i64
+            };
+            // triu_mask(offset) is true where j < i + offset: here j ≤ i − shift.
+            let too_far = Tensor::<B, 2, Bool>::triu_mask([q, k], 1 - shift, device);
+            future.bool_or(too_far)
+        }
+        None => future,
+    };
+    mask.reshape([1, 1, q, k])
+}

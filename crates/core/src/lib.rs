@@ -6,7 +6,8 @@
 //! - [`train`]: the training loop, evaluation, checkpoints and resume;
 //! - [`registry`]: how architecture crates make themselves known;
 //! - [`config`]: strict TOML configs with field-named errors;
-//! - [`data`]: the [`Task`] interface tasks implement.
+//! - [`data`]: the [`Task`] interface tasks implement;
+//! - [`lm_rmt`]: weights shared with the official LM-RMT code (import, export).
 
 pub mod agreement;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod flops;
 pub mod layers;
+pub mod lm_rmt;
 pub mod model;
 pub mod mrbp;
 pub mod registry;

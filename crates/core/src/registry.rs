@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, Validate, parse_section, take_tag};
-use crate::model::{ModelContext, SegmentModel};
+use crate::lm_rmt::LmRmtLayout;
+use crate::model::{ModelContext, SegmentModel, SegmentOutput};
 
 /// An architecture: its registry name, config type and constructors.
 ///
@@ -47,6 +48,35 @@ pub trait Architecture: 'static {
         ctx: &ModelContext,
         device: &B::Device,
     ) -> Self::Model<B>;
+
+    /// Where LM-RMT's `MemTransformerLM` (`attn_type 0`) keeps what this
+    /// architecture holds under `config`, for `memlab import`, `export` and
+    /// `parity`; or why it has no counterpart there.
+    fn lm_rmt_layout(config: &Self::Config) -> Result<LmRmtLayout, String> {
+        let _ = config;
+        Err(format!(
+            "`{}` has no counterpart in LM-RMT's MemTransformerLM (transformer-xl and rmt with \
+             backbone = \"transformer-xl\" have)",
+            Self::NAME
+        ))
+    }
+
+    /// One segment as `MemTransformerLM._forward` reads it: the model's
+    /// output, and the last layer's output at every position of the
+    /// (augmented) segment, which LM-RMT caches too (`hids[n_layer]`).
+    /// `None` where [`Self::lm_rmt_layout`] has no counterpart.
+    #[allow(clippy::type_complexity)]
+    fn lm_rmt_forward<B: Backend>(
+        model: &Self::Model<B>,
+        tokens: Tensor<B, 2, Int>,
+        memory: <Self::Model<B> as SegmentModel<B>>::Memory,
+    ) -> Option<(
+        SegmentOutput<B, <Self::Model<B> as SegmentModel<B>>::Memory>,
+        Tensor<B, 3>,
+    )> {
+        let _ = (model, tokens, memory);
+        None
+    }
 
     fn init_train<B: AutodiffBackend>(
         config: &Self::Config,

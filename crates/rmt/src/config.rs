@@ -45,6 +45,11 @@ pub struct RmtConfig {
     /// Tr-XL backbone: cached states per layer (of the augmented sequence).
     pub mem_len: usize,
     pub clamp_len: Option<usize>,
+    /// Tr-XL backbone: every query sees the same `mem_len` nearest keys
+    /// (LM-RMT's `same_length`). As in LM-RMT, the mask is then
+    /// Transformer-XL's causal one over the augmented segment: the
+    /// memory-token rules of [`crate::mask`] do not apply.
+    pub same_length: bool,
     pub untie_r: bool,
     /// Transformer backbone: `learned` or `sinusoidal` absolute positions.
     pub positions: PositionKind,
@@ -78,6 +83,7 @@ impl Default for RmtConfig {
             read_mem_from_cache: false,
             mem_len: 0,
             clamp_len: None,
+            same_length: false,
             untie_r: false,
             positions: PositionKind::Learned,
             d_model: 64,
@@ -169,6 +175,7 @@ impl Validate for RmtConfig {
                 ("mem_len", self.mem_len > 0),
                 ("read_mem_from_cache", self.read_mem_from_cache),
                 ("clamp_len", self.clamp_len.is_some()),
+                ("same_length", self.same_length),
                 ("untie_r", self.untie_r),
             ] {
                 if set {
@@ -178,6 +185,9 @@ impl Validate for RmtConfig {
                     ));
                 }
             }
+        }
+        if self.same_length && self.mem_len == 0 {
+            return Err(ConfigError::new("same_length", "needs `mem_len` > 0"));
         }
         Ok(())
     }

@@ -22,7 +22,8 @@ pub use model::Rmt;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use memlab_core::{Architecture, ModelContext};
+use memlab_core::lm_rmt::{LmRmtLayout, lm_rmt_compatible};
+use memlab_core::{Architecture, ModelContext, SegmentOutput};
 
 /// The registry entry.
 pub struct RmtArch;
@@ -46,5 +47,46 @@ impl Architecture for RmtArch {
         device: &B::Device,
     ) -> Rmt<B> {
         config.init(ctx, device)
+    }
+
+    /// LM-RMT's `MemTransformerLM` is RMT on the Tr-XL backbone:
+    /// `layers.{i}` are memlab's `relative_blocks.{i}`, `mem_tokens` its
+    /// learned initial memory.
+    fn lm_rmt_layout(config: &RmtConfig) -> Result<LmRmtLayout, String> {
+        if config.backbone != Backbone::TransformerXl {
+            return Err(
+                "LM-RMT's MemTransformerLM (attn_type 0) is RMT on the Tr-XL backbone: \
+                        set `backbone = \"transformer-xl\"`"
+                    .into(),
+            );
+        }
+        if config.memory_loss_weight > 0.0 {
+            return Err(
+                "`memory_loss_weight`: LM-RMT's code has no auxiliary memory loss (nor \
+                        its extra output row)"
+                    .into(),
+            );
+        }
+        lm_rmt_compatible(config.untie_r, config.scale_embeddings, config.activation)?;
+        Ok(LmRmtLayout {
+            blocks: "relative_blocks",
+            n_layers: config.n_layers,
+            memory_tokens: (config.num_mem_tokens > 0).then_some("memory_init"),
+            tied: config.tied_embeddings,
+            d_model: config.d_model,
+        })
+    }
+
+    fn lm_rmt_forward<B: Backend>(
+        model: &Rmt<B>,
+        tokens: Tensor<B, 2, Int>,
+        memory: RmtMemory<B>,
+    ) -> Option<(SegmentOutput<B, RmtMemory<B>>, Tensor<B, 3>)> {
+        let s = tokens.dims()[1];
+        let (h, next) = model.augmented_hidden(tokens, memory);
+        let logits = model
+            .embedding
+            .logits(h.clone().narrow(1, model.num_mem_tokens, s));
+        Some((SegmentOutput::new(logits, next), h))
     }
 }

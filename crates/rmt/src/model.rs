@@ -14,7 +14,7 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use memlab_core::cache::{LayerCache, relative_stack};
+use memlab_core::cache::{LayerCache, relative_stack, xl_mask};
 use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
     TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig, absolute_stack,
@@ -43,6 +43,7 @@ pub struct Rmt<B: Backend> {
     pub num_mem_tokens: usize,
     pub mem_at_end: bool,
     pub read_mem_from_cache: bool,
+    pub same_length: bool,
     pub mem_len: usize,
     pub clamp_len: usize,
     pub d_model: usize,
@@ -116,6 +117,7 @@ impl RmtConfig {
             num_mem_tokens: m,
             mem_at_end: self.mem_at_end,
             read_mem_from_cache: self.read_mem_from_cache,
+            same_length: self.same_length,
             mem_len: self.mem_len,
             clamp_len: self.clamp_len.unwrap_or(usize::MAX),
             d_model: d,
@@ -136,7 +138,19 @@ impl<B: Backend> Rmt<B> {
         tokens: Tensor<B, 2, Int>,
         memory: RmtMemory<B>,
     ) -> (Tensor<B, 3>, RmtMemory<B>) {
-        let [batch, s] = tokens.dims();
+        let s = tokens.dims()[1];
+        let (h, next) = self.augmented_hidden(tokens, memory);
+        (h.narrow(1, self.num_mem_tokens, s), next)
+    }
+
+    /// The last layer's output at every position of the augmented segment
+    /// `[batch, m + s (+ m), d]` and the next memory.
+    pub fn augmented_hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: RmtMemory<B>,
+    ) -> (Tensor<B, 3>, RmtMemory<B>) {
+        let s = tokens.dims()[1];
         let device = tokens.device();
         let m = self.num_mem_tokens;
         let x = self.embedding.embed(tokens);
@@ -151,14 +165,18 @@ impl<B: Backend> Rmt<B> {
         let q = augmented.dims()[1];
 
         let (h, cache) = if self.is_xl() {
-            let mask = rmt_mask::<B>(
-                m,
-                s,
-                memory.cache.len(),
-                self.mem_at_end,
-                self.read_mem_from_cache,
-                &device,
-            );
+            let mask = if self.same_length {
+                xl_mask::<B>(q, memory.cache.len(), Some(self.mem_len), &device)
+            } else {
+                rmt_mask::<B>(
+                    m,
+                    s,
+                    memory.cache.len(),
+                    self.mem_at_end,
+                    self.read_mem_from_cache,
+                    &device,
+                )
+            };
             let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
             let h = self.dropout.forward(augmented);
             let (h, cache) = relative_stack(
@@ -183,10 +201,8 @@ impl<B: Backend> Rmt<B> {
             let start = if self.mem_at_end { q - m } else { 0 };
             h.clone().narrow(1, start, m)
         });
-        let out = h.narrow(1, m, s);
-        debug_assert_eq!(out.dims()[0], batch);
         (
-            out,
+            h,
             RmtMemory {
                 tokens: next_tokens,
                 cache,

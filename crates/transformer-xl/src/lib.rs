@@ -15,11 +15,13 @@ pub mod model;
 pub use config::XlConfig;
 /// Transformer-XL's memory: memlab-core's per-layer cache.
 pub type XlMemory<B> = memlab_core::cache::LayerCache<B>;
-pub use model::{TransformerXl, xl_mask};
+pub use memlab_core::cache::xl_mask;
+pub use model::TransformerXl;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use memlab_core::{Architecture, ModelContext};
+use memlab_core::lm_rmt::{LmRmtLayout, lm_rmt_compatible};
+use memlab_core::{Architecture, ModelContext, SegmentOutput};
 
 /// The registry entry.
 pub struct TransformerXlArch;
@@ -47,5 +49,31 @@ impl Architecture for TransformerXlArch {
         device: &B::Device,
     ) -> TransformerXl<B> {
         config.init(ctx, device)
+    }
+
+    /// LM-RMT's `MemTransformerLM` with `num_mem_tokens 0` (and
+    /// kimiyoung/transformer-xl's with `untie_r` off): `layers.{i}` are
+    /// memlab's `layers.{i}`.
+    fn lm_rmt_layout(config: &XlConfig) -> Result<LmRmtLayout, String> {
+        lm_rmt_compatible(config.untie_r, config.scale_embeddings, config.activation)?;
+        Ok(LmRmtLayout {
+            blocks: "layers",
+            n_layers: config.n_layers,
+            memory_tokens: None,
+            tied: config.tied_embeddings,
+            d_model: config.d_model,
+        })
+    }
+
+    fn lm_rmt_forward<B: Backend>(
+        model: &TransformerXl<B>,
+        tokens: Tensor<B, 2, Int>,
+        memory: XlMemory<B>,
+    ) -> Option<(SegmentOutput<B, XlMemory<B>>, Tensor<B, 3>)> {
+        let (h, next) = model.hidden(tokens, memory);
+        Some((
+            SegmentOutput::new(model.embedding.logits(h.clone()), next),
+            h,
+        ))
     }
 }

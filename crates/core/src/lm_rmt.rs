@@ -1,0 +1,550 @@
+//! Weights shared with booydar/LM-RMT's `MemTransformerLM` (`attn_type 0`,
+//! `pytorch/mem_transformer.py`), the official code of the RMT paper and of
+//! its Transformer-XL baseline: its state_dict names and layouts mapped onto
+//! memlab's modules, both ways, through burn-store.
+//!
+//! Reading goes through burn-store's own readers (`PytorchStore` for the
+//! `torch.save` zip files `train.py` writes, `SafetensorsStore`) and its
+//! `apply` with `PyTorchToBurnAdapter` (which transposes `nn.Linear`
+//! weights and renames LayerNorm's `weight`/`bias` to `gamma`/`beta`);
+//! writing collects the model with `BurnToPyTorchAdapter`. What burn-store
+//! cannot express is done here, with the table [`official_keys`]: the names
+//! (one table serves import, export and the errors, which must name the
+//! official key, so it is written out rather than given to a one-way regex
+//! `KeyRemapper`), `qkv_net` (q, k, v stacked along the output dimension,
+//! three `Linear`s in memlab), `mem_tokens` (`[m, 1, d]`, memlab `[m, d]`),
+//! the tied output weight (its own key in a `.pt`, absent from a
+//! `.safetensors`) and the `pos_emb.inv_freq` buffer (fixed by `d_model`,
+//! checked, not loaded).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use burn::module::{Module, ParamId};
+use burn::prelude::*;
+use burn_store::{
+    BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore, TensorSnapshot,
+};
+
+/// An official weight file's tensors by key, as burn-store reads them.
+pub type Weights = BTreeMap<String, TensorSnapshot>;
+
+/// Where a memlab model keeps the parts of `MemTransformerLM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LmRmtLayout {
+    /// Module path of the list of relative blocks (`layers` in
+    /// Transformer-XL, `relative_blocks` in RMT).
+    pub blocks: &'static str,
+    pub n_layers: usize,
+    /// Module path of the learned memory tokens `[m, d_model]`, when the
+    /// model has memory tokens (`num_mem_tokens` > 0).
+    pub memory_tokens: Option<&'static str>,
+    /// The output weight is the embedding (`tie_weight`).
+    pub tied: bool,
+    pub d_model: usize,
+}
+
+/// The settings every `MemTransformerLM` has and memlab leaves open: one
+/// `r_w_bias`/`r_r_bias` pair shared by all layers, embeddings times
+/// √d_model, ReLU; the reason when a config departs from them.
+pub fn lm_rmt_compatible(
+    untie_r: bool,
+    scale_embeddings: bool,
+    activation: crate::layers::Activation,
+) -> Result<(), String> {
+    if untie_r {
+        return Err(
+            "`untie_r = true`: LM-RMT's MemTransformerLM shares one r_w_bias/r_r_bias \
+                    pair by all layers"
+                .into(),
+        );
+    }
+    if !scale_embeddings {
+        return Err(
+            "`scale_embeddings = false`: MemTransformerLM multiplies embeddings by \
+                    √d_model"
+                .into(),
+        );
+    }
+    if activation != crate::layers::Activation::Relu {
+        return Err("`activation`: MemTransformerLM's feed-forward network uses ReLU".into());
+    }
+    Ok(())
+}
+
+/// A weight file that cannot be read or does not fit the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LmRmtError {
+    /// The file is absent, truncated or not in the format its name says.
+    Read(String),
+    /// Keys the model needs that the file lacks.
+    Missing(Vec<String>),
+    /// Keys of the file that have no place in the model.
+    Unknown(Vec<String>),
+    /// A key whose shape is not the model's.
+    Shape {
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// A key whose values contradict the model (a buffer, a tied weight).
+    Value { key: String, why: String },
+    /// The model or its config has no counterpart in `MemTransformerLM`.
+    Unsupported(String),
+}
+
+impl std::fmt::Display for LmRmtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmRmtError::Read(why) => write!(f, "{why}"),
+            LmRmtError::Missing(keys) => write!(
+                f,
+                "the weights lack {} the model needs: {}",
+                plural(keys.len(), "key"),
+                keys.join(", ")
+            ),
+            LmRmtError::Unknown(keys) => write!(
+                f,
+                "the weights hold {} with no place in the model built from the config \
+                 (another size or architecture?): {}",
+                plural(keys.len(), "key"),
+                keys.join(", ")
+            ),
+            LmRmtError::Shape {
+                key,
+                expected,
+                found,
+            } => write!(
+                f,
+                "`{key}` has shape {found:?} in the weights but {expected:?} in the model built \
+                 from the config (a model of other sizes?)"
+            ),
+            LmRmtError::Value { key, why } => write!(f, "`{key}`: {why}"),
+            LmRmtError::Unsupported(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for LmRmtError {}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Where an official key lives in memlab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// One memlab tensor of the same layout (memlab's as
+    /// `BurnToPyTorchAdapter` presents it: `Linear` weights `[out, in]`,
+    /// LayerNorm `weight`/`bias`).
+    Same(String),
+    /// `qkv_net.weight`: the query, key and value weights stacked along
+    /// the output dimension (`torch.chunk(w_heads, 3, dim=-1)`).
+    Stacked([String; 3]),
+    /// `mem_tokens` `[m, 1, d]`: memlab's `[m, d]`.
+    MemoryTokens(String),
+    /// `crit.out_layers.0.weight` of a tied model: the embedding itself.
+    TiedOutput(String),
+    /// `pos_emb.inv_freq`, `1 / 10000^(2i / d_model)`: a buffer.
+    InverseFrequencies,
+}
+
+/// Every key of a `MemTransformerLM` state_dict with `attn_type 0`,
+/// `cutoffs []`, `d_embed = d_model`, and where memlab keeps it.
+pub fn official_keys(layout: &LmRmtLayout) -> Vec<(String, Place)> {
+    let embedding = "embedding.embedding.weight".to_string();
+    let mut keys = vec![
+        (
+            "word_emb.emb_layers.0.weight".into(),
+            Place::Same(embedding.clone()),
+        ),
+        ("pos_emb.inv_freq".into(), Place::InverseFrequencies),
+        ("r_w_bias".into(), Place::Same("biases.0.u".into())),
+        ("r_r_bias".into(), Place::Same("biases.0.v".into())),
+    ];
+    if let Some(path) = layout.memory_tokens {
+        keys.push(("mem_tokens".into(), Place::MemoryTokens(path.into())));
+    }
+    for i in 0..layout.n_layers {
+        let official = |rest: &str| format!("layers.{i}.{rest}");
+        let ours = |rest: &str| format!("{}.{i}.{rest}", layout.blocks);
+        let attention = |p: &str| ours(&format!("attention.projections.{p}.weight"));
+        keys.push((
+            official("dec_attn.qkv_net.weight"),
+            Place::Stacked([attention("query"), attention("key"), attention("value")]),
+        ));
+        for (theirs, mine) in [
+            ("dec_attn.r_net.weight", "attention.position.weight"),
+            (
+                "dec_attn.o_net.weight",
+                "attention.projections.output.weight",
+            ),
+            ("dec_attn.layer_norm.weight", "body.norm_attention.weight"),
+            ("dec_attn.layer_norm.bias", "body.norm_attention.bias"),
+            ("pos_ff.CoreNet.0.weight", "body.feed_forward.inner.weight"),
+            ("pos_ff.CoreNet.0.bias", "body.feed_forward.inner.bias"),
+            ("pos_ff.CoreNet.3.weight", "body.feed_forward.outer.weight"),
+            ("pos_ff.CoreNet.3.bias", "body.feed_forward.outer.bias"),
+            ("pos_ff.layer_norm.weight", "body.norm_feed_forward.weight"),
+            ("pos_ff.layer_norm.bias", "body.norm_feed_forward.bias"),
+        ] {
+            keys.push((official(theirs), Place::Same(ours(mine))));
+        }
+    }
+    if layout.tied {
+        keys.push((
+            "crit.out_layers.0.weight".into(),
+            Place::TiedOutput(embedding),
+        ));
+        keys.push((
+            "crit.out_layers.0.bias".into(),
+            Place::Same("embedding.head_bias".into()),
+        ));
+    } else {
+        for p in ["weight", "bias"] {
+            keys.push((
+                format!("crit.out_layers.0.{p}"),
+                Place::Same(format!("embedding.head.{p}")),
+            ));
+        }
+    }
+    keys
+}
+
+/// The official keys an exported `.safetensors` holds: all but the tied
+/// output weight, which the official safetensors files do not store twice.
+fn stored_in_safetensors(place: &Place) -> bool {
+    !matches!(place, Place::TiedOutput(_))
+}
+
+/// Reads an official weight file: a `torch.save` state_dict (`.pt`,
+/// `.pth`, `.bin`) or a `.safetensors`, with burn-store's readers.
+pub fn read_weights(path: &Path) -> Result<Weights, LmRmtError> {
+    if !path.is_file() {
+        return Err(LmRmtError::Read(format!(
+            "weight file {} does not exist",
+            path.display()
+        )));
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let fail = |e: &dyn std::fmt::Display| {
+        LmRmtError::Read(format!(
+            "{} is truncated or not a {ext} file: {e}",
+            path.display()
+        ))
+    };
+    match ext.as_str() {
+        // Keys as the file has them: not renumbered (`CoreNet.3` stays 3).
+        "pt" | "pth" | "bin" => PytorchStore::from_file(path)
+            .map_indices_contiguous(false)
+            .get_all_snapshots()
+            .map(|s| s.clone())
+            .map_err(|e| fail(&e)),
+        "safetensors" => SafetensorsStore::from_file(path)
+            .map_indices_contiguous(false)
+            .get_all_snapshots()
+            .map(|s| s.clone())
+            .map_err(|e| fail(&e)),
+        _ => Err(LmRmtError::Read(format!(
+            "{}: unknown weight format (expected .pt, .pth, .bin or .safetensors)",
+            path.display()
+        ))),
+    }
+}
+
+/// Host values of a tensor, f32, row-major.
+struct Values {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Values {
+    fn of(key: &str, snapshot: &TensorSnapshot) -> Result<Self, LmRmtError> {
+        let data = snapshot.to_data().map_err(|e| LmRmtError::Value {
+            key: key.into(),
+            why: format!("cannot be read: {e:?}"),
+        })?;
+        let shape = data.shape.to_vec();
+        let data = data
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| LmRmtError::Value {
+                key: key.into(),
+                why: format!("cannot be read as floats: {e:?}"),
+            })?;
+        Ok(Self { shape, data })
+    }
+
+    fn snapshot(self, path: &str) -> TensorSnapshot {
+        TensorSnapshot::from_data(
+            TensorData::new(self.data, self.shape),
+            path.split('.').map(String::from).collect(),
+            Vec::new(),
+            ParamId::new(),
+        )
+    }
+}
+
+/// The `inv_freq` buffer of `PositionalEmbedding(d_model)`, as memlab's
+/// sinusoids compute it.
+fn inverse_frequencies(d_model: usize) -> Vec<f32> {
+    (0..d_model / 2)
+        .map(|c| (1.0 / 10000f64.powf(2.0 * c as f64 / d_model as f64)) as f32)
+        .collect()
+}
+
+/// memlab's own parameters in PyTorch's layout, by path.
+fn own_snapshots<B: Backend, M: Module<B>>(model: &M) -> BTreeMap<String, TensorSnapshot> {
+    model
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
+        .into_iter()
+        .map(|s| (s.full_path(), s))
+        .collect()
+}
+
+/// The official shape of `place`, from memlab's own tensors.
+fn official_shape(
+    place: &Place,
+    own: &BTreeMap<String, TensorSnapshot>,
+    d_model: usize,
+) -> Option<Vec<usize>> {
+    let shape = |p: &str| own.get(p).map(|s| s.shape.to_vec());
+    match place {
+        Place::Same(p) | Place::TiedOutput(p) => shape(p),
+        Place::Stacked(parts) => {
+            let [rows, cols] = <[usize; 2]>::try_from(shape(&parts[0])?).ok()?;
+            Some(vec![3 * rows, cols])
+        }
+        Place::MemoryTokens(p) => {
+            let [m, d] = <[usize; 2]>::try_from(shape(p)?).ok()?;
+            Some(vec![m, 1, d])
+        }
+        Place::InverseFrequencies => Some(vec![d_model / 2]),
+    }
+}
+
+/// Loads official weights into `model`: every parameter of the model must
+/// come from the file and every key of the file must have its place, with
+/// its shape; otherwise an error names the keys.
+pub fn load_official<B: Backend, M: Module<B>>(
+    mut model: M,
+    layout: &LmRmtLayout,
+    weights: &Weights,
+) -> Result<M, LmRmtError> {
+    let own = own_snapshots::<B, M>(&model);
+    let table = official_keys(layout);
+    let known: BTreeSet<&str> = table.iter().map(|(k, _)| k.as_str()).collect();
+    let unknown: Vec<String> = weights
+        .keys()
+        .filter(|k| !known.contains(k.as_str()))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(LmRmtError::Unknown(unknown));
+    }
+    let missing: Vec<String> = table
+        .iter()
+        .filter(|(k, place)| {
+            // A `.safetensors` does not store the tied output weight twice.
+            !weights.contains_key(k) && stored_in_safetensors(place)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(LmRmtError::Missing(missing));
+    }
+
+    let mut snapshots = Vec::new();
+    for (key, place) in &table {
+        let Some(snapshot) = weights.get(key) else {
+            continue;
+        };
+        let expected = official_shape(place, &own, layout.d_model).ok_or_else(|| {
+            LmRmtError::Unsupported(format!(
+                "`{key}` has no counterpart in the memlab model (its place {place:?} is absent)"
+            ))
+        })?;
+        let found = snapshot.shape.to_vec();
+        if found != expected {
+            return Err(LmRmtError::Shape {
+                key: key.clone(),
+                expected,
+                found,
+            });
+        }
+        let values = Values::of(key, snapshot)?;
+        match place {
+            Place::Same(path) => snapshots.push(values.snapshot(path)),
+            Place::Stacked(parts) => {
+                let (rows, cols) = (expected[0] / 3, expected[1]);
+                for (n, path) in parts.iter().enumerate() {
+                    let block = values.data[n * rows * cols..(n + 1) * rows * cols].to_vec();
+                    snapshots.push(
+                        Values {
+                            shape: vec![rows, cols],
+                            data: block,
+                        }
+                        .snapshot(path),
+                    );
+                }
+            }
+            Place::MemoryTokens(path) => snapshots.push(
+                Values {
+                    shape: vec![expected[0], expected[2]],
+                    data: values.data,
+                }
+                .snapshot(path),
+            ),
+            Place::TiedOutput(_) => {
+                let embedding = Values::of(
+                    "word_emb.emb_layers.0.weight",
+                    &weights["word_emb.emb_layers.0.weight"],
+                )?;
+                if embedding.data != values.data {
+                    return Err(LmRmtError::Value {
+                        key: key.clone(),
+                        why: "differs from `word_emb.emb_layers.0.weight`, but the config ties \
+                              the output weight to the embedding (`tied_embeddings = true`); \
+                              an untied checkpoint needs `tied_embeddings = false`"
+                            .into(),
+                    });
+                }
+            }
+            Place::InverseFrequencies => {
+                let ours = inverse_frequencies(layout.d_model);
+                let worst = ours
+                    .iter()
+                    .zip(&values.data)
+                    .map(|(a, b)| ((a - b) / a).abs())
+                    .fold(0.0f32, f32::max);
+                if worst > 1e-6 {
+                    return Err(LmRmtError::Value {
+                        key: key.clone(),
+                        why: format!(
+                            "is not 1 / 10000^(2i / d_model) for d_model = {} (relative \
+                             difference {worst:e})",
+                            layout.d_model
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    let count = snapshots.len();
+    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    // burn-store lists a LayerNorm `weight`/`bias` found under its Burn
+    // name (`gamma`/`beta`) as unused though it applied it: count instead.
+    if !result.errors.is_empty() || !result.missing.is_empty() || result.applied.len() != count {
+        // The table above covers the model: reaching here is a memlab bug.
+        return Err(LmRmtError::Unsupported(format!(
+            "the official weights do not cover the memlab model: errors {:?}, not loaded {:?}, \
+             unused {:?}",
+            result
+                .errors
+                .iter()
+                .map(|e| format!("{e}"))
+                .collect::<Vec<_>>(),
+            result.missing.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            result.unused
+        )));
+    }
+    Ok(model)
+}
+
+/// A tensor under its official key, in the official layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfficialTensor {
+    pub key: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// The model's weights under the official keys and layouts (all of them
+/// but the tied output weight, as an official `.safetensors` holds them).
+pub fn official_tensors<B: Backend, M: Module<B>>(
+    model: &M,
+    layout: &LmRmtLayout,
+) -> Result<Vec<OfficialTensor>, LmRmtError> {
+    let own = own_snapshots::<B, M>(model);
+    let get = |key: &str, path: &str| {
+        own.get(path)
+            .ok_or_else(|| LmRmtError::Unsupported(format!("`{key}`: the model has no `{path}`")))
+            .and_then(|s| Values::of(path, s))
+    };
+    let mut out = Vec::new();
+    for (key, place) in official_keys(layout) {
+        let values = match &place {
+            Place::TiedOutput(_) => continue,
+            Place::Same(path) => get(&key, path)?,
+            Place::Stacked(parts) => {
+                let mut data = Vec::new();
+                let mut shape = Vec::new();
+                for path in parts {
+                    let part = get(&key, path)?;
+                    data.extend(part.data);
+                    shape = part.shape;
+                }
+                shape[0] *= 3;
+                Values { shape, data }
+            }
+            Place::MemoryTokens(path) => {
+                let v = get(&key, path)?;
+                Values {
+                    shape: vec![v.shape[0], 1, v.shape[1]],
+                    data: v.data,
+                }
+            }
+            Place::InverseFrequencies => Values {
+                shape: vec![layout.d_model / 2],
+                data: inverse_frequencies(layout.d_model),
+            },
+        };
+        debug_assert!(stored_in_safetensors(&place));
+        out.push(OfficialTensor {
+            key,
+            shape: values.shape,
+            data: values.data,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes the model's weights as an official `.safetensors` (f32), the
+/// file `load_official` and the official code read.
+pub fn save_official<B: Backend, M: Module<B>>(
+    model: &M,
+    layout: &LmRmtLayout,
+    path: &Path,
+) -> Result<(), LmRmtError> {
+    let tensors = official_tensors::<B, M>(model, layout)?;
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .into_iter()
+        .map(|t| {
+            let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (t.key, bytes, t.shape)
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(key, data, shape)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (key.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let encoded = safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))?;
+    crate::checkpoint::write_atomically(path, &encoded)
+        .map_err(|e| LmRmtError::Read(format!("writing {}: {e}", path.display())))
+}
