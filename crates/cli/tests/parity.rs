@@ -1,0 +1,680 @@
+//! Parity with the official LM-RMT code (booydar/LM-RMT's `MemTransformerLM`):
+//! memlab loads its weights and computes its numbers.
+//!
+//! The truth is the official code's own output: the shared cases
+//! (`$MEMLAB_DATA_DIR/../parity/lm-rmt`, or `$MEMLAB_PARITY_DIR`) and this
+//! crate's `tests/parity/` cases, which `scripts/lm_rmt_fixture.py` wrote by
+//! running the official `mem_transformer.py` in other settings (same_length,
+//! pre-LN RMT, clamp_len with memory tokens, d_head × n_head ≠ d_model,
+//! read_mem_from_cache, mem_at_end off, untied output weights, a cache
+//! shorter than the augmented segment).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use memlab_cli::BackendKind;
+use memlab_cli::lm_rmt::{ParityReport, read_case, run_export, run_import, run_parity};
+use memlab_core::lm_rmt::read_weights;
+
+fn memlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_memlab"))
+        .args(args)
+        .output()
+        .expect("memlab runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo_cases() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity")
+}
+
+/// The shared cases, when the shared directory is there.
+fn shared_cases() -> Option<PathBuf> {
+    let dir = match (
+        std::env::var_os("MEMLAB_PARITY_DIR"),
+        std::env::var_os("MEMLAB_DATA_DIR"),
+    ) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(data)) => PathBuf::from(data).join("../parity/lm-rmt"),
+        (None, None) => {
+            eprintln!(
+                "skipped: set MEMLAB_DATA_DIR (or MEMLAB_PARITY_DIR) to find the shared cases"
+            );
+            return None;
+        }
+    };
+    assert!(
+        dir.is_dir(),
+        "{} is not a directory: the shared parity cases are missing",
+        dir.display()
+    );
+    Some(dir)
+}
+
+/// `dir/NAME` for every `NAME.json` in `dir`.
+fn cases_in(dir: &Path) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.with_extension(""))
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn with_ext(case: &Path, ext: &str) -> PathBuf {
+    let mut p = case.as_os_str().to_owned();
+    p.push(format!(".{ext}"));
+    PathBuf::from(p)
+}
+
+/// The case passes, and the report compares everything the case holds.
+fn assert_passes(case: &Path, format: &str) -> ParityReport {
+    let report = run_parity(case, Some(format), BackendKind::Ndarray)
+        .unwrap_or_else(|e| panic!("{}: {e:#}", case.display()));
+    assert!(report.passed(), "{}", report.markdown());
+    let c = read_case(case).unwrap().config;
+    for s in 0..c.segments {
+        let has = |q: &str| {
+            report
+                .rows
+                .iter()
+                .any(|r| r.segment == s && r.quantity == q)
+        };
+        assert!(has("nll"), "{}: segment {s} nll", case.display());
+        assert_eq!(
+            has("mem_tokens"),
+            c.num_mem_tokens > 0,
+            "{}",
+            case.display()
+        );
+        for l in 0..=c.n_layer {
+            assert_eq!(
+                has(&format!("cache[{l}]")),
+                c.mem_len > 0,
+                "{}",
+                case.display()
+            );
+        }
+    }
+    report
+}
+
+#[test]
+fn every_shared_case_passes_from_both_formats() {
+    let Some(dir) = shared_cases() else { return };
+    let cases = cases_in(&dir);
+    assert!(
+        cases.len() >= 4,
+        "{} holds {} cases",
+        dir.display(),
+        cases.len()
+    );
+    for case in cases {
+        for format in ["safetensors", "pt"] {
+            assert!(
+                with_ext(&case, format).is_file(),
+                "{}.{format}",
+                case.display()
+            );
+            assert_passes(&case, format);
+        }
+    }
+}
+
+#[test]
+fn the_cases_in_other_settings_pass() {
+    let cases = cases_in(&repo_cases());
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        assert_passes(case, "safetensors");
+    }
+    // An untied model from its `.pt`, where the output weight is its own key.
+    assert_passes(&repo_cases().join("memtr-untied-prenorm"), "pt");
+}
+
+/// A copy of `case` under `dir` with one config field changed.
+fn mutated(case: &Path, dir: &Path, field: &str, value: serde_json::Value) -> PathBuf {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(with_ext(case, "json")).unwrap()).unwrap();
+    json["config"][field] = value;
+    let out = dir.join("mutated");
+    std::fs::write(with_ext(&out, "json"), json.to_string()).unwrap();
+    std::fs::copy(with_ext(case, "safetensors"), with_ext(&out, "safetensors")).unwrap();
+    out
+}
+
+#[test]
+fn parity_fails_when_the_model_computes_something_else() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each setting changes what LM-RMT computes; read with the other value,
+    // the same weights must give numbers outside the tolerance.
+    for (case, field, value) in [
+        ("txl-rmt-same-length", "same_length", false.into()),
+        (
+            "rmt-prenorm-clamp-readcache",
+            "read_mem_from_cache",
+            false.into(),
+        ),
+        ("rmt-prenorm-clamp-readcache", "clamp_len", (-1).into()),
+        ("rmt-prenorm-clamp-readcache", "pre_lnorm", false.into()),
+        ("memtr-untied-prenorm", "mem_at_end", true.into()),
+        ("xl-same-length-dhead", "same_length", false.into()),
+    ] {
+        let fixture = mutated(&repo_cases().join(case), dir.path(), field, value);
+        let report = run_parity(&fixture, None, BackendKind::Ndarray).unwrap();
+        assert!(!report.passed(), "{case} with {field} changed passes");
+        let out = memlab(&["parity", "--fixture", fixture.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("FAIL"));
+        assert!(
+            text(&out.stderr).contains("parity of"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_parity_command_prints_every_segment_and_exits_zero() {
+    let case = repo_cases().join("rmt-clamp-short-cache");
+    let out = memlab(&["parity", "--fixture", case.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "| 3 | nll |",
+        "| 0 | mem_tokens |",
+        "| 3 | cache[2] |",
+        "PASS",
+    ] {
+        assert!(stdout.contains(needle), "{needle}: {stdout}");
+    }
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(json["worst_rel"].as_f64().unwrap() < 1e-4);
+}
+
+#[test]
+fn a_bad_case_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = repo_cases().join("rmt-clamp-short-cache");
+    for (field, value, needle) in [
+        ("ext_len", serde_json::json!(2), "ext_len"),
+        ("attn_type", serde_json::json!(1), "attn_type"),
+        ("cutoffs", serde_json::json!([5]), "adaptive softmax"),
+        ("wings", serde_json::json!(2), "wings"),
+        ("d_inner", serde_json::json!(40), "pos_ff.CoreNet.0.weight"),
+    ] {
+        let fixture = mutated(&case, dir.path(), field, value);
+        let err = format!(
+            "{:#}",
+            run_parity(&fixture, None, BackendKind::Ndarray).unwrap_err()
+        );
+        assert!(err.contains(needle), "{field}: {err}");
+    }
+    // A token id outside the vocabulary.
+    let fixture = mutated(&case, dir.path(), "name", "bad-ids".into());
+    let json_path = with_ext(&fixture, "json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    json["segments"][1]["input"][2][0] = 99.into();
+    std::fs::write(&json_path, json.to_string()).unwrap();
+    let err = format!(
+        "{:#}",
+        run_parity(&fixture, None, BackendKind::Ndarray).unwrap_err()
+    );
+    assert!(err.contains("token id 99"), "{err}");
+    let out = memlab(&["parity", "--fixture", "/no/such/case"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/no/such/case.json"));
+}
+
+// ------------------------------------------------------------------ import
+
+/// A memlab config for the `rmt-clamp-short-cache` case's sizes (vocab 13).
+fn rmt_config(dir: &Path, name: &str, model_extra: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[run]
+name = "unused"
+out_dir = "{}"
+seed = 1
+[task]
+kind = "copy"
+length = 4
+vocab_size = 13
+[train]
+steps = 2
+batch_size = 4
+segment_len = 5
+lr = 0.001
+min_lr = 0.0001
+warmup_steps = 1
+log_every = 1
+eval_batches = 1
+[model]
+arch = "rmt"
+backbone = "transformer-xl"
+num_mem_tokens = 3
+mem_len = 3
+clamp_len = 2
+d_model = 16
+n_layers = 2
+n_heads = 2
+d_head = 8
+d_ff = 32
+pre_norm = false
+scale_embeddings = true
+{model_extra}
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The case's weights rewritten by `edit` (key → (shape, f32 values)).
+fn edited_weights(
+    case: &Path,
+    out: &Path,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>),
+) -> PathBuf {
+    let bytes = std::fs::read(with_ext(case, "safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: std::collections::BTreeMap<_, _> = file
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(k, (shape, data))| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (k.clone(), view)
+        })
+        .collect();
+    let path = out.with_extension("safetensors");
+    std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+fn import_error(weights: &Path, config: &Path, out: &Path) -> String {
+    format!("{:#}", run_import(weights, config, out).unwrap_err())
+}
+
+#[test]
+fn import_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = repo_cases().join("rmt-clamp-short-cache");
+    let config = rmt_config(dir.path(), "rmt", "");
+    let out = dir.path().join("run");
+    let weights = |name: &str, edit: &dyn Fn(&mut std::collections::BTreeMap<_, _>)| {
+        edited_weights(&case, &dir.path().join(name), |t| edit(t))
+    };
+
+    let missing = weights("missing", &|t| {
+        t.remove("layers.1.pos_ff.CoreNet.3.bias");
+    });
+    let err = import_error(&missing, &config, &out);
+    assert!(
+        err.contains("lack") && err.contains("layers.1.pos_ff.CoreNet.3.bias"),
+        "{err}"
+    );
+
+    let unknown = weights("unknown", &|t| {
+        let r = t["layers.0.dec_attn.r_net.weight"].clone();
+        t.insert("layers.2.dec_attn.r_net.weight".into(), r);
+    });
+    let err = import_error(&unknown, &config, &out);
+    assert!(
+        err.contains("no place") && err.contains("layers.2.dec_attn.r_net.weight"),
+        "{err}"
+    );
+
+    let reshaped = weights("reshaped", &|t| {
+        let (_, data) = t["r_w_bias"].clone();
+        t.insert("r_w_bias".into(), (vec![16], data));
+    });
+    let err = import_error(&reshaped, &config, &out);
+    assert!(
+        err.contains("`r_w_bias` has shape [16]") && err.contains("[2, 8]"),
+        "{err}"
+    );
+
+    // A checkpoint of another size than the config.
+    let good = with_ext(&case, "safetensors");
+    let wider = rmt_config(dir.path(), "wider", "");
+    std::fs::write(
+        &wider,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("d_ff = 32", "d_ff = 48"),
+    )
+    .unwrap();
+    let err = import_error(&good, &wider, &out);
+    assert!(
+        err.contains("`layers.0.pos_ff.CoreNet.0.weight` has shape [32, 16]"),
+        "{err}"
+    );
+    let deeper = dir.path().join("deeper.toml");
+    std::fs::write(
+        &deeper,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("n_layers = 2", "n_layers = 3"),
+    )
+    .unwrap();
+    let err = import_error(&good, &deeper, &out);
+    assert!(
+        err.contains("lack") && err.contains("layers.2.dec_attn.qkv_net.weight"),
+        "{err}"
+    );
+    let xl = dir.path().join("xl.toml");
+    std::fs::write(
+        &xl,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("arch = \"rmt\"", "arch = \"transformer-xl\"")
+            .replace("backbone = \"transformer-xl\"\nnum_mem_tokens = 3\n", ""),
+    )
+    .unwrap();
+    let err = import_error(&good, &xl, &out);
+    assert!(
+        err.contains("no place") && err.contains("mem_tokens"),
+        "{err}"
+    );
+
+    // An untied checkpoint into a tied model.
+    let untied = repo_cases().join("memtr-untied-prenorm");
+    let memtr = rmt_config(dir.path(), "memtr", "mem_at_end = false");
+    std::fs::write(
+        &memtr,
+        std::fs::read_to_string(&memtr)
+            .unwrap()
+            .replace(
+                "num_mem_tokens = 3\nmem_len = 3\nclamp_len = 2",
+                "num_mem_tokens = 2",
+            )
+            .replace("pre_norm = false", "pre_norm = true"),
+    )
+    .unwrap();
+    let err = import_error(&with_ext(&untied, "pt"), &memtr, &out);
+    assert!(
+        err.contains("crit.out_layers.0.weight") && err.contains("tied_embeddings"),
+        "{err}"
+    );
+    let untied_config = dir.path().join("memtr-untied.toml");
+    std::fs::write(
+        &untied_config,
+        std::fs::read_to_string(&memtr).unwrap() + "tied_embeddings = false\n",
+    )
+    .unwrap();
+    run_import(
+        &with_ext(&untied, "pt"),
+        &untied_config,
+        &dir.path().join("untied"),
+    )
+    .unwrap();
+
+    // An architecture without an LM-RMT counterpart, a bad file.
+    let baseline = dir.path().join("baseline.toml");
+    std::fs::write(
+        &baseline,
+        "[task]\nkind = \"copy\"\nlength = 4\nvocab_size = 13\n[model]\narch = \"baseline\"\n",
+    )
+    .unwrap();
+    let err = import_error(&good, &baseline, &out);
+    assert!(err.contains("no LM-RMT counterpart"), "{err}");
+    let truncated = dir.path().join("truncated.safetensors");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_error(&truncated, &config, &out);
+    assert!(err.contains("truncated"), "{err}");
+    let truncated_pt = dir.path().join("truncated.pt");
+    let bytes = std::fs::read(with_ext(&untied, "pt")).unwrap();
+    std::fs::write(&truncated_pt, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_error(&truncated_pt, &config, &out);
+    assert!(err.contains("truncated"), "{err}");
+    let err = import_error(Path::new("/no/such/weights.pt"), &config, &out);
+    assert!(
+        err.contains("/no/such/weights.pt") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a failed import wrote {}", out.display());
+
+    // Through the binary: exit 1, the key, no panic.
+    let out = memlab(&[
+        "import",
+        "--from",
+        "lm-rmt",
+        "--weights",
+        missing.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("cli").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("layers.1.pos_ff.CoreNet.3.bias") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+/// Every tensor of two weight files, by key: (shape, f32 bits).
+fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+    read_weights(path)
+        .unwrap()
+        .into_iter()
+        .map(|(k, s)| {
+            let data = s.to_data().unwrap();
+            let shape = data.shape.to_vec();
+            let bits = data
+                .to_vec::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(f32::to_bits)
+                .collect();
+            (k, shape, bits)
+        })
+        .collect()
+}
+
+/// Every weight bit for bit; the `pos_emb.inv_freq` buffer (not a weight:
+/// memlab computes it from `d_model`) within float rounding.
+fn assert_same_weights(a: &Path, b: &Path) {
+    let (a, b) = (tensors(a), tensors(b));
+    let keys =
+        |t: &[(String, Vec<usize>, Vec<u32>)]| t.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&a), keys(&b));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.1, y.1, "{}: shape", x.0);
+        if x.0 == "pos_emb.inv_freq" {
+            for (p, q) in x.2.iter().zip(&y.2) {
+                let (p, q) = (f32::from_bits(*p), f32::from_bits(*q));
+                assert!((p - q).abs() <= 1e-6 * q.abs(), "inv_freq {p} vs {q}");
+            }
+        } else {
+            assert!(x.2 == y.2, "{} differs", x.0);
+        }
+    }
+}
+
+#[test]
+fn imported_weights_compute_the_official_numbers_and_export_gives_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = repo_cases().join("rmt-clamp-short-cache");
+    let config = rmt_config(dir.path(), "rmt", "");
+    let run = dir.path().join("imported");
+    let out = memlab(&[
+        "import",
+        "--from",
+        "lm-rmt",
+        "--weights",
+        with_ext(&case, "safetensors").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("run directory"));
+    for file in ["config.toml", "checkpoint.mpk"] {
+        assert!(run.join(file).is_file(), "{file}");
+    }
+    // A second import into the same directory would overwrite it.
+    let again = memlab(&[
+        "import",
+        "--from",
+        "lm-rmt",
+        "--weights",
+        with_ext(&case, "safetensors").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("already holds a checkpoint"));
+
+    // Export: the official tensors, bit for bit.
+    let exported = dir.path().join("exported.safetensors");
+    let out = memlab(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--to",
+        "lm-rmt",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_same_weights(&exported, &with_ext(&case, "safetensors"));
+
+    // The imported run computes the official numbers: its export, beside
+    // the case's outputs, passes parity.
+    std::fs::copy(with_ext(&case, "json"), dir.path().join("exported.json")).unwrap();
+    assert_passes(&dir.path().join("exported"), "safetensors");
+
+    // eval reads the imported run.
+    let out = memlab(&["eval", "--run", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("rmt at step 0"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Fine-tuning: train --resume starts from the imported weights.
+    let resumed = memlab(&[
+        "train",
+        "--config",
+        run.join("config.toml").to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let fresh_dir = dir.path().join("fresh");
+    let fresh = memlab(&[
+        "train",
+        "--config",
+        run.join("config.toml").to_str().unwrap(),
+        "--set",
+        &format!("run.out_dir=\"{}\"", fresh_dir.display()),
+    ]);
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    let first_loss = |dir: &Path| -> f64 {
+        let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+        first["loss"].as_f64().unwrap()
+    };
+    let imported_loss = first_loss(&run);
+    assert_ne!(imported_loss, first_loss(&fresh_dir.join("imported")));
+    let figures: serde_json::Value = serde_json::from_str(
+        text(&memlab(&["eval", "--run", run.to_str().unwrap()]).stdout)
+            .lines()
+            .nth(1)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(figures["step"], 2);
+}
+
+#[test]
+fn export_then_import_is_the_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Transformer-XL trained here (pre-LN, d_head × n_heads ≠ d_model, untied).
+    let config = dir.path().join("xl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[run]
+name = "trained"
+out_dir = "{}"
+seed = 3
+[task]
+kind = "copy"
+length = 3
+vocab_size = 9
+[train]
+steps = 3
+batch_size = 4
+segment_len = 5
+warmup_steps = 1
+log_every = 1
+eval_batches = 1
+[model]
+arch = "transformer-xl"
+d_model = 16
+n_layers = 2
+n_heads = 3
+d_head = 4
+d_ff = 24
+mem_len = 4
+pre_norm = true
+tied_embeddings = false
+"#,
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = memlab(&["train", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let trained = dir.path().join("trained");
+    let first = dir.path().join("first.safetensors");
+    run_export(&trained, &first).unwrap();
+    let reimported = dir.path().join("reimported");
+    run_import(&first, &trained.join("config.toml"), &reimported).unwrap();
+    let second = dir.path().join("second.safetensors");
+    run_export(&reimported, &second).unwrap();
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&second).unwrap()
+    );
+    // The re-imported model computes exactly what the trained one does.
+    let eval = |run: &Path| {
+        let out = memlab(&["eval", "--run", run.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let json: serde_json::Value =
+            serde_json::from_str(text(&out.stdout).lines().nth(1).unwrap()).unwrap();
+        json["eval"].clone()
+    };
+    assert_eq!(eval(&trained), eval(&reimported));
+
+    let err = format!(
+        "{:#}",
+        run_export(&trained, &dir.path().join("x.pt")).unwrap_err()
+    );
+    assert!(err.contains(".safetensors"), "{err}");
+}
