@@ -613,7 +613,18 @@ fn imported_weights_compute_the_official_numbers_and_export_gives_them_back() {
 #[test]
 fn export_then_import_is_the_identity() {
     let dir = tempfile::tempdir().unwrap();
-    // A Transformer-XL trained here (pre-LN, d_head × n_heads ≠ d_model, untied).
+    // A byte-level Transformer-XL trained here (pre-LN, d_head × n_heads ≠
+    // d_model, untied output weights).
+    let corpus = dir.path().join("corpus.txt");
+    let text_: String = (0..400)
+        .map(|i| {
+            format!(
+                "line {i}: the quick brown fox jumps over {} lazy dogs.\n",
+                i % 7
+            )
+        })
+        .collect();
+    std::fs::write(&corpus, text_).unwrap();
     let config = dir.path().join("xl.toml");
     std::fs::write(
         &config,
@@ -624,9 +635,9 @@ name = "trained"
 out_dir = "{}"
 seed = 3
 [task]
-kind = "copy"
-length = 3
-vocab_size = 9
+kind = "bytes"
+path = "{}"
+seq_len = 20
 [train]
 steps = 3
 batch_size = 4
@@ -645,7 +656,8 @@ mem_len = 4
 pre_norm = true
 tied_embeddings = false
 "#,
-            dir.path().display()
+            dir.path().display(),
+            corpus.display()
         ),
     )
     .unwrap();
@@ -671,6 +683,22 @@ tied_embeddings = false
         json["eval"].clone()
     };
     assert_eq!(eval(&trained), eval(&reimported));
+    let generate = |run: &Path| {
+        let out = memlab(&[
+            "generate",
+            "--run",
+            run.to_str().unwrap(),
+            "--prompt",
+            "line 3",
+            "--tokens",
+            "24",
+            "--temperature",
+            "0",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out.stdout
+    };
+    assert_eq!(generate(&trained), generate(&reimported));
 
     let err = format!(
         "{:#}",

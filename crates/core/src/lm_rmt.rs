@@ -247,12 +247,12 @@ pub fn read_weights(path: &Path) -> Result<Weights, LmRmtError> {
         "pt" | "pth" | "bin" => PytorchStore::from_file(path)
             .map_indices_contiguous(false)
             .get_all_snapshots()
-            .map(|s| s.clone())
+            .cloned()
             .map_err(|e| fail(&e)),
         "safetensors" => SafetensorsStore::from_file(path)
             .map_indices_contiguous(false)
             .get_all_snapshots()
-            .map(|s| s.clone())
+            .cloned()
             .map_err(|e| fail(&e)),
         _ => Err(LmRmtError::Read(format!(
             "{}: unknown weight format (expected .pt, .pth, .bin or .safetensors)",

@@ -298,6 +298,11 @@ fn every_bad_model_value_names_its_field() {
         ("num_mem_tokens = -1", "model.num_mem_tokens"),
         ("mem_len = 8", "model.mem_len"),
         ("read_mem_from_cache = true", "model.read_mem_from_cache"),
+        ("same_length = true", "model.same_length"),
+        (
+            "backbone = \"transformer-xl\"\nsame_length = true",
+            "model.same_length",
+        ),
         ("dropout = 2.0", "model.dropout"),
         ("mem_tokens = 4", "model.mem_tokens"),
         ("memory_loss_weight = -0.01", "model.memory_loss_weight"),
