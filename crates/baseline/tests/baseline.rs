@@ -243,6 +243,8 @@ fn train_copy(
     let options = TrainOptions {
         run_dir,
         resume: false,
+        overwrite: false,
+        memory_limit: None,
         progress: false,
     };
     train::<BaselineArch, AB>(config, &model_config, &task, &options, &Default::default()).unwrap()

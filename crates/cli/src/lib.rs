@@ -58,6 +58,7 @@ pub fn run_train(
     config: &ExperimentConfig,
     backend: BackendKind,
     resume: bool,
+    overwrite: bool,
     progress: bool,
 ) -> Result<TrainReport> {
     let task = build_task(config)?;
@@ -66,6 +67,8 @@ pub fn run_train(
     let options = TrainOptions {
         run_dir: run_dir(config),
         resume,
+        overwrite,
+        memory_limit: None,
         progress,
     };
     train_model(config, &spec, task.as_ref(), &options, backend)
@@ -78,6 +81,18 @@ fn train_model(
     options: &TrainOptions,
     backend: BackendKind,
 ) -> Result<TrainReport> {
+    // On the CPU, refuse a model that cannot fit in the host's memory
+    // (GPU backends: not yet checked).
+    let limited;
+    let options = if backend == BackendKind::Ndarray && options.memory_limit.is_none() {
+        limited = TrainOptions {
+            memory_limit: memlab_core::train::host_available_memory(),
+            ..options.clone()
+        };
+        &limited
+    } else {
+        options
+    };
     struct Job<'a> {
         config: &'a ExperimentConfig,
         spec: &'a ModelSpec,
@@ -196,6 +211,7 @@ pub fn with_run_model<J: RunModelJob>(
             let ctx = model_context(&run.config, run.task.as_ref());
             let model_config = parse_model_config::<A>(run.spec.fields.clone(), &ctx)?;
             let checkpoint = Checkpoint::load(&run.dir.join(CHECKPOINT_FILE), A::NAME)?;
+            checkpoint.check_config(&run.config)?;
             let model = A::init::<B>(&model_config, &ctx, &self.device);
             let model = checkpoint.load_model(model, &self.device)?;
             Ok((checkpoint.step, job.run(&model, run, &self.device)?))
@@ -515,6 +531,9 @@ pub fn run_compare(
         let options = TrainOptions {
             run_dir: run_dir(&run_config),
             resume: false,
+            // A comparison trains its runs afresh each time it is run.
+            overwrite: true,
+            memory_limit: None,
             progress,
         };
         let report = train_model(&run_config, &spec, task.as_ref(), &options, backend)

@@ -150,6 +150,7 @@ pub fn run_export(run: &Path, out: &Path) -> Result<String> {
             let layout = layout::<A>(&model_config)?;
             let device = Default::default();
             let checkpoint = Checkpoint::load(&self.run.dir.join(CHECKPOINT_FILE), A::NAME)?;
+            checkpoint.check_config(&self.run.config)?;
             let model =
                 checkpoint.load_model(A::init::<Cpu>(&model_config, &ctx, &device), &device)?;
             save_official::<Cpu, _>(&model, &layout, self.out)?;

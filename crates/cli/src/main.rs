@@ -42,9 +42,12 @@ enum Command {
         /// Override a config value, e.g. `--set train.lr=0.001` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Continue from the run directory's checkpoint, if there is one.
-        #[arg(long)]
+        /// Continue the run from its directory's checkpoint.
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Replace the run its directory already holds.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Evaluate the checkpoint of a run directory.
     Eval {
@@ -52,11 +55,11 @@ enum Command {
         run: PathBuf,
         #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
         backend: BackendKind,
-        /// Split to evaluate on: valid or test.
+        /// Split to evaluate on: valid, test or train.
         #[arg(long, default_value = "valid", value_parser = parse_split)]
         split: Split,
         /// Number of batches (default: the run's train.eval_batches).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_positive)]
         batches: Option<usize>,
     },
     /// Stream text from a trained byte- or word-level run: reads the
@@ -205,6 +208,14 @@ enum DataAction {
     },
 }
 
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
+}
+
 fn parse_split(s: &str) -> Result<Split, String> {
     match s {
         "valid" => Ok(Split::Valid),
@@ -227,6 +238,32 @@ fn write_out(text: &str) -> Result<()> {
     write_bytes(&mut std::io::stdout().lock(), text.as_bytes())
 }
 
+/// `println!` that ends quietly on a closed pipe and reports a failed write
+/// (a full disk) as an error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// Says which defaults a config file leaves in force.
+fn note_defaults(path: &std::path::Path) {
+    for section in ExperimentConfig::defaulted_sections(path) {
+        let defaults = match section {
+            "run" => toml::to_string(&memlab_core::config::RunConfig::default()),
+            _ => toml::to_string(&memlab_core::config::TrainConfig::default()),
+        }
+        .unwrap_or_default()
+        .lines()
+        .collect::<Vec<_>>()
+        .join(", ");
+        eprintln!(
+            "note: {} has no [{section}] section; using its defaults: {defaults}",
+            path.display()
+        );
+    }
+}
+
 fn main() {
     if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {err:#}");
@@ -242,20 +279,22 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             overrides,
             resume,
+            overwrite,
         } => {
+            note_defaults(&config);
             let config = ExperimentConfig::load(&config, &overrides)?;
-            let report = run_train(&config, backend, resume, progress)?;
+            let report = run_train(&config, backend, resume, overwrite, progress)?;
             if report.resumed_from > 0 {
-                println!("resumed from step {}", report.resumed_from);
+                out!("resumed from step {}", report.resumed_from);
             }
-            println!(
+            out!(
                 "{}: {} parameters, {} memory floats/seq, {} steps on {backend}",
                 report.model.name,
                 report.model.parameters,
                 report.model.memory_floats_per_sequence,
                 report.steps
             );
-            println!(
+            out!(
                 "valid {} {:.4} (loss {:.4}, accuracy {:.4}); train {:.0} tokens/s",
                 metric_name(report.eval.metric),
                 report.eval.value,
@@ -263,7 +302,7 @@ fn run(cli: Cli) -> Result<()> {
                 report.eval.accuracy,
                 report.tokens_per_second
             );
-            println!("run directory: {}", report.run_dir.display());
+            out!("run directory: {}", report.run_dir.display());
         }
         Command::Eval {
             run,
@@ -341,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             overrides,
         } => {
+            note_defaults(&config);
             let config = ExperimentConfig::load(&config, &overrides)?;
             let rows = run_compare(&config, backend, progress, |row| {
                 eprintln!(
@@ -352,12 +392,12 @@ fn run(cli: Cli) -> Result<()> {
                 );
             })?;
             let table = markdown_table(&rows);
-            println!("{table}");
+            out!("{table}");
             let dir = run_dir(&config);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             write_atomically(&dir.join("compare.md"), table.as_bytes())?;
             write_atomically(&dir.join("compare.csv"), csv_table(&rows).as_bytes())?;
-            println!("wrote {} and compare.csv", dir.join("compare.md").display());
+            out!("wrote {} and compare.csv", dir.join("compare.md").display());
         }
         Command::Bench {
             config,
@@ -367,6 +407,9 @@ fn run(cli: Cli) -> Result<()> {
             check,
             overrides,
         } => {
+            if let Some(p) = peak_tflops.filter(|p| !(p.is_finite() && *p > 0.0)) {
+                anyhow::bail!("--peak-tflops must be a positive number, got {p}");
+            }
             let plan = BenchPlan::load(&config, &overrides)?;
             let backends = if all_backends {
                 BackendKind::compiled()
@@ -393,7 +436,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("checking {} against the CPU", names.join(", "));
                 let rows = crosscheck::check_plan(&plan, &others, Default::default())?;
                 let table = crosscheck::check_markdown(&rows);
-                println!("{table}");
+                out!("{table}");
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 write_atomically(&dir.join("check.md"), table.as_bytes())?;
@@ -412,10 +455,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 write_bench_outputs(&dir, so_far, &title, peak_tflops).map(drop)
             })?;
-            println!("{}", bench_markdown(&report, peak_tflops));
+            out!("{}", bench_markdown(&report, peak_tflops));
             let files = write_bench_outputs(&dir, &report, &title, peak_tflops)?;
             let names: Vec<_> = files.iter().map(|f| f.display().to_string()).collect();
-            println!("wrote {}", names.join(", "));
+            out!("wrote {}", names.join(", "));
         }
         Command::Import {
             from: _,
@@ -424,18 +467,18 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let report = memlab_cli::lm_rmt::run_import(&weights, &config, &out)?;
-            println!(
+            out!(
                 "imported {} tensors from {} into a {} model ({} parameters)",
                 report.tensors,
                 weights.display(),
                 report.arch,
                 report.parameters
             );
-            println!("run directory: {}", report.run_dir.display());
+            out!("run directory: {}", report.run_dir.display());
         }
         Command::Export { run, to: _, out } => {
             let arch = memlab_cli::lm_rmt::run_export(&run, &out)?;
-            println!(
+            out!(
                 "wrote the {arch} model of {} to {}",
                 run.display(),
                 out.display()
@@ -463,36 +506,36 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Models => {
-            println!("architectures:");
+            out!("architectures:");
             for (name, summary) in registry::SUMMARIES {
-                println!("  {name:<16} {summary}");
+                out!("  {name:<16} {summary}");
             }
-            println!("tasks:");
+            out!("tasks:");
             for kind in memlab_tasks::KINDS {
-                println!("  {kind}");
+                out!("  {kind}");
             }
         }
         Command::Data { action } => match action {
             DataAction::List { dir } => {
                 let dir = data::data_dir(dir);
-                println!("data directory: {}", dir.display());
+                out!("data directory: {}", dir.display());
                 for corpus in data::CORPORA {
                     let present = corpus.files.iter().all(|f| dir.join(f.path).is_file());
                     let state = if present { "present" } else { "absent" };
-                    println!("  {:<14} {state:<8} {}", corpus.name, corpus.url);
+                    out!("  {:<14} {state:<8} {}", corpus.name, corpus.url);
                 }
             }
             DataAction::Download { name, dir } => {
                 let corpus = data::corpus(&name)?;
                 let mirror = std::env::var("MEMLAB_DATA_MIRROR").ok();
                 for path in data::download(corpus, &data::data_dir(dir), mirror.as_deref())? {
-                    println!("ok {}", path.display());
+                    out!("ok {}", path.display());
                 }
             }
             DataAction::Verify { name, dir } => {
                 let corpus = data::corpus(&name)?;
                 for path in data::verify(corpus, &data::data_dir(dir))? {
-                    println!("ok {}", path.display());
+                    out!("ok {}", path.display());
                 }
             }
         },

@@ -308,6 +308,21 @@ fn edited_weights(
     path
 }
 
+/// `memlab import --from lm-rmt` through the binary.
+fn import_cli(weights: &str, config: &str, out: &str) -> Output {
+    memlab(&[
+        "import",
+        "--from",
+        "lm-rmt",
+        "--weights",
+        weights,
+        "--config",
+        config,
+        "--out",
+        out,
+    ])
+}
+
 fn import_error(weights: &Path, config: &Path, out: &Path) -> String {
     format!("{:#}", run_import(weights, config, out).unwrap_err())
 }
@@ -453,17 +468,11 @@ fn import_errors_name_the_key() {
     assert!(!out.exists(), "a failed import wrote {}", out.display());
 
     // Through the binary: exit 1, the key, no panic.
-    let out = memlab(&[
-        "import",
-        "--from",
-        "lm-rmt",
-        "--weights",
+    let out = import_cli(
         missing.to_str().unwrap(),
-        "--config",
         config.to_str().unwrap(),
-        "--out",
         dir.path().join("cli").to_str().unwrap(),
-    ]);
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
@@ -517,34 +526,22 @@ fn imported_weights_compute_the_official_numbers_and_export_gives_them_back() {
     let case = repo_cases().join("rmt-clamp-short-cache");
     let config = rmt_config(dir.path(), "rmt", "");
     let run = dir.path().join("imported");
-    let out = memlab(&[
-        "import",
-        "--from",
-        "lm-rmt",
-        "--weights",
+    let out = import_cli(
         with_ext(&case, "safetensors").to_str().unwrap(),
-        "--config",
         config.to_str().unwrap(),
-        "--out",
         run.to_str().unwrap(),
-    ]);
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("run directory"));
     for file in ["config.toml", "checkpoint.mpk"] {
         assert!(run.join(file).is_file(), "{file}");
     }
     // A second import into the same directory would overwrite it.
-    let again = memlab(&[
-        "import",
-        "--from",
-        "lm-rmt",
-        "--weights",
+    let again = import_cli(
         with_ext(&case, "safetensors").to_str().unwrap(),
-        "--config",
         config.to_str().unwrap(),
-        "--out",
         run.to_str().unwrap(),
-    ]);
+    );
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("already holds a checkpoint"));
 

@@ -1,6 +1,8 @@
 //! Checkpoints: one file holding the model record, the optimizer state, the
-//! step and the run's config, written atomically (temporary file, fsync,
-//! rename) so that a killed run never leaves a partial checkpoint to be read.
+//! step, the run's config and, for a streaming task, the memory carried into
+//! the next step, written atomically (temporary file, fsync, rename) so that
+//! a killed run never leaves a partial checkpoint to be read, and checked by
+//! a SHA-1 of its contents on every load, so that a damaged one is refused.
 //!
 //! Model and optimizer records use Burn's `NamedMpkBytesRecorder` at full
 //! precision (bit-identical reloads); the envelope is MessagePack too.
@@ -19,7 +21,8 @@ use crate::seed::param_shapes;
 /// File name of the checkpoint inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.mpk";
 const MAGIC: &str = "memlab-checkpoint";
-const FORMAT_VERSION: u32 = 1;
+/// 2: the carried memory and the checksum (version 1 had neither).
+const FORMAT_VERSION: u32 = 2;
 
 /// A checkpoint that cannot be written or read, with the reason.
 #[derive(Debug)]
@@ -78,6 +81,44 @@ pub struct Checkpoint {
     model: Vec<u8>,
     #[serde(with = "serde_bytes")]
     optimizer: Vec<u8>,
+    /// A streaming task's memory carried into the next step (detached):
+    /// the model's `MemoryState::to_tensors`; `None` where none is carried.
+    #[serde(default)]
+    memory: Option<Vec<SavedTensor>>,
+    /// SHA-1 (hex) of everything above.
+    #[serde(default)]
+    checksum: String,
+}
+
+/// A `[batch, n, d]` f32 tensor, little-endian.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedTensor {
+    pub shape: [usize; 3],
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl SavedTensor {
+    pub fn from_tensor<B: Backend>(t: &Tensor<B, 3>) -> Self {
+        let values = t
+            .to_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 values");
+        Self {
+            shape: t.dims(),
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    pub fn to_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 3> {
+        let values: Vec<f32> = self
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Tensor::from_data(TensorData::new(values, self.shape), device)
+    }
 }
 
 fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
@@ -99,6 +140,37 @@ pub fn record_from_bytes<B: Backend, R: Record<B>>(
         .map_err(|e| CheckpointError::Record(e.to_string()))
 }
 
+/// MessagePack bytes with every map's entries in the order of their keys'
+/// encodings. Burn's optimizer records are hash maps keyed by parameter, so
+/// their order (and so the bytes) would otherwise change from process to
+/// process; this way two runs with the same seed write the same file.
+fn canonical(bytes: Vec<u8>) -> Result<Vec<u8>, CheckpointError> {
+    fn sort(value: &mut rmpv::Value) {
+        match value {
+            rmpv::Value::Map(entries) => {
+                for (k, v) in entries.iter_mut() {
+                    sort(k);
+                    sort(v);
+                }
+                entries.sort_by_cached_key(|(k, _)| {
+                    let mut key = Vec::new();
+                    rmpv::encode::write_value(&mut key, k).expect("encoding to memory");
+                    key
+                });
+            }
+            rmpv::Value::Array(items) => items.iter_mut().for_each(sort),
+            _ => {}
+        }
+    }
+    let mut value = rmpv::decode::read_value(&mut bytes.as_slice())
+        .map_err(|e| CheckpointError::Record(format!("re-encoding a record: {e}")))?;
+    sort(&mut value);
+    let mut out = Vec::with_capacity(bytes.len());
+    rmpv::encode::write_value(&mut out, &value)
+        .map_err(|e| CheckpointError::Record(format!("re-encoding a record: {e}")))?;
+    Ok(out)
+}
+
 impl Checkpoint {
     /// Captures a model and an optimizer record.
     pub fn new<B: Backend, M: Module<B>, O: Record<B>>(
@@ -116,8 +188,71 @@ impl Checkpoint {
             config_toml,
             param_shapes: param_shapes::<B, M>(model),
             model: record_to_bytes::<B, _>(model.clone().into_record())?,
-            optimizer: record_to_bytes::<B, _>(optimizer)?,
+            optimizer: canonical(record_to_bytes::<B, _>(optimizer)?)?,
+            memory: None,
+            checksum: String::new(),
         })
+    }
+
+    /// With the memory a streaming task carries into the next step.
+    pub fn with_memory<B: Backend>(mut self, memory: Option<Vec<Tensor<B, 3>>>) -> Self {
+        self.memory = memory.map(|ts| ts.iter().map(SavedTensor::from_tensor).collect());
+        self
+    }
+
+    /// The carried memory's tensors, if the checkpoint holds any.
+    pub fn memory<B: Backend>(&self, device: &B::Device) -> Option<Vec<Tensor<B, 3>>> {
+        self.memory
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.to_tensor(device)).collect())
+    }
+
+    /// Refuses a run config whose `[model]` or `[task]` is not the one the
+    /// checkpoint was trained with (an edited `config.toml` can keep every
+    /// weight's shape and still describe another model, e.g. `n_heads`).
+    pub fn check_config(&self, config: &crate::ExperimentConfig) -> Result<(), CheckpointError> {
+        let saved: crate::ExperimentConfig = toml::from_str(&self.config_toml)
+            .map_err(|e| CheckpointError::Record(format!("the checkpoint's config: {e}")))?;
+        for (section, same) in [
+            ("[model]", saved.model == config.model),
+            ("[task]", saved.task == config.task),
+        ] {
+            if !same {
+                return Err(CheckpointError::Record(format!(
+                    "the run's config.toml has another {section} than the checkpoint was \
+                     trained with; restore it, or train a new run"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-1 of every field but the checksum.
+    fn digest(&self) -> String {
+        use sha1::{Digest, Sha1};
+        let mut h = Sha1::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(self.magic.as_bytes());
+        field(&self.format_version.to_le_bytes());
+        field(self.arch.as_bytes());
+        field(&(self.step as u64).to_le_bytes());
+        field(self.config_toml.as_bytes());
+        field(format!("{:?}", self.param_shapes).as_bytes());
+        field(&self.model);
+        field(&self.optimizer);
+        match &self.memory {
+            None => field(b"no memory"),
+            Some(ts) => {
+                for t in ts {
+                    field(format!("{:?}", t.shape).as_bytes());
+                    field(&t.data);
+                }
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Loads the model weights into `model`.
@@ -161,7 +296,9 @@ impl Checkpoint {
 
     /// Writes atomically: `path.tmp`, fsync, rename over `path`.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let bytes = rmp_serde::to_vec_named(self)
+        let mut sealed = self.clone();
+        sealed.checksum = sealed.digest();
+        let bytes = rmp_serde::to_vec_named(&sealed)
             .map_err(|e| CheckpointError::Corrupt(path.to_path_buf(), e.to_string()))?;
         write_atomically(path, &bytes).map_err(|e| CheckpointError::Io(path.to_path_buf(), e))
     }
@@ -171,13 +308,20 @@ impl Checkpoint {
         let bytes = fs::read(path).map_err(|e| CheckpointError::Io(path.to_path_buf(), e))?;
         let checkpoint: Checkpoint = rmp_serde::from_slice(&bytes)
             .map_err(|e| CheckpointError::Corrupt(path.to_path_buf(), e.to_string()))?;
-        if checkpoint.magic != MAGIC || checkpoint.format_version != FORMAT_VERSION {
+        if checkpoint.magic != MAGIC || !(1..=FORMAT_VERSION).contains(&checkpoint.format_version) {
             return Err(CheckpointError::Corrupt(
                 path.to_path_buf(),
                 format!(
                     "header {:?} v{} (expected {MAGIC:?} v{FORMAT_VERSION})",
                     checkpoint.magic, checkpoint.format_version
                 ),
+            ));
+        }
+        // Version 1 had no checksum; from version 2 every load checks it.
+        if checkpoint.format_version >= 2 && checkpoint.checksum != checkpoint.digest() {
+            return Err(CheckpointError::Corrupt(
+                path.to_path_buf(),
+                "its checksum does not match its contents (the file was changed or damaged)".into(),
             ));
         }
         if checkpoint.arch != expected_arch {
@@ -197,12 +341,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    {
+    let written = (|| {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A full disk must not leave the partial file behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Persist the rename itself; not every platform can open a directory.
         if let Ok(d) = fs::File::open(dir) {
@@ -210,4 +359,33 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The rename cannot replace a non-empty directory.
+        let target = dir.path().join("checkpoint.mpk");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("inside"), b"x").unwrap();
+        assert!(write_atomically(&target, b"new contents").is_err());
+        assert!(!dir.path().join("checkpoint.mpk.tmp").exists());
+    }
+
+    #[test]
+    fn records_are_re_encoded_in_key_order() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let entry = |k: &str, v: i64| (rmpv::Value::from(k), rmpv::Value::from(v));
+        let one = rmpv::Value::Map(vec![entry("z", 1), entry("a", 2)]);
+        let other = rmpv::Value::Map(vec![entry("a", 2), entry("z", 1)]);
+        rmpv::encode::write_value(&mut a, &one).unwrap();
+        rmpv::encode::write_value(&mut b, &other).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(canonical(a).unwrap(), canonical(b).unwrap());
+    }
 }

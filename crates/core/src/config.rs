@@ -413,7 +413,11 @@ impl Default for RunConfig {
 
 impl Validate for RunConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
+        if self.name.is_empty()
+            || self.name.contains(['/', '\\'])
+            || self.name == ".."
+            || self.name == "."
+        {
             return Err(ConfigError::new(
                 "name",
                 format!("must be a plain directory name, got {:?}", self.name),
@@ -606,6 +610,18 @@ impl ExperimentConfig {
             }
         }
         Ok(config)
+    }
+
+    /// The sections a file leaves out that take their defaults (`run`,
+    /// `train`), for the CLI to say so.
+    pub fn defaulted_sections(path: &Path) -> Vec<&'static str> {
+        let Ok(table) = read_toml(path) else {
+            return Vec::new();
+        };
+        ["run", "train"]
+            .into_iter()
+            .filter(|s| !table.contains_key(*s))
+            .collect()
     }
 
     /// Reads a file, applies `key=value` overrides, parses and validates.

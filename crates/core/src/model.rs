@@ -150,6 +150,14 @@ pub trait SegmentModel<B: Backend>: Module<B> {
         memory: Self::Memory,
     ) -> SegmentOutput<B, Self::Memory>;
 
+    /// Rebuilds this model's memory from [`MemoryState::to_tensors`]'s
+    /// tensors (a checkpoint's carried memory, memory replay's leaves); a
+    /// model whose memory layout depends on its config (RMT without memory
+    /// tokens) overrides it.
+    fn memory_from_tensors(&self, tensors: Vec<Tensor<B, 3>>) -> Result<Self::Memory, MemoryError> {
+        Self::Memory::from_tensors(tensors)
+    }
+
     /// Floats carried per sequence between segments, in steady state.
     fn memory_floats_per_sequence(&self) -> usize;
 

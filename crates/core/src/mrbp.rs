@@ -71,7 +71,8 @@ where
     let inner = model.valid();
     let to_inner = |m: &M::Memory| {
         let tensors = m.to_tensors().into_iter().map(|t| t.inner()).collect();
-        <M::InnerModule as SegmentModel<B::InnerBackend>>::Memory::from_tensors(tensors)
+        inner
+            .memory_from_tensors(tensors)
             .expect("a memory rebuilds from its own tensors")
     };
     let mut entering = Vec::with_capacity(segments);
@@ -99,7 +100,8 @@ where
                 .into_iter()
                 .map(|x| Tensor::from_inner(x).require_grad())
                 .collect();
-            let start = M::Memory::from_tensors(leaves.clone())
+            let start = model
+                .memory_from_tensors(leaves.clone())
                 .expect("a memory rebuilds from its own tensors");
             (start, Some(leaves))
         };
@@ -136,14 +138,15 @@ where
         });
         accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
     }
-    let memory = M::Memory::from_tensors(
-        current
-            .to_tensors()
-            .into_iter()
-            .map(Tensor::from_inner)
-            .collect(),
-    )
-    .expect("a memory rebuilds from its own tensors");
+    let memory = model
+        .memory_from_tensors(
+            current
+                .to_tensors()
+                .into_iter()
+                .map(Tensor::from_inner)
+                .collect(),
+        )
+        .expect("a memory rebuilds from its own tensors");
     per_token.reverse();
     Replay {
         grads: accumulator.grads(),

@@ -344,6 +344,8 @@ pub fn train_for_test<A: Architecture>(
     let options = crate::train::TrainOptions {
         run_dir,
         resume: false,
+        overwrite: false,
+        memory_limit: None,
         progress: false,
     };
     crate::train::train::<A, AB>(&config, &model_config, task, &options, &Default::default())

@@ -116,6 +116,17 @@ impl<B: Backend> Tallies<B> {
         }
     }
 
+    /// Whether every tallied value and the auxiliary loss is finite, on the
+    /// device (`[1]`): the training loop's NaN guard.
+    pub fn all_finite(&self) -> Tensor<B, 1, Bool> {
+        let mut sums: Vec<Tensor<B, 1>> = self.per_token.iter().map(|t| t.clone().sum()).collect();
+        sums.extend(self.aux.clone());
+        match sums.into_iter().reduce(|a, b| a + b) {
+            Some(total) => total.is_finite(),
+            None => Tensor::<B, 1>::zeros([1], &B::Device::default()).is_finite(),
+        }
+    }
+
     /// Reads the figures back in one device-to-host transfer and sums them on
     /// the host in a fixed order (f64), so that the same run always reports
     /// the same figures whatever order a backend reduces in.

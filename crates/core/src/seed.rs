@@ -11,7 +11,7 @@
 
 use std::sync::Mutex;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
 static RNG_LOCK: Mutex<()> = Mutex::new(());
@@ -26,18 +26,23 @@ pub fn seeded<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> 
     f()
 }
 
-struct Materialize;
+/// Draws each parameter and numbers it in module order.
+struct Materialize(u64);
 
-impl<B: Backend> ModuleVisitor<B> for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let _ = param.val();
+impl<B: Backend> ModuleMapper<B> for Materialize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        self.0 += 1;
+        Param::from_mapped_value(ParamId::from(self.0), tensor, mapper)
     }
 }
 
-/// Draws every lazily initialised parameter now, in module order.
+/// Draws every lazily initialised parameter now, in module order, and
+/// gives the parameters the ids 1, 2, … in that order instead of Burn's
+/// random ones, so that two runs with the same seed write the same
+/// checkpoint, byte for byte.
 pub fn materialize<B: Backend, M: Module<B>>(module: M) -> M {
-    module.visit(&mut Materialize);
-    module
+    module.map(&mut Materialize(0))
 }
 
 /// Builds a model with `init` under `seed`, with every parameter drawn.

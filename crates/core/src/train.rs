@@ -39,6 +39,22 @@ pub enum TrainError {
     Checkpoint(CheckpointError),
     Io(PathBuf, std::io::Error),
     Resume(String),
+    /// The directory already holds a run and neither resuming nor
+    /// overwriting it was asked for.
+    RunExists(PathBuf),
+    /// Another process is training in the directory.
+    Locked(PathBuf),
+    /// The loss or the gradient norm of a step is NaN or infinite.
+    NonFinite {
+        step: usize,
+        what: &'static str,
+    },
+    /// Training would need more memory than the machine has.
+    TooLarge {
+        parameters: usize,
+        needed: u64,
+        available: u64,
+    },
 }
 
 impl std::fmt::Display for TrainError {
@@ -48,6 +64,37 @@ impl std::fmt::Display for TrainError {
             TrainError::Checkpoint(e) => write!(f, "{e}"),
             TrainError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             TrainError::Resume(why) => write!(f, "cannot resume: {why}"),
+            TrainError::RunExists(dir) => write!(
+                f,
+                "{} already holds a run; continue it with --resume, or replace it with \
+                 --overwrite",
+                dir.display()
+            ),
+            TrainError::Locked(dir) => write!(
+                f,
+                "another memlab process is training in {} (it holds {}); wait for it or \
+                 choose another run.name",
+                dir.display(),
+                dir.join(LOCK_FILE).display()
+            ),
+            TrainError::TooLarge {
+                parameters,
+                needed,
+                available,
+            } => write!(
+                f,
+                "the model has {parameters} parameters: training needs at least {:.1} GiB \
+                 (f32 weights, gradients and AdamW's two moments, and a step's logits), more \
+                 than the {:.1} GiB available; make the model or the batch smaller",
+                *needed as f64 / GIB,
+                *available as f64 / GIB
+            ),
+            TrainError::NonFinite { step, what } => write!(
+                f,
+                "the {what} of step {step} is not finite (NaN or infinite): training stopped; \
+                 the last checkpoint (from before step {step}) is kept. Lower train.lr, \
+                 model.init_std or raise train.warmup_steps"
+            ),
         }
     }
 }
@@ -233,8 +280,14 @@ pub fn evaluate<B: Backend, M: SegmentModel<B>>(
 pub struct TrainOptions {
     /// The run directory (config.toml, metrics.jsonl, checkpoint.mpk).
     pub run_dir: PathBuf,
-    /// Continue from the run directory's checkpoint when there is one.
+    /// Continue from the run directory's checkpoint (which must exist).
     pub resume: bool,
+    /// Replace a run the directory already holds (else that is an error).
+    pub overwrite: bool,
+    /// Refuse to start when the estimate of what training holds in memory
+    /// ([`memory_estimate`]) exceeds this many bytes (the CLI gives the
+    /// host's available memory for the CPU backend).
+    pub memory_limit: Option<u64>,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -452,9 +505,30 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     };
     let run_dir = &options.run_dir;
     fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(run_dir.clone(), e))?;
+    let _lock = lock_run_dir(run_dir)?;
     let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
     let config_toml = config.to_toml();
+    // What a replaced run leaves is removed only once the new one can start.
+    let replaced = check_run_dir(run_dir, options)?;
 
+    if let Some(available) = options.memory_limit {
+        // Built under the lock, as every draw is; parameters are lazy, so
+        // counting them allocates none.
+        let parameters = crate::seed::seeded::<B, _>(device, seed, || {
+            lazy_parameters::<B, _>(&A::init_train::<B>(model_config, &ctx, device))
+        });
+        // The tokens a batch really holds (a text task's rows may be
+        // shorter than its `seq_len`).
+        let tokens = task.batch(Split::Train, 0, train.batch_size).len;
+        let needed = memory_estimate(parameters, train.batch_size, tokens, ctx.vocab_size);
+        if needed > available {
+            return Err(TrainError::TooLarge {
+                parameters,
+                needed,
+                available,
+            });
+        }
+    }
     let mut model = init_seeded::<B, _>(device, seed, || {
         A::init_train::<B>(model_config, &ctx, device)
     });
@@ -463,16 +537,37 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
 
     task.check_batch_size(train.batch_size)?;
     let mut start_step = 0;
-    if options.resume && checkpoint_path.exists() {
+    // A streaming task's batches continue each other: memory is carried
+    // (detached) from step to step, as Transformer-XL trains, and starts
+    // afresh at each epoch; a checkpoint holds the memory carried into its
+    // next step, so that a resumed run carries what an uninterrupted one would.
+    let mut carried = None;
+    if options.resume {
         let checkpoint = Checkpoint::load(&checkpoint_path, A::NAME)?;
         check_resumable(&checkpoint.config_toml, config)?;
+        if checkpoint.step > train.steps {
+            return Err(TrainError::Resume(format!(
+                "the checkpoint is at step {} but train.steps is {}; a run cannot be resumed \
+                 to fewer steps than it has taken (raise train.steps, or start a new run)",
+                checkpoint.step, train.steps
+            )));
+        }
         model = checkpoint.load_model(model, device)?;
         optimizer = optimizer.load_record(checkpoint.optimizer_record(device)?);
         start_step = checkpoint.step;
+        if let Some(tensors) = checkpoint.memory::<B>(device) {
+            let memory = model
+                .memory_from_tensors(tensors)
+                .map_err(|e| TrainError::Resume(format!("the checkpoint's carried memory: {e}")))?;
+            carried = Some(memory);
+        }
         // The schedule is a pure function of the step: replay it.
         for _ in 0..start_step {
             scheduler.step();
         }
+    }
+    for path in replaced {
+        fs::remove_file(&path).map_err(|e| TrainError::Io(path, e))?;
     }
     write_atomically(&run_dir.join("config.toml"), config_toml.as_bytes())
         .map_err(|e| TrainError::Io(run_dir.join("config.toml"), e))?;
@@ -495,28 +590,30 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     progress.set_prefix(description.name.clone());
     progress.set_position(start_step as u64);
 
-    let tokens_per_step = (train.batch_size * task.seq_len()) as f64;
     let mut train_time = Duration::ZERO;
-    let mut trained_steps = 0usize;
+    let mut trained_tokens = 0usize;
     let mut last_train_loss = f64::NAN;
-    let save = |model: &A::TrainModel<B>, optimizer_record, step| {
+    let save = |model: &A::TrainModel<B>,
+                optimizer_record,
+                step,
+                carried: &Option<<A::TrainModel<B> as SegmentModel<B>>::Memory>| {
         Checkpoint::new::<B, _, _>(A::NAME, step, config_toml.clone(), model, optimizer_record)?
+            .with_memory::<B>(carried.as_ref().map(MemoryState::to_tensors))
             .save(&checkpoint_path)
     };
 
-    // A streaming task's batches continue each other: memory is carried
-    // (detached) from step to step, as Transformer-XL trains, and starts
-    // afresh at each epoch. A resumed run starts its first step afresh.
     let epoch_batches = task
         .batches(Split::Train, train.batch_size)
         .unwrap_or(u64::MAX);
-    let mut carried = None;
+    let abort_at = abort_after_step();
     for step in start_step..train.steps {
         let started = Instant::now();
         let lr = scheduler.step();
         let batch = task
             .batch(Split::Train, step as u64, train.batch_size)
             .to_device::<B>(task.vocab_size(), device)?;
+        // Throughput counts the tokens actually read.
+        trained_tokens += batch.inputs.dims().iter().product::<usize>();
         if (step as u64).is_multiple_of(epoch_batches) {
             carried = None;
         }
@@ -533,10 +630,27 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         let log_now = done % train.log_every == 0 || done == train.steps;
         let (grads, norm) = clip_gradients(&model, grads, train);
         let norm = match norm {
-            Some(norm) if log_now => Some(norm),
+            Some(norm) => Some(norm),
             None if log_now => global_grad_norm(&model, &grads),
-            _ => None,
+            None => None,
         };
+        // Stop before a non-finite step reaches the model (one flag read
+        // back per step: the loop synchronises every step anyway).
+        if !tallies.all_finite().into_scalar().elem::<bool>() {
+            return Err(TrainError::NonFinite {
+                step: done,
+                what: "loss",
+            });
+        }
+        if let Some(norm) = &norm
+            && !norm.clone().is_finite().into_scalar().elem::<bool>()
+        {
+            return Err(TrainError::NonFinite {
+                step: done,
+                what: "gradient norm",
+            });
+        }
+        let norm = norm.filter(|_| log_now);
         model = optimizer.step(lr, model, grads);
         if task.streaming() {
             carried = Some(MemoryState::detach(memory));
@@ -546,9 +660,8 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
             let figures = tallies.figures(); // synchronises
             let grad_norm = norm.map(|n| n.into_scalar().elem::<f64>());
             train_time += started.elapsed();
-            trained_steps += 1;
             last_train_loss = figures.loss;
-            let tps = tokens_per_step * trained_steps as f64 / train_time.as_secs_f64();
+            let tps = trained_tokens as f64 / train_time.as_secs_f64();
             progress.set_message(format!(
                 "loss {:.4} acc {:.3} {:.0} tok/s",
                 figures.loss, figures.accuracy, tps
@@ -562,7 +675,6 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
             drop(tallies);
             B::sync(device).ok();
             train_time += started.elapsed();
-            trained_steps += 1;
         }
         progress.set_position(done as u64);
 
@@ -571,14 +683,21 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
             log_eval(&mut log, done, &eval)?;
         }
         if train.checkpoint_every > 0 && done % train.checkpoint_every == 0 {
-            save(&model, optimizer.to_record(), done)?;
+            save(&model, optimizer.to_record(), done, &carried)?;
+        }
+        if abort_at == Some(done) {
+            std::process::abort();
         }
     }
     progress.finish_and_clear();
 
     let eval = evaluate_on_valid(&model, task, train, device)?;
-    log_eval(&mut log, train.steps, &eval)?;
-    save(&model, optimizer.to_record(), train.steps)?;
+    // A run resumed when already complete re-reports its figures without
+    // logging or saving them a second time.
+    if start_step < train.steps {
+        log_eval(&mut log, train.steps, &eval)?;
+        save(&model, optimizer.to_record(), train.steps, &carried)?;
+    }
 
     Ok(TrainReport {
         model: description,
@@ -589,7 +708,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         tokens_per_second: if train_time.is_zero() {
             0.0
         } else {
-            tokens_per_step * trained_steps as f64 / train_time.as_secs_f64()
+            trained_tokens as f64 / train_time.as_secs_f64()
         },
         run_dir: run_dir.clone(),
     })
@@ -624,6 +743,105 @@ fn log_eval(log: &mut MetricsLog, step: usize, eval: &EvalFigures) -> Result<(),
         "generated_accuracy": eval.generated_accuracy,
         "generated_exact_match": eval.generated_exact_match,
     }))
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// A lower bound of the bytes training holds: f32 weights, their gradients
+/// and AdamW's two moments (16 bytes a parameter), and one step's logits
+/// with their gradient (`batch × seq_len × vocab`, 8 bytes each).
+pub fn memory_estimate(parameters: usize, batch: usize, seq_len: usize, vocab: usize) -> u64 {
+    let logits = (batch as u64)
+        .saturating_mul(seq_len as u64)
+        .saturating_mul(vocab as u64);
+    (parameters as u64)
+        .saturating_mul(16)
+        .saturating_add(logits.saturating_mul(8))
+}
+
+struct LazyCount(usize);
+
+impl<B: Backend> ModuleVisitor<B> for LazyCount {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let n = param
+            .lazy_shape()
+            .iter()
+            .fold(1usize, |n, &d| n.saturating_mul(d));
+        self.0 = self.0.saturating_add(n);
+    }
+}
+
+/// Parameters of a module, without drawing any that are not drawn yet.
+pub fn lazy_parameters<B: Backend, M: Module<B>>(module: &M) -> usize {
+    let mut count = LazyCount(0);
+    module.visit(&mut count);
+    count.0
+}
+
+/// The memory the operating system says is available (Linux's
+/// `MemAvailable`), in bytes.
+pub fn host_available_memory() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The lock file of a run directory, held while a run trains there.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes the run directory's lock (the OS releases it when the process
+/// ends, however it ends), or says who holds it.
+fn lock_run_dir(dir: &Path) -> Result<fs::File, TrainError> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| TrainError::Io(path.clone(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(TrainError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(TrainError::Io(path, e)),
+    }
+}
+
+/// The files a run writes into its directory.
+const RUN_FILES: [&str; 3] = [CHECKPOINT_FILE, "metrics.jsonl", "config.toml"];
+
+/// Refuses to start over a run the directory holds unless asked to replace
+/// it, and to resume a run that has no checkpoint; returns the files of a
+/// run being replaced, which the caller removes before writing any of the
+/// new run's, so that the directory never mixes two runs.
+fn check_run_dir(dir: &Path, options: &TrainOptions) -> Result<Vec<PathBuf>, TrainError> {
+    if options.resume {
+        if !dir.join(CHECKPOINT_FILE).exists() {
+            return Err(TrainError::Resume(format!(
+                "{} holds no checkpoint ({CHECKPOINT_FILE}); drop --resume to start the run",
+                dir.display()
+            )));
+        }
+        return Ok(Vec::new());
+    }
+    let held: Vec<PathBuf> = RUN_FILES
+        .into_iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    if !held.is_empty() && !options.overwrite {
+        return Err(TrainError::RunExists(dir.to_path_buf()));
+    }
+    Ok(held)
+}
+
+/// Test hook: `MEMLAB_TEST_ABORT_AFTER_STEP=N` ends the process abruptly
+/// (as `kill -9` would: no destructor, nothing flushed) once step `N` is
+/// done, so that tests can interrupt a run at an exact step.
+fn abort_after_step() -> Option<usize> {
+    std::env::var("MEMLAB_TEST_ABORT_AFTER_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 /// A checkpoint may be resumed only with the same task, model and seed.

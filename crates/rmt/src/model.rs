@@ -19,7 +19,7 @@ use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
     TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig, absolute_stack,
 };
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::{MemoryState, ModelContext, SegmentModel, SegmentOutput};
 
 use crate::config::{Backbone, MemoryInit, RmtConfig};
 use crate::mask::rmt_mask;
@@ -71,9 +71,26 @@ impl RmtConfig {
             match self.memory_init {
                 MemoryInit::Distinct => unit.init([m, d], device),
                 MemoryInit::Repeated => {
+                    // The vector is drawn now (as it always was: the same
+                    // values under a seed); its `m` copies are made when the
+                    // parameter is first read, so that building a model
+                    // allocates no parameter (the training loop's size check).
                     let one =
                         Tensor::<B, 2>::random([1, d], Distribution::Normal(0.0, 1.0), device);
-                    Param::from_tensor(one.repeat_dim(0, m))
+                    Param::uninitialized(
+                        burn::module::ParamId::new(),
+                        move |_, require_grad| {
+                            let copies = one.clone().repeat_dim(0, m);
+                            if require_grad {
+                                copies.require_grad()
+                            } else {
+                                copies
+                            }
+                        },
+                        device.clone(),
+                        true,
+                        [m, d].into(),
+                    )
                 }
             }
         });
@@ -260,6 +277,17 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
             return SegmentOutput::new(logits, next).with_aux_loss(aux);
         }
         SegmentOutput::new(logits, next)
+    }
+
+    /// `[tokens, cache layers…]`, or the cache alone without memory tokens.
+    fn memory_from_tensors(
+        &self,
+        tensors: Vec<Tensor<B, 3>>,
+    ) -> Result<RmtMemory<B>, memlab_core::MemoryError> {
+        if self.num_mem_tokens == 0 {
+            return Ok(RmtMemory::cache_only(LayerCache::from_tensors(tensors)?));
+        }
+        RmtMemory::from_tensors(tensors)
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

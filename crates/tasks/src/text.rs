@@ -57,6 +57,12 @@ pub fn resolve(path: &str) -> Result<PathBuf, DataError> {
     if given.is_file() {
         return Ok(given);
     }
+    if given.is_dir() {
+        return Err(DataError::new(
+            &given,
+            "is a directory, not a data file; give the corpus file itself",
+        ));
+    }
     let mut tried = vec![given.display().to_string()];
     if given.is_relative()
         && let Some(dir) = std::env::var_os(DATA_DIR_VAR)

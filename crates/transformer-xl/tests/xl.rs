@@ -358,6 +358,8 @@ pre_norm = true
     let options = TrainOptions {
         run_dir: dir.path().join("xl"),
         resume: false,
+        overwrite: false,
+        memory_limit: None,
         progress: false,
     };
     let report = train::<TransformerXlArch, AB>(
