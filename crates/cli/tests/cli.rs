@@ -2,20 +2,11 @@
 //! the errors a user sees.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn memlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memlab"))
-}
-
-fn run(args: &[&str]) -> Output {
-    memlab().args(args).output().expect("memlab runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{memlab, run, text};
 
 fn write_config(dir: &Path, name: &str, steps: usize, checkpoint_every: usize) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));

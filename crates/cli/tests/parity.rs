@@ -10,22 +10,14 @@
 //! shorter than the augmented segment).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use memlab_cli::BackendKind;
 use memlab_cli::lm_rmt::{ParityReport, read_case, run_export, run_import, run_parity};
 use memlab_core::lm_rmt::read_weights;
 
-fn memlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_memlab"))
-        .args(args)
-        .output()
-        .expect("memlab runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{run as memlab, text};
 
 fn repo_cases() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity")

@@ -7,27 +7,11 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn memlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_memlab"))
-}
-
-fn run(args: &[&str]) -> Output {
-    memlab().args(args).output().expect("memlab runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_fails_with(out: &Output, needle: &str) {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
+mod common;
+use common::{assert_fails_with, memlab, run, text};
 
 /// A small byte-level corpus.
 fn corpus(dir: &Path) -> PathBuf {
@@ -69,6 +53,17 @@ checkpoint_every = 5
     )
     .unwrap();
     path
+}
+
+/// A small baseline on the copy task.
+fn baseline_copy(dir: &Path, name: &str, steps: usize) -> PathBuf {
+    config(
+        dir,
+        name,
+        &copy_task(),
+        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
+        steps,
+    )
 }
 
 fn copy_task() -> String {
@@ -210,13 +205,7 @@ fn the_process_can_be_killed_at_any_moment_and_resumed_exactly() {
 #[test]
 fn run_folders_are_never_mixed_shared_or_relabelled() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "r",
-        &copy_task(),
-        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
-        10,
-    );
+    let cfg = baseline_copy(dir.path(), "r", 10);
     let cfg = cfg.to_str().unwrap();
 
     // --resume on a run that does not exist.
@@ -281,13 +270,7 @@ fn run_folders_are_never_mixed_shared_or_relabelled() {
 #[test]
 fn a_second_training_of_the_same_run_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "busy",
-        &copy_task(),
-        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
-        100_000,
-    );
+    let cfg = baseline_copy(dir.path(), "busy", 100_000);
     let cfg = cfg.to_str().unwrap();
     let mut first = memlab()
         .args(["train", "--config", cfg])
@@ -327,13 +310,7 @@ fn a_second_training_of_the_same_run_is_refused_while_the_first_runs() {
 #[test]
 fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "nan",
-        &copy_task(),
-        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
-        10,
-    );
+    let cfg = baseline_copy(dir.path(), "nan", 10);
     let cfg = cfg.to_str().unwrap();
     let out = run(&["train", "--config", cfg, "--set", "model.init_std=1e30"]);
     assert_fails_with(&out, "of step 1 is not finite");
@@ -356,13 +333,7 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn a_checkpoint_that_was_changed_or_a_config_that_was_edited_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "c",
-        &copy_task(),
-        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
-        6,
-    );
+    let cfg = baseline_copy(dir.path(), "c", 6);
     assert!(
         run(&["train", "--config", cfg.to_str().unwrap()])
             .status
@@ -421,13 +392,7 @@ fn output_that_cannot_be_written_ends_cleanly() {
 #[test]
 fn a_model_too_large_for_the_machine_is_refused_before_allocating() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "big",
-        &copy_task(),
-        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
-        6,
-    );
+    let cfg = baseline_copy(dir.path(), "big", 6);
     for model in ["baseline", "transformer-xl"] {
         let out = run(&[
             "train",
@@ -445,13 +410,7 @@ fn a_model_too_large_for_the_machine_is_refused_before_allocating() {
 #[test]
 fn small_silent_errors_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        "s",
-        &copy_task(),
-        "arch = \"baseline\"\nd_model = 16\nn_heads = 2\nd_ff = 32",
-        6,
-    );
+    let cfg = baseline_copy(dir.path(), "s", 6);
     let cfg = cfg.to_str().unwrap();
     assert!(run(&["train", "--config", cfg]).status.success());
     let run_dir = dir.path().join("s");
