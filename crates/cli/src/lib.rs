@@ -21,8 +21,7 @@ use memlab_core::registry::parse_model_config;
 use memlab_core::runner::SegmentStream;
 use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
 use memlab_core::{
-    Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, SegmentModel,
-    Split, Task,
+    Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task,
 };
 use serde::Serialize;
 
@@ -33,7 +32,7 @@ pub fn build_task(config: &ExperimentConfig) -> Result<Box<dyn Task>, memlab_tas
     memlab_tasks::build_task(&config.task, config.run.seed)
 }
 
-fn model_context(config: &ExperimentConfig, task: &dyn Task) -> ModelContext {
+pub(crate) fn model_context(config: &ExperimentConfig, task: &dyn Task) -> ModelContext {
     ModelContext {
         vocab_size: task.vocab_size(),
         max_segment_len: config.train.segment_len,
@@ -153,12 +152,14 @@ pub struct EvalReport {
 
 /// Work on the trained model of a run directory, generic over the
 /// architecture and the backend ([`with_run_model`] builds the model from
-/// the run's config and loads its checkpoint).
+/// the run's config and loads its checkpoint; `config` is its parsed
+/// `[model]`).
 pub trait RunModelJob {
     type Output;
-    fn run<B: Backend, M: SegmentModel<B>>(
+    fn run<A: Architecture, B: Backend>(
         self,
-        model: &M,
+        model: &A::Model<B>,
+        config: &A::Config,
         run: &LoadedRun,
         device: &B::Device,
     ) -> Result<Self::Output>;
@@ -214,7 +215,8 @@ pub fn with_run_model<J: RunModelJob>(
             checkpoint.check_config(&run.config)?;
             let model = A::init::<B>(&model_config, &ctx, &self.device);
             let model = checkpoint.load_model(model, &self.device)?;
-            Ok((checkpoint.step, job.run(&model, run, &self.device)?))
+            let output = job.run::<A, B>(&model, &model_config, run, &self.device)?;
+            Ok((checkpoint.step, output))
         }
     }
     impl<J: RunModelJob> BackendVisitor for Job<'_, J> {
@@ -248,9 +250,10 @@ pub fn run_eval(
     }
     impl RunModelJob for Eval {
         type Output = EvalFigures;
-        fn run<B: Backend, M: SegmentModel<B>>(
+        fn run<A: Architecture, B: Backend>(
             self,
-            model: &M,
+            model: &A::Model<B>,
+            _: &A::Config,
             run: &LoadedRun,
             device: &B::Device,
         ) -> Result<EvalFigures> {
@@ -359,9 +362,10 @@ pub fn run_generate(
     }
     impl RunModelJob for Generate<'_> {
         type Output = f64;
-        fn run<B: Backend, M: SegmentModel<B>>(
+        fn run<A: Architecture, B: Backend>(
             self,
-            model: &M,
+            model: &A::Model<B>,
+            _: &A::Config,
             run: &LoadedRun,
             device: &B::Device,
         ) -> Result<f64> {

@@ -22,12 +22,14 @@ use memlab_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{BackendKind, BackendVisitor, LoadedRun, build_task, registry, with_backend};
+use crate::{
+    BackendKind, BackendVisitor, LoadedRun, RunModelJob, build_task, model_context, registry,
+    with_backend, with_run_model,
+};
 
 /// The largest relative error `memlab parity` accepts (f32).
 pub const PARITY_TOLERANCE: f64 = 1e-4;
 
-type Cpu = NdArray;
 type CpuAutodiff = Autodiff<NdArray>;
 
 /// The layout of `A` under `config`, as an error when it has none.
@@ -105,10 +107,7 @@ pub fn run_import(weights: &Path, config: &Path, out: &Path) -> Result<ImportRep
             })
         }
     }
-    let ctx = ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: config.train.segment_len,
-    };
+    let ctx = model_context(&config, task.as_ref());
     let report = registry::dispatch(
         &spec.arch,
         Import {
@@ -135,29 +134,25 @@ pub fn run_export(run: &Path, out: &Path) -> Result<String> {
         bail!("--out {} must end in .safetensors", out.display());
     }
     let loaded = LoadedRun::open(run)?;
-    struct ExportArch<'a> {
-        run: &'a LoadedRun,
+    struct Export<'a> {
         out: &'a Path,
     }
-    impl ArchitectureVisitor for ExportArch<'_> {
-        type Output = Result<String>;
-        fn visit<A: Architecture>(self) -> Result<String> {
-            let ctx = ModelContext {
-                vocab_size: self.run.task.vocab_size(),
-                max_segment_len: self.run.config.train.segment_len,
-            };
-            let model_config = parse_model_config::<A>(self.run.spec.fields.clone(), &ctx)?;
-            let layout = layout::<A>(&model_config)?;
-            let device = Default::default();
-            let checkpoint = Checkpoint::load(&self.run.dir.join(CHECKPOINT_FILE), A::NAME)?;
-            checkpoint.check_config(&self.run.config)?;
-            let model =
-                checkpoint.load_model(A::init::<Cpu>(&model_config, &ctx, &device), &device)?;
-            save_official::<Cpu, _>(&model, &layout, self.out)?;
+    impl RunModelJob for Export<'_> {
+        type Output = String;
+        fn run<A: Architecture, B: Backend>(
+            self,
+            model: &A::Model<B>,
+            config: &A::Config,
+            _: &LoadedRun,
+            _: &B::Device,
+        ) -> Result<String> {
+            save_official::<B, _>(model, &layout::<A>(config)?, self.out)?;
             Ok(A::NAME.to_string())
         }
     }
-    registry::dispatch(&loaded.spec.arch, ExportArch { run: &loaded, out })?
+    // Weights are the same on every backend: read them on the CPU.
+    let (_, arch) = with_run_model(&loaded, BackendKind::Ndarray, Export { out })?;
+    Ok(arch)
 }
 
 // ---------------------------------------------------------------- parity

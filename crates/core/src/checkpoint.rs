@@ -207,12 +207,18 @@ impl Checkpoint {
             .map(|ts| ts.iter().map(|t| t.to_tensor(device)).collect())
     }
 
+    /// The config the checkpoint was trained with.
+    pub fn saved_config(&self) -> Result<crate::ExperimentConfig, CheckpointError> {
+        toml::from_str(&self.config_toml).map_err(|e| {
+            CheckpointError::Record(format!("the checkpoint's config does not parse: {e}"))
+        })
+    }
+
     /// Refuses a run config whose `[model]` or `[task]` is not the one the
     /// checkpoint was trained with (an edited `config.toml` can keep every
     /// weight's shape and still describe another model, e.g. `n_heads`).
     pub fn check_config(&self, config: &crate::ExperimentConfig) -> Result<(), CheckpointError> {
-        let saved: crate::ExperimentConfig = toml::from_str(&self.config_toml)
-            .map_err(|e| CheckpointError::Record(format!("the checkpoint's config: {e}")))?;
+        let saved = self.saved_config()?;
         for (section, same) in [
             ("[model]", saved.model == config.model),
             ("[task]", saved.task == config.task),
@@ -294,11 +300,11 @@ impl Checkpoint {
         record_from_bytes::<B, O>(self.optimizer.clone(), device)
     }
 
-    /// Writes atomically: `path.tmp`, fsync, rename over `path`.
-    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let mut sealed = self.clone();
-        sealed.checksum = sealed.digest();
-        let bytes = rmp_serde::to_vec_named(&sealed)
+    /// Seals the checkpoint with its checksum and writes it atomically:
+    /// `path.tmp`, fsync, rename over `path`.
+    pub fn save(mut self, path: &Path) -> Result<(), CheckpointError> {
+        self.checksum = self.digest();
+        let bytes = rmp_serde::to_vec_named(&self)
             .map_err(|e| CheckpointError::Corrupt(path.to_path_buf(), e.to_string()))?;
         write_atomically(path, &bytes).map_err(|e| CheckpointError::Io(path.to_path_buf(), e))
     }

@@ -30,7 +30,7 @@ use crate::runner::{
     GeneratedFigures, RolloutFigures, Tallies, generate_answers, run_segments, run_streaming,
     score_answers,
 };
-use crate::seed::{init_seeded, seeded};
+use crate::seed::{materialize, seeded};
 
 /// Anything that stops a run.
 #[derive(Debug)]
@@ -511,27 +511,25 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     // What a replaced run leaves is removed only once the new one can start.
     let replaced = check_run_dir(run_dir, options)?;
 
-    if let Some(available) = options.memory_limit {
-        // Built under the lock, as every draw is; parameters are lazy, so
-        // counting them allocates none.
-        let parameters = crate::seed::seeded::<B, _>(device, seed, || {
-            lazy_parameters::<B, _>(&A::init_train::<B>(model_config, &ctx, device))
-        });
-        // The tokens a batch really holds (a text task's rows may be
-        // shorter than its `seq_len`).
-        let tokens = task.batch(Split::Train, 0, train.batch_size).len;
-        let needed = memory_estimate(parameters, train.batch_size, tokens, ctx.vocab_size);
-        if needed > available {
-            return Err(TrainError::TooLarge {
-                parameters,
-                needed,
-                available,
-            });
+    // Parameters are lazy: the size check counts them before any is drawn.
+    let mut model = seeded::<B, _>(device, seed, || {
+        let model = A::init_train::<B>(model_config, &ctx, device);
+        if let Some(available) = options.memory_limit {
+            let parameters = lazy_parameters::<B, _>(&model);
+            // The tokens a batch really holds (a text task's rows may be
+            // shorter than its `seq_len`).
+            let tokens = task.batch(Split::Train, 0, train.batch_size).len;
+            let needed = memory_estimate(parameters, train.batch_size, tokens, ctx.vocab_size);
+            if needed > available {
+                return Err(TrainError::TooLarge {
+                    parameters,
+                    needed,
+                    available,
+                });
+            }
         }
-    }
-    let mut model = init_seeded::<B, _>(device, seed, || {
-        A::init_train::<B>(model_config, &ctx, device)
-    });
+        Ok(materialize(model))
+    })?;
     let mut optimizer = optimizer_config(train).init::<B, A::TrainModel<B>>();
     let mut scheduler = lr_scheduler(train);
 
@@ -544,7 +542,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     let mut carried = None;
     if options.resume {
         let checkpoint = Checkpoint::load(&checkpoint_path, A::NAME)?;
-        check_resumable(&checkpoint.config_toml, config)?;
+        check_resumable(&checkpoint.saved_config()?, config)?;
         if checkpoint.step > train.steps {
             return Err(TrainError::Resume(format!(
                 "the checkpoint is at step {} but train.steps is {}; a run cannot be resumed \
@@ -629,26 +627,24 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         let done = step + 1;
         let log_now = done % train.log_every == 0 || done == train.steps;
         let (grads, norm) = clip_gradients(&model, grads, train);
-        let norm = match norm {
-            Some(norm) => Some(norm),
-            None if log_now => global_grad_norm(&model, &grads),
-            None => None,
-        };
-        // Stop before a non-finite step reaches the model (one flag read
-        // back per step: the loop synchronises every step anyway).
-        if !tallies.all_finite().into_scalar().elem::<bool>() {
-            return Err(TrainError::NonFinite {
-                step: done,
-                what: "loss",
-            });
-        }
-        if let Some(norm) = &norm
-            && !norm.clone().is_finite().into_scalar().elem::<bool>()
-        {
-            return Err(TrainError::NonFinite {
-                step: done,
-                what: "gradient norm",
-            });
+        let norm = norm.or_else(|| {
+            if log_now {
+                global_grad_norm(&model, &grads)
+            } else {
+                None
+            }
+        });
+        // Stop before a non-finite step reaches the model: the loss's flag
+        // and the gradient norm's, read back together once per step (the
+        // loop synchronises every step anyway).
+        let mut flags = vec![tallies.all_finite().inner()];
+        flags.extend(norm.clone().map(|n| n.is_finite()));
+        let finite = Tensor::cat(flags, 0).into_data().to_vec::<bool>();
+        if let Some(what) = finite.ok().and_then(|f| {
+            let bad = f.iter().position(|ok| !ok)?;
+            Some(["loss", "gradient norm"][bad])
+        }) {
+            return Err(TrainError::NonFinite { step: done, what });
         }
         let norm = norm.filter(|_| log_now);
         model = optimizer.step(lr, model, grads);
@@ -845,9 +841,7 @@ fn abort_after_step() -> Option<usize> {
 }
 
 /// A checkpoint may be resumed only with the same task, model and seed.
-fn check_resumable(saved_toml: &str, config: &ExperimentConfig) -> Result<(), TrainError> {
-    let saved: ExperimentConfig = toml::from_str(saved_toml)
-        .map_err(|e| TrainError::Resume(format!("the checkpoint's config does not parse: {e}")))?;
+fn check_resumable(saved: &ExperimentConfig, config: &ExperimentConfig) -> Result<(), TrainError> {
     for (field, same) in [
         ("task", saved.task == config.task),
         ("model", saved.model == config.model),
