@@ -1,12 +1,12 @@
 //! Peak heap memory of one training step's gradient computation, full BPTT
 //! against memory replay back-propagation (memlab-core's `mrbp`), as the
-//! number of segments in the rollout grows (ndarray backend: every tensor
+//! number of segments in the rollout grows (the CPU backend: every tensor
 //! lives on the heap, so a counting allocator sees it all).
 //!
 //! `cargo bench -p memlab-benchmarks --bench mrbp_memory` prints a Markdown
 //! table. MRBP's peak stays flat; full BPTT's grows with the segments.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use memlab_cli::alloc::{self, Counting};
 use memlab_core::config::BpttDepth;
 use memlab_core::mrbp::memory_replay_backprop;
@@ -17,7 +17,7 @@ use memlab_core::{Architecture, HostBatch, ModelContext, SegmentModel};
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-type AB = Autodiff<NdArray>;
+type AB = Autodiff<Flex>;
 
 /// Peak heap bytes above the starting point while `f` runs.
 fn peak_during(f: impl FnOnce()) -> usize {

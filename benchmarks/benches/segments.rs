@@ -1,5 +1,5 @@
 //! Per-segment cost of every registered model on every compiled backend
-//! (ndarray always; wgpu and cuda with `--features wgpu,cuda`), with the
+//! (flex, the CPU, always; ndarray, wgpu and cuda with `--features ndarray,wgpu,cuda`), with the
 //! device synchronised inside every measured iteration:
 //!
 //! - `forward/<size>/<backend>/<model>`: one segment's forward pass, memory
@@ -129,9 +129,8 @@ impl BackendVisitor for BackendBenches<'_> {
     type Output = ();
     fn visit<B: AutodiffBackend>(mut self, device: B::Device) {
         let small = plan("bench");
-        let paper = (self.backend != BackendKind::Ndarray
-            || std::env::var_os("MEMLAB_BENCH_PAPER").is_some())
-        .then(|| plan("bench-paper"));
+        let paper = (!self.backend.is_cpu() || std::env::var_os("MEMLAB_BENCH_PAPER").is_some())
+            .then(|| plan("bench-paper"));
         for (size, plan) in [("small", Some(&small)), ("paper", paper.as_ref())] {
             let Some(plan) = plan else { continue };
             self.models::<B>(&format!("forward/{size}"), plan, Step::Forward, &device);

@@ -1,8 +1,9 @@
 //! The baseline's forward pass: embed, add positions, causal Transformer
 //! blocks over the segment alone, (final LayerNorm,) output head.
 
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     AbsolutePositions, TokenEmbedding, TokenEmbeddingConfig, TransformerBlock,
     TransformerBlockConfig, absolute_stack, causal_mask,
@@ -46,7 +47,7 @@ impl BaselineConfig {
             final_norm: self
                 .pre_norm
                 .then(|| LayerNormConfig::new(self.d_model).init(device)),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
         }
     }
 }

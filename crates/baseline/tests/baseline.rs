@@ -1,4 +1,4 @@
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError};
@@ -9,8 +9,8 @@ use memlab_core::train::{TrainOptions, train};
 use memlab_core::{Architecture, ExperimentConfig, ModelContext, SegmentModel};
 use memlab_tasks::{CopyConfig, CopyTask};
 
-type B = NdArray;
-type AB = Autodiff<NdArray>;
+type B = Flex;
+type AB = Autodiff<Flex>;
 
 const CTX: ModelContext = ModelContext {
     vocab_size: 10,

@@ -1,7 +1,8 @@
-//! Backend selection. ndarray (CPU) is always compiled; wgpu and cuda are
-//! cargo features of this crate (`--features wgpu,cuda`; `vulkan` makes wgpu
-//! compile its kernels to SPIR-V). GPU backends run with Burn's kernel
-//! fusion and autotune.
+//! Backend selection. flex (burn-flex, the CPU default) is always compiled;
+//! ndarray (Burn's older CPU backend, for comparison), wgpu and cuda are
+//! cargo features of this crate (`--features ndarray,wgpu,cuda`; `vulkan`
+//! makes wgpu compile its kernels to SPIR-V). GPU backends run with Burn's
+//! kernel fusion and autotune.
 
 use anyhow::Result;
 use burn::backend::Autodiff;
@@ -11,7 +12,9 @@ use burn::tensor::backend::AutodiffBackend;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
-    /// CPU, pure Rust (always available).
+    /// CPU, pure Rust: burn-flex with SIMD and threads (always available).
+    Flex,
+    /// CPU, Burn's ndarray backend (feature `ndarray`; slower than flex).
     Ndarray,
     /// Vulkan / Metal / WebGPU through wgpu (feature `wgpu`).
     Wgpu,
@@ -24,6 +27,7 @@ pub enum BackendKind {
 impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            BackendKind::Flex => "flex",
             BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
@@ -36,7 +40,8 @@ impl BackendKind {
     /// Whether this backend was compiled into this binary.
     pub fn is_compiled(self) -> bool {
         match self {
-            BackendKind::Ndarray => true,
+            BackendKind::Flex => true,
+            BackendKind::Ndarray => cfg!(feature = "ndarray"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
             BackendKind::Cuda | BackendKind::CudaBf16 => cfg!(feature = "cuda"),
         }
@@ -44,10 +49,22 @@ impl BackendKind {
 
     /// The backends compiled into this binary.
     pub fn compiled() -> Vec<BackendKind> {
-        [Self::Ndarray, Self::Wgpu, Self::Cuda, Self::CudaBf16]
-            .into_iter()
-            .filter(|k| k.is_compiled())
-            .collect()
+        [
+            Self::Flex,
+            Self::Ndarray,
+            Self::Wgpu,
+            Self::Cuda,
+            Self::CudaBf16,
+        ]
+        .into_iter()
+        .filter(|k| k.is_compiled())
+        .collect()
+    }
+
+    /// Whether tensors live in host memory (the CPU backends): the heap's
+    /// peak is then the memory a step needs.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, BackendKind::Flex | BackendKind::Ndarray)
     }
 
     /// Bytes the backend's memory pool holds on the default device, where
@@ -56,7 +73,7 @@ impl BackendKind {
     /// so read after some work it is at least that work's peak.
     pub fn device_memory_reserved(self) -> Option<u64> {
         match self {
-            BackendKind::Ndarray => None,
+            BackendKind::Ndarray | BackendKind::Flex => None,
             BackendKind::Wgpu => wgpu_reserved(),
             BackendKind::Cuda | BackendKind::CudaBf16 => cuda_reserved(),
         }
@@ -72,12 +89,22 @@ pub trait BackendVisitor {
 /// Runs `visitor` on the chosen backend's default device.
 pub fn with_backend<V: BackendVisitor>(kind: BackendKind, visitor: V) -> Result<V::Output> {
     match kind {
-        BackendKind::Ndarray => Ok(visitor
-            .visit::<Autodiff<burn::backend::NdArray>>(burn::backend::ndarray::NdArrayDevice::Cpu)),
+        BackendKind::Flex => Ok(visitor.visit::<Autodiff<burn::backend::Flex>>(Default::default())),
+        BackendKind::Ndarray => ndarray(visitor),
         BackendKind::Wgpu => wgpu(visitor),
         BackendKind::Cuda => cuda(visitor),
         BackendKind::CudaBf16 => cuda_bf16(visitor),
     }
+}
+
+#[cfg(feature = "ndarray")]
+fn ndarray<V: BackendVisitor>(visitor: V) -> Result<V::Output> {
+    Ok(visitor.visit::<Autodiff<burn::backend::NdArray>>(Default::default()))
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn ndarray<V: BackendVisitor>(_: V) -> Result<V::Output> {
+    Err(not_compiled(BackendKind::Ndarray))
 }
 
 #[cfg(feature = "wgpu")]
@@ -140,10 +167,10 @@ fn cuda_reserved() -> Option<u64> {
 
 #[cfg(not(all(feature = "wgpu", feature = "cuda")))]
 fn not_compiled(kind: BackendKind) -> anyhow::Error {
-    let feature = if kind == BackendKind::Wgpu {
-        "wgpu"
-    } else {
-        "cuda"
+    let feature = match kind {
+        BackendKind::Ndarray => "ndarray",
+        BackendKind::Wgpu => "wgpu",
+        _ => "cuda",
     };
     anyhow::anyhow!(
         "this memlab was built without the `{kind}` backend; rebuild with \

@@ -588,7 +588,7 @@ fn peak_memory<B: Backend>(
     f: impl FnOnce(),
 ) -> Option<u64> {
     match backend {
-        BackendKind::Ndarray => alloc::peak_during(f).map(|b| b as u64),
+        cpu if cpu.is_cpu() => alloc::peak_during(f).map(|b| b as u64),
         gpu => {
             // Pages no longer used are freed first, so the pool afterwards
             // holds what this call needed at its peak.

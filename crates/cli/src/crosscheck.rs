@@ -1,6 +1,6 @@
 //! Does a backend compute what the CPU computes? For each model of a bench
 //! plan, the same weights (built on the CPU, moved through a record) read the
-//! same tokens on ndarray and on the backend under test, and the two are
+//! same tokens on the CPU (flex) and on the backend under test, and the two are
 //! compared:
 //!
 //! - the logits of every segment, memory carried (inference);
@@ -12,7 +12,7 @@
 //! feature-gated test `tests/backends.rs` asserts it.
 
 use anyhow::{Result, anyhow};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -33,7 +33,7 @@ use crate::bench::{BenchPlan, Shape, tokens};
 use crate::registry;
 
 /// The reference: the CPU backend with autodiff.
-type Cpu = Autodiff<NdArray>;
+type Cpu = Autodiff<Flex>;
 
 /// Batch and number of segments the check reads (the segment length and
 /// vocabulary are the bench's): small, so that the CPU side is quick even
@@ -345,8 +345,8 @@ mod tests {
     /// the other model was first built from another seed (and with dropout
     /// in the config, which the check turns off).
     #[test]
-    fn ndarray_agrees_with_itself_exactly() {
-        let rows = check_plan(&plan(), &[BackendKind::Ndarray], CheckSize::default()).unwrap();
+    fn the_cpu_agrees_with_itself_exactly() {
+        let rows = check_plan(&plan(), &[BackendKind::Flex], CheckSize::default()).unwrap();
         assert_eq!(rows.len(), 2);
         for r in &rows {
             assert_eq!(r.logits_error, 0.0, "{r:?}");
@@ -355,7 +355,7 @@ mod tests {
             assert!(r.cpu_loss > 0.0 && r.cpu_loss.is_finite(), "{r:?}");
         }
         require_agreement(&rows).unwrap();
-        assert!(check_markdown(&rows).contains("| rmt | ndarray |"));
+        assert!(check_markdown(&rows).contains("| rmt | flex |"));
     }
 
     /// Without the transfer (another seed's weights), the check sees it.
@@ -374,14 +374,14 @@ mod tests {
         let (a, b) = (build(0), build(1));
         let shape = plan.config.shape();
         let of = |model: &_| run::<Cpu, A>(model, shape, 2, &device);
-        let r = Agreement::between("rmt", BackendKind::Ndarray, &of(&a), &of(&b));
+        let r = Agreement::between("rmt", BackendKind::Flex, &of(&a), &of(&b));
         assert!(r.logits_error > 0.1, "{r:?}");
         assert!(r.gradient_error > 0.1, "{r:?}");
         assert!(!r.within(Tolerance::for_backend(BackendKind::Cuda)));
         let err = require_agreement(&[r]).unwrap_err().to_string();
-        assert!(err.contains("`rmt` on ndarray"), "{err}");
+        assert!(err.contains("`rmt` on flex"), "{err}");
         let moved = transfer::<Cpu, A>(&a, b, &device).unwrap();
-        let r = Agreement::between("rmt", BackendKind::Ndarray, &of(&a), &of(&moved));
+        let r = Agreement::between("rmt", BackendKind::Flex, &of(&a), &of(&moved));
         assert_eq!((r.logits_error, r.gradient_error), (0.0, 0.0));
     }
 }

@@ -83,7 +83,7 @@ fn train_model(
     // On the CPU, refuse a model that cannot fit in the host's memory
     // (GPU backends: not yet checked).
     let limited;
-    let options = if backend == BackendKind::Ndarray && options.memory_limit.is_none() {
+    let options = if backend.is_cpu() && options.memory_limit.is_none() {
         limited = TrainOptions {
             memory_limit: memlab_core::train::host_available_memory(),
             ..options.clone()

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
@@ -30,7 +30,7 @@ use crate::{
 /// The largest relative error `memlab parity` accepts (f32).
 pub const PARITY_TOLERANCE: f64 = 1e-4;
 
-type CpuAutodiff = Autodiff<NdArray>;
+type CpuAutodiff = Autodiff<Flex>;
 
 /// The layout of `A` under `config`, as an error when it has none.
 fn layout<A: Architecture>(config: &A::Config) -> Result<LmRmtLayout> {
@@ -151,7 +151,7 @@ pub fn run_export(run: &Path, out: &Path) -> Result<String> {
         }
     }
     // Weights are the same on every backend: read them on the CPU.
-    let (_, arch) = with_run_model(&loaded, BackendKind::Ndarray, Export { out })?;
+    let (_, arch) = with_run_model(&loaded, BackendKind::Flex, Export { out })?;
     Ok(arch)
 }
 

@@ -37,7 +37,7 @@ enum Command {
     Train {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
         backend: BackendKind,
         /// Override a config value, e.g. `--set train.lr=0.001` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -53,7 +53,7 @@ enum Command {
     Eval {
         #[arg(long)]
         run: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
         backend: BackendKind,
         /// Split to evaluate on: valid, test or train.
         #[arg(long, default_value = "valid", value_parser = parse_split)]
@@ -67,7 +67,7 @@ enum Command {
     Generate {
         #[arg(long)]
         run: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
         backend: BackendKind,
         /// The text to start from.
         #[arg(
@@ -97,7 +97,7 @@ enum Command {
     Compare {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
         backend: BackendKind,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
@@ -109,7 +109,7 @@ enum Command {
     Bench {
         #[arg(long)]
         config: PathBuf,
-        /// Backend to measure on (repeatable; default ndarray).
+        /// Backend to measure on (repeatable; default flex).
         #[arg(long = "backend", value_enum)]
         backends: Vec<BackendKind>,
         /// Every backend compiled into this binary.
@@ -119,7 +119,7 @@ enum Command {
         /// achieved-fraction columns.
         #[arg(long)]
         peak_tflops: Option<f64>,
-        /// First check that every chosen backend other than ndarray computes
+        /// First check that every chosen backend other than flex (the CPU) computes
         /// what the CPU computes: each model's logits, loss and gradients
         /// over 3 segments of batch 2, same weights. Writes check.md; stops
         /// before timing if a model is outside its tolerance.
@@ -168,7 +168,7 @@ enum Command {
         /// Which weight file to read: safetensors (default when present) or pt.
         #[arg(long)]
         weights_format: Option<String>,
-        #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+        #[arg(long, value_enum, default_value_t = BackendKind::Flex)]
         backend: BackendKind,
         /// Also print the report as JSON.
         #[arg(long)]
@@ -414,7 +414,7 @@ fn run(cli: Cli) -> Result<()> {
             let backends = if all_backends {
                 BackendKind::compiled()
             } else if backends.is_empty() {
-                vec![BackendKind::Ndarray]
+                vec![BackendKind::Flex]
             } else {
                 backends
             };
@@ -427,10 +427,10 @@ fn run(cli: Cli) -> Result<()> {
             let others: Vec<BackendKind> = backends
                 .iter()
                 .copied()
-                .filter(|&b| b != BackendKind::Ndarray)
+                .filter(|&b| b != BackendKind::Flex)
                 .collect();
             if check && others.is_empty() {
-                eprintln!("--check: ndarray is the reference itself; nothing to check");
+                eprintln!("--check: flex is the reference itself; nothing to check");
             } else if check {
                 let names: Vec<String> = others.iter().map(|b| b.to_string()).collect();
                 eprintln!("checking {} against the CPU", names.join(", "));

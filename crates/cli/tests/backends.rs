@@ -1,6 +1,6 @@
 //! Every GPU backend compiled in (`--features wgpu` and/or `cuda`) computes
 //! what the CPU computes: for every model of configs/bench.toml, the same
-//! weights give the same logits, loss and gradients on ndarray and on the
+//! weights give the same logits, loss and gradients on the CPU (flex) and on the
 //! GPU backend, within the backend's precision
 //! (`memlab_cli::crosscheck::Tolerance`).
 //!
@@ -26,7 +26,7 @@ fn every_gpu_backend_computes_what_the_cpu_computes() {
     let plan = BenchPlan::load(&config, &[]).expect("configs/bench.toml");
     let gpus: Vec<_> = BackendKind::compiled()
         .into_iter()
-        .filter(|&k| k != BackendKind::Ndarray)
+        .filter(|&k| k != BackendKind::Flex)
         .collect();
     assert!(!gpus.is_empty());
     let rows = check_plan(&plan, &gpus, CheckSize::default()).expect("the check runs");

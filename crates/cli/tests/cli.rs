@@ -638,7 +638,7 @@ fn bench_measures_every_model_and_writes_tables_and_plot() {
     let svg = std::fs::read_to_string(run_dir.join("scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("full attention (baseline)"));
     let md = std::fs::read_to_string(run_dir.join("bench.md")).unwrap();
-    assert!(md.contains("| infinity-former | ndarray | 2×8 |"), "{md}");
+    assert!(md.contains("| infinity-former | flex | 2×8 |"), "{md}");
 }
 
 #[test]

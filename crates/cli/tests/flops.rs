@@ -1,7 +1,7 @@
 //! Model FLOPs (`SegmentModel::forward_flops`) across architectures: known
 //! relations between them, each side counted by a different crate.
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use memlab_baseline::BaselineArch;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
@@ -21,7 +21,7 @@ fn flops<A: Architecture>(fields: &str, segment: usize) -> u64 {
     };
     let table = parse_toml(&format!("{SIZES}{fields}")).unwrap();
     let config = parse_model_config::<A>(table, &ctx).unwrap();
-    A::init::<NdArray>(&config, &ctx, &Default::default()).forward_flops(segment)
+    A::init::<Flex>(&config, &ctx, &Default::default()).forward_flops(segment)
 }
 
 /// The output head over `rows` positions.

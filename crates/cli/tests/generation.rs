@@ -4,7 +4,7 @@
 //! answer is that pass's arg-max at every answer position, and the stream's
 //! logits are the teacher-forced ones everywhere.
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use memlab_cli::registry;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
@@ -26,8 +26,7 @@ impl ArchitectureVisitor for Check {
         let table = memlab_core::config::parse_toml(self.table).unwrap();
         let config = parse_model_config::<A>(table, &ctx).expect("valid test config");
         let device = Default::default();
-        let model =
-            init_seeded::<NdArray, _>(&device, 3, || A::init::<NdArray>(&config, &ctx, &device));
+        let model = init_seeded::<Flex, _>(&device, 3, || A::init::<Flex>(&config, &ctx, &device));
         let (batch, len, start) = (2, 23, 7);
         let inputs: Vec<i64> = (0..batch * len)
             .map(|i| ((i * 7 + i / 5) % 11) as i64)

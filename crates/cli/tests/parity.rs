@@ -66,7 +66,7 @@ fn with_ext(case: &Path, ext: &str) -> PathBuf {
 
 /// The case passes, and the report compares everything the case holds.
 fn assert_passes(case: &Path, format: &str) -> ParityReport {
-    let report = run_parity(case, Some(format), BackendKind::Ndarray)
+    let report = run_parity(case, Some(format), BackendKind::Flex)
         .unwrap_or_else(|e| panic!("{}: {e:#}", case.display()));
     assert!(report.passed(), "{}", report.markdown());
     let c = read_case(case).unwrap().config;
@@ -158,7 +158,7 @@ fn parity_fails_when_the_model_computes_something_else() {
         ("xl-same-length-dhead", "same_length", false.into()),
     ] {
         let fixture = mutated(&repo_cases().join(case), dir.path(), field, value);
-        let report = run_parity(&fixture, None, BackendKind::Ndarray).unwrap();
+        let report = run_parity(&fixture, None, BackendKind::Flex).unwrap();
         assert!(!report.passed(), "{case} with {field} changed passes");
         let out = memlab(&["parity", "--fixture", fixture.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out.stdout));
@@ -203,7 +203,7 @@ fn a_bad_case_is_a_clear_error() {
         let fixture = mutated(&case, dir.path(), field, value);
         let err = format!(
             "{:#}",
-            run_parity(&fixture, None, BackendKind::Ndarray).unwrap_err()
+            run_parity(&fixture, None, BackendKind::Flex).unwrap_err()
         );
         assert!(err.contains(needle), "{field}: {err}");
     }
@@ -216,7 +216,7 @@ fn a_bad_case_is_a_clear_error() {
     std::fs::write(&json_path, json.to_string()).unwrap();
     let err = format!(
         "{:#}",
-        run_parity(&fixture, None, BackendKind::Ndarray).unwrap_err()
+        run_parity(&fixture, None, BackendKind::Flex).unwrap_err()
     );
     assert!(err.contains("token id 99"), "{err}");
     let out = memlab(&["parity", "--fixture", "/no/such/case"]);

@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn parameter_gradients_follow_the_module() {
         use burn::nn::{Linear, LinearConfig};
-        type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+        type AB = burn::backend::Autodiff<burn::backend::Flex>;
         let device = Default::default();
         let linear: Linear<AB> = LinearConfig::new(2, 1).init(&device);
         let x = Tensor::<AB, 2>::from_floats([[1.0, 2.0], [3.0, 5.0]], &device);

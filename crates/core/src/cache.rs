@@ -117,7 +117,7 @@ pub fn relative_stack<B: Backend>(
     mask: Tensor<B, 4, Bool>,
     mem_len: usize,
     clamp_len: Option<usize>,
-    pos_dropout: &burn::nn::Dropout,
+    pos_dropout: &crate::layers::Dropout,
 ) -> (Tensor<B, 3>, LayerCache<B>) {
     let (h, inputs) = relative_layers(
         layers,
@@ -144,7 +144,7 @@ pub fn relative_layers<B: Backend>(
     cache: &LayerCache<B>,
     mask: Tensor<B, 4, Bool>,
     clamp_len: Option<usize>,
-    pos_dropout: &burn::nn::Dropout,
+    pos_dropout: &crate::layers::Dropout,
     mut extra: impl FnMut(usize, Tensor<B, 4>) -> Option<Tensor<B, 3>>,
 ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
     assert!(

@@ -100,13 +100,13 @@ impl<B: Backend> TokenEmbedding<B> {
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::NdArray;
+    use burn::backend::Flex;
     use burn::module::Module;
 
     use super::*;
     use crate::layers::TransformerBlockConfig;
 
-    type B = NdArray;
+    type B = Flex;
 
     /// For a block without biases the classic count holds: 2 FLOPs per
     /// weight per token, plus 4·q·k·inner for the attention itself

@@ -225,7 +225,7 @@ pub fn assert_seeded_and_round_trips<A: Architecture>(
     data: &[i64],
     segment_len: usize,
 ) {
-    type B = burn::backend::NdArray;
+    type B = burn::backend::Flex;
     let device = Default::default();
     let build = |seed| {
         crate::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
@@ -278,7 +278,7 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
     tolerance: f64,
 ) {
     use burn::optim::GradientsParams;
-    type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+    type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
     let device = Default::default();
     let model =
@@ -329,7 +329,7 @@ pub fn train_for_test<A: Architecture>(
     task: &dyn crate::data::Task,
     run_dir: std::path::PathBuf,
 ) -> crate::train::TrainReport {
-    type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+    type AB = burn::backend::Autodiff<burn::backend::Flex>;
     let config = crate::config::ExperimentConfig::from_table(
         crate::config::parse_toml(text).expect("test config is TOML"),
     )

@@ -5,25 +5,72 @@
 //! cannot interleave their draws) and materialises every parameter right
 //! after building a model.
 //!
-//! The CPU backend is built without burn-ndarray's SIMD kernels: their float
-//! reductions (softmax, sums along a dimension) round differently from run to
-//! run, which made two runs with the same seed drift apart after one step.
+//! The CPU backend, burn-flex, reproduces seeded runs exactly with its SIMD
+//! kernels and threads on: its matmuls (gemm) split the work by output
+//! blocks, and its reductions along a dimension give each row to one thread,
+//! so the order of every float sum is fixed. One operation is not: the sum of
+//! a whole contiguous tensor of 4M elements or more is split across threads
+//! by rayon's adaptive splitter, whose grouping varies from run to run. No
+//! model here sums such a tensor whole (the gradient-norm clip sums each
+//! parameter, and none has 4M elements at the sizes in configs/). Burn's
+//! older ndarray backend (`--features ndarray`) must run without its SIMD
+//! kernels, whose reductions round differently from run to run.
+//!
+//! Dropout on the CPU draws its masks from a generator of memlab's
+//! ([`crate::layers::Dropout`]), seeded here with the backend's.
 
 use std::sync::Mutex;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{Rng, SeedableRng};
 
 static RNG_LOCK: Mutex<()> = Mutex::new(());
+
+/// The generator of the CPU backends' dropout masks
+/// ([`crate::layers::Dropout`]), seeded with the backend's by [`seeded`].
+static MASK_RNG: Mutex<Option<Xoshiro256PlusPlus>> = Mutex::new(None);
 
 /// Seeds the backend's generator and runs `f` while no other memlab code in
 /// this process can draw from it.
 pub fn seeded<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> R) -> R {
-    let _guard = RNG_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = lock(&RNG_LOCK);
     B::seed(device, seed);
+    *lock(&MASK_RNG) = Some(Xoshiro256PlusPlus::seed_from_u64(seed));
     f()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `n` dropout factors: `1 / keep` with probability `keep`, else 0, from the
+/// mask generator (seed 0 until [`seeded`] first runs). One `u32` per
+/// element against `keep · 2³²`.
+pub(crate) fn host_mask(n: usize, keep: f64) -> Vec<f32> {
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let factor = |bits: u64| {
+        if (bits & 0xFFFF_FFFF) < threshold {
+            scale
+        } else {
+            0.0
+        }
+    };
+    let mut guard = lock(&MASK_RNG);
+    let rng = guard.get_or_insert_with(|| Xoshiro256PlusPlus::seed_from_u64(0));
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let word = rng.next_u64();
+        out.push(factor(word));
+        if out.len() < n {
+            out.push(factor(word >> 32));
+        }
+    }
+    out
 }
 
 /// Draws each parameter and numbers it in module order.

@@ -1,6 +1,6 @@
 //! Attention against a naive per-position reference computed here on the host.
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::nn::DropoutConfig;
 use burn::prelude::*;
 use memlab_core::layers::{
@@ -8,7 +8,7 @@ use memlab_core::layers::{
     scaled_dot_product_attention, split_heads,
 };
 
-type B = NdArray;
+type B = Flex;
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {

@@ -1,6 +1,6 @@
 //! Transformer-XL's relative attention against a direct construction.
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::prelude::*;
 use memlab_core::layers::{
     MultiHeadAttentionConfig, TransformerBlockConfig, causal_mask, rel_shift, relative_sinusoids,
@@ -8,7 +8,7 @@ use memlab_core::layers::{
 };
 use memlab_core::seed::materialize;
 
-type B = NdArray;
+type B = Flex;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

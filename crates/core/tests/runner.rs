@@ -2,7 +2,7 @@
 //! accuracy against a host computation, segmenting, and where BPTT depth cuts
 //! the gradient.
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -11,7 +11,7 @@ use memlab_core::{
     BpttDepth, HostBatch, MemoryState, SegmentModel, SegmentOutput, SequenceBatch, TensorMemory,
 };
 
-type AB = Autodiff<NdArray>;
+type AB = Autodiff<Flex>;
 
 /// Embeds tokens `E[t]`; logits `(E[t] + m) Eᵀ`; next memory
 /// `tanh(mean_t(E[t]) W + m)`. `W` is used only to write memory, so its
@@ -109,14 +109,14 @@ fn segment_bounds_cover_the_sequence_with_a_shorter_last_segment() {
 #[test]
 fn loss_and_accuracy_match_a_host_computation() {
     let device = Default::default();
-    let model = Toy::<NdArray>::new(8, 4, &device);
+    let model = Toy::<Flex>::new(8, 4, &device);
     let (b, len) = (2, 7);
     let inputs: Vec<i64> = (0..b * len).map(|i| (i * 3 % 8) as i64).collect();
     let targets: Vec<i64> = (0..b * len).map(|i| (i * 5 % 8) as i64).collect();
     let mask: Vec<f32> = (0..b * len)
         .map(|i| if i % 3 == 0 { 0.0 } else { 1.0 })
         .collect();
-    let data = batch::<NdArray>(inputs, targets.clone(), mask.clone(), b);
+    let data = batch::<Flex>(inputs, targets.clone(), mask.clone(), b);
 
     let rollout = run_segments(
         &model,
@@ -175,9 +175,9 @@ fn loss_and_accuracy_match_a_host_computation() {
 #[test]
 fn nll_matches_closed_form_on_uniform_logits() {
     let device = Default::default();
-    let logits = Tensor::<NdArray, 3>::zeros([1, 2, 4], &device);
+    let logits = Tensor::<Flex, 3>::zeros([1, 2, 4], &device);
     let targets =
-        Tensor::<NdArray, 2, Int>::from_data(TensorData::new(vec![1i64, 3], [1, 2]), &device);
+        Tensor::<Flex, 2, Int>::from_data(TensorData::new(vec![1i64, 3], [1, 2]), &device);
     let (nll, _) = token_nll_and_correct(logits, targets);
     for v in nll.into_data().to_vec::<f32>().unwrap() {
         assert!((v - 4f32.ln()).abs() < 1e-6);
@@ -529,7 +529,7 @@ fn global_norm_clipping_matches_the_hand_computed_norm() {
             (model.a.val() * coef(vec![3.0, 4.0])).sum() + (model.b.val() * coef(vec![12.0])).sum();
         burn::optim::GradientsParams::from_grads(loss.backward(), &model)
     };
-    let scalar = |t: Option<Tensor<NdArray, 1>>| t.unwrap().into_scalar() as f64;
+    let scalar = |t: Option<Tensor<Flex, 1>>| t.unwrap().into_scalar() as f64;
     assert!((scalar(global_grad_norm(&model, &grads_of())) - 13.0).abs() < 1e-6);
     let (clipped, norm) = clip_global_norm(&model, grads_of(), 6.5);
     assert!((scalar(norm) - 13.0).abs() < 1e-5);

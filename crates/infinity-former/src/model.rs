@@ -12,9 +12,9 @@
 //! The short-term part is Transformer-XL's, from memlab-core (`LayerCache`,
 //! `relative_layers`); the long-term part is [`crate::long_term`].
 
-use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use memlab_core::cache::relative_layers;
+use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
     TransformerBlockConfig, causal_mask,
@@ -69,7 +69,7 @@ impl InfinityFormerConfig {
             } else {
                 Vec::new()
             },
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             d_model: self.d_model,
             mem_len: self.mem_len,
             clamp_len: self.clamp_len.unwrap_or(usize::MAX),

@@ -1,4 +1,4 @@
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::{
@@ -13,8 +13,8 @@ use memlab_infinity_former::{
 };
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
 
-type B = NdArray;
-type AB = Autodiff<NdArray>;
+type B = Flex;
+type AB = Autodiff<Flex>;
 
 const CTX: ModelContext = ModelContext {
     vocab_size: 12,
@@ -253,7 +253,7 @@ fn gradients_reach_the_long_term_parameters_but_not_the_past() {
     let loss = out.logits.powi_scalar(2).mean() + out.aux_loss.expect("KL is on");
     let grads = loss.backward();
     let ltm = &m.long_term[0];
-    let norm = |g: Option<Tensor<burn::backend::NdArray, 2>>| {
+    let norm = |g: Option<Tensor<burn::backend::Flex, 2>>| {
         g.map(|g| g.abs().sum().into_scalar()).unwrap_or(0.0)
     };
     for (name, g) in [

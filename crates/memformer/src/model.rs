@@ -15,8 +15,9 @@
 //! has seen the tokens it must predict).
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
+use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     AbsolutePositions, CrossAttentionBlock, TokenEmbedding, TokenEmbeddingConfig,
     TransformerBlockConfig, causal_mask, normal_init,
@@ -84,7 +85,7 @@ impl MemformerConfig {
                 device,
             ),
             slot_bias: normal_init(1.0).init([self.num_slots, d], device),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
         }
     }
 }

@@ -1,4 +1,4 @@
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::prelude::*;
 use memlab_core::registry::{
     assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
@@ -9,7 +9,7 @@ use memlab_memformer::model::normalize;
 use memlab_memformer::writer::writer_mask;
 use memlab_memformer::{Memformer, MemformerArch, MemformerConfig, MemformerMemory};
 
-type B = NdArray;
+type B = Flex;
 
 const CTX: ModelContext = ModelContext {
     vocab_size: 12,

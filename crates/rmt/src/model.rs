@@ -11,10 +11,11 @@
 //! runner truncates them at the configured BPTT depth.
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use memlab_core::cache::{LayerCache, relative_stack, xl_mask};
+use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
     TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig, absolute_stack,
@@ -130,7 +131,7 @@ impl RmtConfig {
             final_norm: (!xl && self.pre_norm).then(|| LayerNormConfig::new(d).init(device)),
             relative_blocks,
             biases,
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             num_mem_tokens: m,
             mem_at_end: self.mem_at_end,
             read_mem_from_cache: self.read_mem_from_cache,

@@ -1,4 +1,4 @@
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::config::parse_toml;
@@ -12,8 +12,8 @@ use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext,
 use memlab_rmt::{Backbone, MemoryInit, Rmt, RmtArch, RmtConfig, RmtMemory, rmt_masked};
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
 
-type B = NdArray;
-type AB = Autodiff<NdArray>;
+type B = Flex;
+type AB = Autodiff<Flex>;
 
 const CTX: ModelContext = ModelContext {
     vocab_size: 12,

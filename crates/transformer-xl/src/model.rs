@@ -8,9 +8,9 @@
 //! logits = dropout(hᴺ) Eᵀ;   memⁿ⁻¹ ← last mem_len of h̃ⁿ⁻¹ (stop-gradient)
 //! ```
 
-use burn::nn::{Dropout, DropoutConfig};
 use burn::prelude::*;
 use memlab_core::cache::{relative_stack, xl_mask};
+use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
     TransformerBlockConfig,
@@ -54,7 +54,7 @@ impl XlConfig {
                 .init(device),
             layers,
             biases,
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             d_model: self.d_model,
             mem_len: self.mem_len,
             eval_mem_len: self.eval_mem_len(),

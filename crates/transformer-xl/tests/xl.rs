@@ -1,4 +1,4 @@
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::config::parse_toml;
@@ -15,8 +15,8 @@ use memlab_core::{
 use memlab_tasks::{CopyConfig, CopyTask};
 use memlab_transformer_xl::{TransformerXl, TransformerXlArch, XlConfig, XlMemory, xl_mask};
 
-type B = NdArray;
-type AB = Autodiff<NdArray>;
+type B = Flex;
+type AB = Autodiff<Flex>;
 
 const CTX: ModelContext = ModelContext {
     vocab_size: 12,

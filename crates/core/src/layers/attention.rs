@@ -7,7 +7,9 @@
 //! A query whose keys are all masked gets a zero output.
 
 use burn::module::Initializer;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
+
+use super::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -64,7 +66,7 @@ impl MultiHeadAttentionConfig {
             key: linear(self.d_model, inner),
             value: linear(self.d_model, inner),
             output: linear(inner, self.d_model),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             n_heads: self.n_heads,
             d_head,
         }
@@ -87,10 +89,11 @@ impl<B: Backend> MultiHeadAttention<B> {
         bias: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
         let context = context.unwrap_or_else(|| x.clone());
-        let q = split_heads(rows(&self.query, x), self.n_heads);
+        let scale = (self.d_head as f64).sqrt().recip();
+        let q = split_heads(rows(&self.query, x) * scale, self.n_heads);
         let k = split_heads(rows(&self.key, context.clone()), self.n_heads);
         let v = split_heads(rows(&self.value, context), self.n_heads);
-        let heads = scaled_dot_product_attention(q, k, v, mask, bias, &self.dropout);
+        let heads = attend(q, k, v, mask, bias, &self.dropout);
         rows(&self.output, merge_heads(heads))
     }
 }
@@ -138,17 +141,61 @@ pub fn scaled_dot_product_attention<B: Backend>(
     v: Tensor<B, 4>,
     mask: Option<Tensor<B, 4, Bool>>,
     bias: Option<Tensor<B, 4>>,
+    dropout: impl Into<Dropout>,
+) -> Tensor<B, 4> {
+    let d_head = q.dims()[3];
+    attend(
+        q * (d_head as f64).sqrt().recip(),
+        k,
+        v,
+        mask,
+        bias,
+        &dropout.into(),
+    )
+}
+
+/// [`scaled_dot_product_attention`] for queries already scaled by
+/// 1/√d_head: `softmax(q kᵀ + bias, masked) v`. The layers scale their
+/// queries before splitting the heads, where the tensor is contiguous and
+/// smaller than the scores.
+pub fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    bias: Option<Tensor<B, 4>>,
     dropout: &Dropout,
 ) -> Tensor<B, 4> {
     let [batch, heads, q_len, _] = q.dims();
     let k_len = k.dims()[2];
     let full = [batch, heads, q_len, k_len];
-    let mask = mask.map(|m| m.expand(full));
-    let bias = bias.map(|b| b.expand(full));
     if dropout.prob > 0.0 && B::ad_enabled(&q.device()) {
-        return attention_reference(q, k, v, mask, bias, Some(dropout));
+        let mask = mask.map(|m| m.expand(full));
+        return unfused(q, k, v, mask, bias, Some(dropout));
     }
-    attention(q, k, v, mask, bias, AttentionModuleOptions::default())
+    // The fused op takes a mask or bias broadcast over batch and heads
+    // (`[1 | b, 1 | h, q, k]`) as it is: expanding it first would make a
+    // CPU backend copy it out to the full size.
+    let broadcast = |dims: [usize; 4]| dims[2..] == full[2..];
+    let mask = mask.map(|m| {
+        if broadcast(m.dims()) {
+            m
+        } else {
+            m.expand(full)
+        }
+    });
+    let bias = bias.map(|b| {
+        if broadcast(b.dims()) {
+            b
+        } else {
+            b.expand(full)
+        }
+    });
+    let options = AttentionModuleOptions {
+        scale: Some(1.0),
+        ..Default::default()
+    };
+    attention(q, k, v, mask, bias, options)
 }
 
 /// The unfused attention: scores, mask, bias, softmax, dropout, values.
@@ -162,7 +209,26 @@ pub fn attention_reference<B: Backend>(
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
     let d_head = q.dims()[3];
-    let mut scores = q.matmul(k.transpose()) / (d_head as f64).sqrt();
+    unfused(
+        q * (d_head as f64).sqrt().recip(),
+        k,
+        v,
+        mask,
+        bias,
+        dropout,
+    )
+}
+
+/// [`attention_reference`] for queries already scaled by 1/√d_head.
+fn unfused<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Option<Tensor<B, 4, Bool>>,
+    bias: Option<Tensor<B, 4>>,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
+    let mut scores = q.matmul(k.transpose());
     if let Some(bias) = bias {
         scores = scores + bias;
     }

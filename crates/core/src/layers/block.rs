@@ -5,7 +5,9 @@
 //! positions, [`RelativeTransformerBlock`] with Transformer-XL's relative
 //! ones; both share [`BlockBody`], everything around the attention.
 
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{LayerNorm, LayerNormConfig};
+
+use super::dropout::Dropout;
 use burn::prelude::*;
 
 use super::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
@@ -121,7 +123,7 @@ impl TransformerBlockConfig {
                 .init(device),
             norm_attention: LayerNormConfig::new(self.d_model).init(device),
             norm_feed_forward: LayerNormConfig::new(self.d_model).init(device),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             pre_norm: self.pre_norm,
         }
     }

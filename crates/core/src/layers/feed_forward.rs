@@ -1,7 +1,9 @@
 //! Position-wise feed-forward network (Vaswani et al., 2017, §3.3):
 //! `W₂ dropout(act(W₁ x + b₁)) + b₂`.
 
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
+
+use super::dropout::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, relu};
 use serde::{Deserialize, Serialize};
@@ -49,7 +51,7 @@ impl FeedForwardConfig {
         FeedForward {
             inner: linear(self.d_model, self.d_ff),
             outer: linear(self.d_ff, self.d_model),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            dropout: Dropout::new(self.dropout),
             gelu: self.activation == Activation::Gelu,
         }
     }

@@ -2,19 +2,21 @@
 
 pub mod attention;
 pub mod block;
+pub mod dropout;
 pub mod embedding;
 pub mod feed_forward;
 pub mod positions;
 pub mod relative;
 
 pub use attention::{
-    MultiHeadAttention, MultiHeadAttentionConfig, attention_reference, causal_mask, merge_heads,
-    normal_init, rows, scaled_dot_product_attention, split_heads,
+    MultiHeadAttention, MultiHeadAttentionConfig, attend, attention_reference, causal_mask,
+    merge_heads, normal_init, rows, scaled_dot_product_attention, split_heads,
 };
 pub use block::{
     BlockBody, CrossAttentionBlock, RelativeTransformerBlock, TransformerBlock,
     TransformerBlockConfig, absolute_stack,
 };
+pub use dropout::Dropout;
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use positions::{AbsolutePositions, PositionKind, sinusoids};

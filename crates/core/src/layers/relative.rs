@@ -18,8 +18,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::attention::{
-    MultiHeadAttention, MultiHeadAttentionConfig, merge_heads, normal_init, rows,
-    scaled_dot_product_attention, split_heads,
+    MultiHeadAttention, MultiHeadAttentionConfig, attend, normal_init, rows, split_heads,
 };
 use super::positions::sinusoids;
 
@@ -93,45 +92,55 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let p = &self.projections;
         let (heads, d_head) = (p.n_heads, p.d_head);
+        let [b, q_len, _] = x.dims();
         let k_len = context.dims()[1];
-        let q = split_heads(rows(&p.query, x), heads);
-        let k = split_heads(rows(&p.key, context.clone()), heads);
-        let v = split_heads(rows(&p.value, context), heads);
+        let scale = (d_head as f64).sqrt().recip();
+        // Everything below runs head-major, `[heads, batch, len, d_head]`:
+        // the projections' rows are only viewed in that order (a CPU
+        // backend's matmul reads the strides), the position term is one
+        // product per head over all batch rows, and the scores, their
+        // bias and the rel-shift stay contiguous. 1/√d_head is folded into
+        // the queries (`[b, q, d]`, smaller than the `[b, h, q, k]` scores
+        // it would otherwise scale twice).
+        let q = rows(&p.query, x);
+        let k = head_major(rows(&p.key, context.clone()), heads);
+        let v = head_major(rows(&p.value, context), heads);
         let r = self
             .position
             .forward(pos)
             .reshape([k_len, heads, d_head])
-            .swap_dims(0, 1); // [heads, k, d_head]
+            .permute([1, 2, 0]); // [heads, d_head, k]
 
-        let u = bias.u.val().reshape([1, heads, 1, d_head]);
-        let v_bias = bias.v.val().reshape([1, heads, 1, d_head]);
+        // `u` and `v` added to every row of `[b, q, heads · d_head]`.
+        let per_head = |w: &Param<Tensor<B, 2>>| w.val().reshape([1, 1, heads * d_head]) * scale;
+        let q_scaled = q.clone() * scale;
+        // (a) + (c): (q + u)·k.
+        let q_u = head_major(q_scaled.clone() + per_head(&bias.u), heads);
         // (b) + (d) for every distance, then aligned: BD[i, j] uses R_{mlen+i−j}.
         // One product per head over all batch rows (`[h, b·q, d] × [h, d, k]`)
         // rather than R broadcast over the batch (see `rows`).
-        let [b, _, q_len, _] = q.dims();
-        let qv = (q.clone() + v_bias)
-            .swap_dims(0, 1)
-            .reshape([heads, b * q_len, d_head]);
-        let position_scores = qv
-            .matmul(r.transpose())
-            .reshape([heads, b, q_len, k_len])
-            .swap_dims(0, 1);
-        let position_scores = rel_shift(position_scores);
-        let position_scores = position_scores / (d_head as f64).sqrt();
+        let q_v =
+            head_major(q_scaled + per_head(&bias.v), heads).reshape([heads, b * q_len, d_head]);
+        let position_scores = rel_shift(q_v.matmul(r).reshape([heads, b, q_len, k_len]));
 
-        let heads_out = scaled_dot_product_attention(
-            q.clone() + u,
-            k,
-            v,
-            mask,
-            Some(position_scores),
-            &p.dropout,
-        );
-        (rows(&p.output, merge_heads(heads_out)), q)
+        let mask = mask.map(|m| m.swap_dims(0, 1));
+        let heads_out = attend(q_u, k, v, mask, Some(position_scores), &p.dropout);
+        // [heads, b, q, d_head] -> [b, q, heads · d_head]
+        let merged = heads_out
+            .permute([1, 2, 0, 3])
+            .reshape([b, q_len, heads * d_head]);
+        (rows(&p.output, merged), split_heads(q, heads))
     }
 }
 
-/// The rel-shift of Transformer-XL's code: for scores `x` `[b, h, q, k]`
+/// `[batch, len, heads · d_head]` -> `[heads, batch, len, d_head]` (a view
+/// on backends with strided tensors).
+fn head_major<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [b, len, d] = x.dims();
+    x.reshape([b, len, heads, d / heads]).permute([2, 0, 1, 3])
+}
+
+/// The rel-shift of Transformer-XL's code: for scores `x` `[.., .., q, k]`
 /// whose column `c` holds distance `k−1−c`, returns scores whose `(i, j)`
 /// holds distance `(k−q) + i − j` for every `j ≤ (k−q) + i` (the positions
 /// a causal query may see; the rest is never used: it is masked).
