@@ -9,7 +9,7 @@
 use burn::module::Initializer;
 use burn::nn::{Linear, LinearConfig};
 
-use super::dropout::Dropout;
+use super::dropout::{Dropout, host_backend};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
@@ -132,9 +132,10 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
 /// `softmax(q kᵀ / √d_head + bias, masked) v` for `q` `[b, h, q, d]`,
 /// `k`/`v` `[b, h, k, d]`.
 ///
-/// Uses Burn's fused `attention` op, which is exact for masks and biases;
-/// when attention dropout is active (training with `p > 0`), the probabilities
-/// must be materialised, so the unfused [`attention_reference`] runs instead.
+/// Uses Burn's fused `attention` op on GPU backends, which is exact for masks
+/// and biases; on the CPU, and when attention dropout is active (training
+/// with `p > 0`: the probabilities must be materialised), the unfused
+/// [`attention_reference`] runs instead (see [`attend`]).
 pub fn scaled_dot_product_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -169,9 +170,14 @@ pub fn attend<B: Backend>(
     let [batch, heads, q_len, _] = q.dims();
     let k_len = k.dims()[2];
     let full = [batch, heads, q_len, k_len];
-    if dropout.prob > 0.0 && B::ad_enabled(&q.device()) {
+    // Unfused with attention dropout in training (the probabilities must be
+    // materialised), and always on the CPU: burn-flex's fused op first
+    // copies strided `q`, `k`, `v` (the layers pass head views) element by
+    // element, where its matmul reads the views as they are.
+    let training_dropout = dropout.prob > 0.0 && B::ad_enabled(&q.device());
+    if training_dropout || host_backend::<B>() {
         let mask = mask.map(|m| m.expand(full));
-        return unfused(q, k, v, mask, bias, Some(dropout));
+        return unfused(q, k, v, mask, bias, training_dropout.then_some(dropout));
     }
     // The fused op takes a mask or bias broadcast over batch and heads
     // (`[1 | b, 1 | h, q, k]`) as it is: expanding it first would make a

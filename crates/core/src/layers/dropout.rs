@@ -63,7 +63,7 @@ impl From<&burn::nn::Dropout> for Dropout {
 
 /// Whether `B` keeps its tensors in host memory (Burn's CPU backends, with or
 /// without autodiff): its type name is a compile-time constant.
-fn host_backend<B: Backend>() -> bool {
+pub(crate) fn host_backend<B: Backend>() -> bool {
     let name = std::any::type_name::<B>();
     name.contains("burn_flex::") || name.contains("burn_ndarray::")
 }

@@ -119,8 +119,10 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
         // (b) + (d) for every distance, then aligned: BD[i, j] uses R_{mlen+i−j}.
         // One product per head over all batch rows (`[h, b·q, d] × [h, d, k]`)
         // rather than R broadcast over the batch (see `rows`).
-        let q_v =
-            head_major(q_scaled + per_head(&bias.v), heads).reshape([heads, b * q_len, d_head]);
+        // (A view: `[b·q, heads, d]` with its first two axes swapped.)
+        let q_v = (q_scaled + per_head(&bias.v))
+            .reshape([b * q_len, heads, d_head])
+            .swap_dims(0, 1);
         let position_scores = rel_shift(q_v.matmul(r).reshape([heads, b, q_len, k_len]));
 
         let mask = mask.map(|m| m.swap_dims(0, 1));
