@@ -7,10 +7,12 @@
 //! Hand-written because the ecosystem's allocation counters (e.g. `stats_alloc`)
 //! report totals, not the running peak this needs.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-/// The system allocator, counting the bytes it holds and their peak.
+/// mimalloc, counting the bytes it holds and their peak.
 pub struct Counting;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -25,12 +27,12 @@ unsafe impl GlobalAlloc for Counting {
         INSTALLED.store(true, Ordering::Relaxed);
         let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
         PEAK.fetch_max(now, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 }
 

@@ -144,15 +144,13 @@ pub fn scaled_dot_product_attention<B: Backend>(
     bias: Option<Tensor<B, 4>>,
     dropout: impl Into<Dropout>,
 ) -> Tensor<B, 4> {
+    attend(scaled(q), k, v, mask, bias, &dropout.into())
+}
+
+/// `q / √d_head`.
+fn scaled<B: Backend>(q: Tensor<B, 4>) -> Tensor<B, 4> {
     let d_head = q.dims()[3];
-    attend(
-        q * (d_head as f64).sqrt().recip(),
-        k,
-        v,
-        mask,
-        bias,
-        &dropout.into(),
-    )
+    q * (d_head as f64).sqrt().recip()
 }
 
 /// [`scaled_dot_product_attention`] for queries already scaled by
@@ -182,26 +180,26 @@ pub fn attend<B: Backend>(
     // The fused op takes a mask or bias broadcast over batch and heads
     // (`[1 | b, 1 | h, q, k]`) as it is: expanding it first would make a
     // CPU backend copy it out to the full size.
-    let broadcast = |dims: [usize; 4]| dims[2..] == full[2..];
-    let mask = mask.map(|m| {
-        if broadcast(m.dims()) {
-            m
-        } else {
-            m.expand(full)
-        }
-    });
-    let bias = bias.map(|b| {
-        if broadcast(b.dims()) {
-            b
-        } else {
-            b.expand(full)
-        }
-    });
+    let mask = mask.map(|m| broadcast(m, full));
+    let bias = bias.map(|b| broadcast(b, full));
     let options = AttentionModuleOptions {
         scale: Some(1.0),
         ..Default::default()
     };
     attention(q, k, v, mask, bias, options)
+}
+
+/// `x` as it is where it already broadcasts over batch and heads (same last
+/// two dimensions as `full`), else expanded to `full`.
+fn broadcast<B: Backend, K: burn::tensor::BasicOps<B>>(
+    x: Tensor<B, 4, K>,
+    full: [usize; 4],
+) -> Tensor<B, 4, K> {
+    if x.dims()[2..] == full[2..] {
+        x
+    } else {
+        x.expand(full)
+    }
 }
 
 /// The unfused attention: scores, mask, bias, softmax, dropout, values.
@@ -214,15 +212,7 @@ pub fn attention_reference<B: Backend>(
     bias: Option<Tensor<B, 4>>,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
-    let d_head = q.dims()[3];
-    unfused(
-        q * (d_head as f64).sqrt().recip(),
-        k,
-        v,
-        mask,
-        bias,
-        dropout,
-    )
+    unfused(scaled(q), k, v, mask, bias, dropout)
 }
 
 /// [`attention_reference`] for queries already scaled by 1/√d_head.
