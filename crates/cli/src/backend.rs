@@ -165,7 +165,7 @@ fn cuda_reserved() -> Option<u64> {
     None
 }
 
-#[cfg(not(all(feature = "wgpu", feature = "cuda")))]
+#[cfg(not(all(feature = "ndarray", feature = "wgpu", feature = "cuda")))]
 fn not_compiled(kind: BackendKind) -> anyhow::Error {
     let feature = match kind {
         BackendKind::Ndarray => "ndarray",
