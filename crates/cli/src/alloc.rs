@@ -8,9 +8,9 @@
 //! report totals, not the running peak this needs.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mimalloc::MiMalloc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// mimalloc, counting the bytes it holds and their peak.
 pub struct Counting;
