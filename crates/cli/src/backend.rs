@@ -88,6 +88,9 @@ pub trait BackendVisitor {
 
 /// Runs `visitor` on the chosen backend's default device.
 pub fn with_backend<V: BackendVisitor>(kind: BackendKind, visitor: V) -> Result<V::Output> {
+    if kind.is_cpu() {
+        crate::threads::keep_workers_warm();
+    }
     match kind {
         BackendKind::Flex => Ok(visitor.visit::<Autodiff<burn::backend::Flex>>(Default::default())),
         BackendKind::Ndarray => ndarray(visitor),

@@ -8,6 +8,7 @@ pub mod crosscheck;
 pub mod data;
 pub mod lm_rmt;
 pub mod registry;
+pub mod threads;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
