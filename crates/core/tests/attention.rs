@@ -177,3 +177,46 @@ fn broadcast_mask_and_multi_head_layer_match_reference() {
     let want: Vec<f32> = expected.into_data().to_vec().unwrap();
     assert_close(&got, &want, 1e-5);
 }
+
+/// Masks that broadcast over the batch, the heads or both (the layers pass
+/// `[1, 1, q, k]` causal masks, RMT's layout and per-sequence masks) give the
+/// naive reference's outputs for the expanded mask, a fully masked query
+/// included.
+#[test]
+fn broadcast_masks_match_naive_reference() {
+    let device = Default::default();
+    let dims @ [b, h, nq, nk, d] = [2, 3, 4, 6, 5];
+    let q = values(b * h * nq * d, 11);
+    let k = values(b * h * nk * d, 12);
+    let v = values(b * h * nk * d, 13);
+    let t = |data: &Vec<f32>, shape: [usize; 4]| {
+        Tensor::<B, 4>::from_data(TensorData::new(data.clone(), shape), &device)
+    };
+    let zero_bias = vec![0.0f32; b * h * nq * nk];
+    for (mb, mh) in [(1, 1), (b, 1), (1, h)] {
+        let mut mask: Vec<bool> = values(mb * mh * nq * nk, 14 + mb as u64 * 7 + mh as u64)
+            .iter()
+            .map(|x| *x > 0.2)
+            .collect();
+        // Query 1 sees no key, in every broadcast copy.
+        mask[nk..2 * nk].fill(true);
+        let expanded: Vec<bool> = (0..b * h * nq * nk)
+            .map(|cell| {
+                let (bh, rest) = (cell / (nq * nk), cell % (nq * nk));
+                let (bi, hi) = (bh / h, bh % h);
+                mask[((bi % mb) * mh + hi % mh) * nq * nk + rest]
+            })
+            .collect();
+        let expected = naive(&q, &k, &v, &expanded, &zero_bias, dims);
+        let mt = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [mb, mh, nq, nk]), &device);
+        let got = attention_reference(
+            t(&q, [b, h, nq, d]),
+            t(&k, [b, h, nk, d]),
+            t(&v, [b, h, nk, d]),
+            Some(mt),
+            None,
+            None,
+        );
+        assert_close(&host(got), &expected, 1e-5);
+    }
+}

@@ -174,7 +174,6 @@ pub fn attend<B: Backend>(
     // element, where its matmul reads the views as they are.
     let training_dropout = dropout.prob > 0.0 && B::ad_enabled(&q.device());
     if training_dropout || host_backend::<B>() {
-        let mask = mask.map(|m| m.expand(full));
         return unfused(q, k, v, mask, bias, training_dropout.then_some(dropout));
     }
     // The fused op takes a mask or bias broadcast over batch and heads
@@ -215,7 +214,17 @@ pub fn attention_reference<B: Backend>(
     unfused(scaled(q), k, v, mask, bias, dropout)
 }
 
-/// [`attention_reference`] for queries already scaled by 1/√d_head.
+/// [`attention_reference`] for queries already scaled by 1/√d_head. `mask`
+/// and `bias` broadcast to the scores.
+///
+/// The mask is added to the scores as −10³⁰ where it is `true` (a tensor of
+/// the mask's own, broadcast shape) rather than filled in: the probabilities
+/// are the same bit for bit — an unmasked score gains an exact 0, a masked
+/// one ends at −10³⁰ either way (10³⁰'s ulp is 10²³) and its exponential
+/// underflows to 0 — while a fill needs the mask expanded to the scores'
+/// size, copied out on a CPU backend, in the forward pass and again in the
+/// backward. A query whose keys are all masked has uniform probabilities
+/// then; its output is zeroed by one product with `[.., q, 1]`.
 fn unfused<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -228,19 +237,51 @@ fn unfused<B: Backend>(
     if let Some(bias) = bias {
         scores = scores + bias;
     }
-    let mut probs = match mask {
-        Some(mask) => {
-            // A large finite fill keeps fully-masked rows finite; they are zeroed below.
-            let probs = softmax(scores.mask_fill(mask.clone(), -1.0e30), 3);
-            probs.mask_fill(mask, 0.0)
-        }
-        None => softmax(scores, 3),
-    };
+    if let Some(mask) = &mask {
+        scores = leading_broadcast(scores, mask.clone().float() * MASKED, |s, m| s + m);
+    }
+    let mut probs = softmax(scores, 3);
     if let Some(dropout) = dropout {
         probs = dropout.forward(probs);
     }
-    probs.matmul(v)
+    let out = probs.matmul(v);
+    match mask {
+        Some(mask) => {
+            let seen = mask.bool_not().any_dim(3).float();
+            leading_broadcast(out, seen, |o, s| o * s)
+        }
+        None => out,
+    }
 }
+
+/// `op(x, y)` for `y` broadcasting to `x`, computed on `x` as a matrix
+/// `[leading, rest]` and `y` as one row `[1, rest]`, where `leading` are the
+/// dimensions `y` broadcasts over from the left (`y`'s other dimensions
+/// are expanded to `x`'s first: `y` is the small one).
+///
+/// The same values as `op(x, y)`; the shape is burn-flex's fast path for a
+/// broadcast operand, a row shared by every row of a contiguous `x`
+/// (e.g. a `[1, 1, q, k]` mask over `[heads, batch, q, k]` scores), where
+/// other broadcasts are walked element by element.
+fn leading_broadcast<B: Backend>(
+    x: Tensor<B, 4>,
+    y: Tensor<B, 4>,
+    op: impl FnOnce(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let dims = x.dims();
+    let y_dims = y.dims();
+    let leading = y_dims.iter().take_while(|&&d| d == 1).count().min(3);
+    let rest: usize = dims[leading..].iter().product();
+    let mut full = dims;
+    full[..leading].fill(1);
+    let y = if y_dims == full { y } else { y.expand(full) };
+    let x = x.reshape([dims.iter().product::<usize>() / rest.max(1), rest]);
+    op(x, y.reshape([1, rest])).reshape(dims)
+}
+
+/// What a masked score becomes: large and finite, so that a row with every
+/// key masked stays finite (it is zeroed afterwards).
+const MASKED: f64 = -1.0e30;
 
 /// Causal mask `[1, 1, q_len, mem_len + q_len]` for a segment preceded by
 /// `mem_len` cached positions: query `i` sees every cached position and
