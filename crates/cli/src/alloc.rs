@@ -50,3 +50,27 @@ pub fn peak_during(f: impl FnOnce()) -> Option<usize> {
         .load(Ordering::Relaxed)
         .then(|| PEAK.load(Ordering::Relaxed))
 }
+
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (`mimalloc.h`, the
+/// same index in its v2 and v3), which `libmimalloc-sys` does not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc to keep the memory the process frees for reuse instead of
+/// handing it back to the OS after its `purge_delay` (1 s; −1 = never).
+///
+/// A training step frees and reallocates the same tensor buffers every
+/// segment. At `cpu-mid.toml` (steps of about half a second, score tensors
+/// of several MiB) the freed buffers were handed back between steps and
+/// faulted in and zeroed again by the kernel, 2 MiB huge pages at a time:
+/// 1,800 page faults a step, 9% of a Transformer-XL training step in
+/// `clear_page_erms` (docs/benchmarks.md). With this: about 500 faults in
+/// the whole run. The peak is unchanged: freed memory is reused, not added
+/// to. Called once, first thing, by `main`.
+pub fn keep_freed_memory() {
+    // SAFETY: `mi_option_set` only stores an option's value; every value of
+    // `purge_delay` is valid, and mimalloc reads it at its next purge.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
+    }
+}

@@ -265,6 +265,7 @@ fn note_defaults(path: &std::path::Path) {
 }
 
 fn main() {
+    memlab_cli::alloc::keep_freed_memory();
     memlab_cli::threads::adopt_main_thread();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {err:#}");
