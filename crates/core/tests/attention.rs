@@ -25,6 +25,10 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+fn tensor(data: &[f32], shape: [usize; 4]) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(data.to_vec(), shape), &Default::default())
+}
+
 fn host(t: Tensor<B, 4>) -> Vec<f32> {
     t.into_data().to_vec::<f32>().unwrap()
 }
@@ -97,13 +101,10 @@ fn masked_biased_attention_matches_naive_reference() {
     }
     let expected = naive(&q, &k, &v, &mask, &bias, dims);
 
-    let t = |data: &Vec<f32>, shape: [usize; 4]| {
-        Tensor::<B, 4>::from_data(TensorData::new(data.clone(), shape), &device)
-    };
-    let qt = t(&q, [b, h, nq, d]);
-    let kt = t(&k, [b, h, nk, d]);
-    let vt = t(&v, [b, h, nk, d]);
-    let bt = t(&bias, [b, h, nq, nk]);
+    let qt = tensor(&q, [b, h, nq, d]);
+    let kt = tensor(&k, [b, h, nk, d]);
+    let vt = tensor(&v, [b, h, nk, d]);
+    let bt = tensor(&bias, [b, h, nq, nk]);
     let mt =
         Tensor::<B, 4, Bool>::from_data(TensorData::new(mask.clone(), [b, h, nq, nk]), &device);
 
@@ -189,9 +190,6 @@ fn broadcast_masks_match_naive_reference() {
     let q = values(b * h * nq * d, 11);
     let k = values(b * h * nk * d, 12);
     let v = values(b * h * nk * d, 13);
-    let t = |data: &Vec<f32>, shape: [usize; 4]| {
-        Tensor::<B, 4>::from_data(TensorData::new(data.clone(), shape), &device)
-    };
     let zero_bias = vec![0.0f32; b * h * nq * nk];
     for (mb, mh) in [(1, 1), (b, 1), (1, h)] {
         let mut mask: Vec<bool> = values(mb * mh * nq * nk, 14 + mb as u64 * 7 + mh as u64)
@@ -210,9 +208,9 @@ fn broadcast_masks_match_naive_reference() {
         let expected = naive(&q, &k, &v, &expanded, &zero_bias, dims);
         let mt = Tensor::<B, 4, Bool>::from_data(TensorData::new(mask, [mb, mh, nq, nk]), &device);
         let got = attention_reference(
-            t(&q, [b, h, nq, d]),
-            t(&k, [b, h, nk, d]),
-            t(&v, [b, h, nk, d]),
+            tensor(&q, [b, h, nq, d]),
+            tensor(&k, [b, h, nk, d]),
+            tensor(&v, [b, h, nk, d]),
             Some(mt),
             None,
             None,

@@ -165,9 +165,6 @@ pub fn attend<B: Backend>(
     bias: Option<Tensor<B, 4>>,
     dropout: &Dropout,
 ) -> Tensor<B, 4> {
-    let [batch, heads, q_len, _] = q.dims();
-    let k_len = k.dims()[2];
-    let full = [batch, heads, q_len, k_len];
     // Unfused with attention dropout in training (the probabilities must be
     // materialised), and always on the CPU: burn-flex's fused op first
     // copies strided `q`, `k`, `v` (the layers pass head views) element by
@@ -179,6 +176,8 @@ pub fn attend<B: Backend>(
     // The fused op takes a mask or bias broadcast over batch and heads
     // (`[1 | b, 1 | h, q, k]`) as it is: expanding it first would make a
     // CPU backend copy it out to the full size.
+    let [batch, heads, q_len, _] = q.dims();
+    let full = [batch, heads, q_len, k.dims()[2]];
     let mask = mask.map(|m| broadcast(m, full));
     let bias = bias.map(|b| broadcast(b, full));
     let options = AttentionModuleOptions {

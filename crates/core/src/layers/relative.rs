@@ -6,12 +6,11 @@
 //! ```
 //!
 //! scaled by 1/√d_head, where `R` are fixed sinusoids of the distance and
-//! `u`, `v` learned per head. The content term is computed by Burn's fused
-//! attention (with `u` folded into the query); the position term is formed
-//! for every distance `klen−1 … 0` at once and aligned to `(i, j)` by the
-//! rel-shift of the official code, then passed to the fused op as an
-//! additive bias — which the op adds after scaling, hence the explicit
-//! 1/√d_head on it.
+//! `u`, `v` learned per head. 1/√d_head is folded into the queries (both
+//! terms read them). The content term is the attention's `q kᵀ` (with `u`
+//! added to the query); the position term is formed for every distance
+//! `klen−1 … 0` at once, aligned to `(i, j)` by the rel-shift of the
+//! official code, and added to the scores as a bias ([`attend`]).
 
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
