@@ -243,6 +243,7 @@ fn run<B: AutodiffBackend, A: Architecture>(
         inputs,
         targets: sequence.narrow(1, 1, len),
         mask: Tensor::ones([shape.batch, len], device),
+        share: None,
     };
     let rollout = run_segments(
         model,

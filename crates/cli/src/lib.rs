@@ -20,6 +20,7 @@ use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::{ConfigError, set_path};
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::SegmentStream;
+use memlab_core::distributed::{Nodes, Peers, peer_devices, train_parallel};
 use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
 use memlab_core::{
     Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task,
@@ -53,14 +54,18 @@ pub fn check_model(spec: &ModelSpec, ctx: &ModelContext) -> Result<(), ConfigErr
     registry::dispatch(&spec.arch, Check(spec, ctx))?
 }
 
-/// `memlab train`: trains the `[model]` of a config.
+/// `memlab train`: trains the `[model]` of a config, with `train.devices`
+/// peers in this process, and with the other processes of `nodes` when
+/// given (data parallelism). Returns the report of rank 0, which node 0
+/// holds (`None` on the other nodes).
 pub fn run_train(
     config: &ExperimentConfig,
     backend: BackendKind,
     resume: bool,
     overwrite: bool,
     progress: bool,
-) -> Result<TrainReport> {
+    nodes: Option<Nodes>,
+) -> Result<Option<TrainReport>> {
     let task = build_task(config)?;
     // The model table is parsed (and any error reported) inside `train_model`.
     let spec = ModelSpec::from_table(config.model_table()?, "model")?;
@@ -71,7 +76,7 @@ pub fn run_train(
         memory_limit: None,
         progress,
     };
-    train_model(config, &spec, task.as_ref(), &options, backend)
+    train_model(config, &spec, task.as_ref(), &options, backend, nodes)
 }
 
 fn train_model(
@@ -80,7 +85,28 @@ fn train_model(
     task: &dyn Task,
     options: &TrainOptions,
     backend: BackendKind,
-) -> Result<TrainReport> {
+    nodes: Option<Nodes>,
+) -> Result<Option<TrainReport>> {
+    if let Some(n) = &nodes
+        && n.count != config.train.nodes
+    {
+        return Err(anyhow!(
+            "--nodes {} but train.nodes is {}; give one of them",
+            n.count,
+            config.train.nodes
+        ));
+    }
+    if nodes.is_none() && config.train.nodes > 1 {
+        return Err(anyhow!(
+            "train.nodes is {}: this process needs its place among them (--node-rank and \
+             --orchestrator; docs/distributed.md)",
+            config.train.nodes
+        ));
+    }
+    let peers = Peers {
+        devices: config.train.devices,
+        nodes,
+    };
     // On the CPU, refuse a model that cannot fit in the host's memory
     // (GPU backends: not yet checked).
     let limited;
@@ -98,34 +124,47 @@ fn train_model(
         spec: &'a ModelSpec,
         task: &'a dyn Task,
         options: &'a TrainOptions,
+        peers: Peers,
     }
     struct ArchJob<'a, B: AutodiffBackend> {
         job: Job<'a>,
         device: B::Device,
     }
     impl<B: AutodiffBackend> ArchitectureVisitor for ArchJob<'_, B> {
-        type Output = Result<TrainReport>;
-        fn visit<A: Architecture>(self) -> Result<TrainReport> {
+        type Output = Result<Option<TrainReport>>;
+        fn visit<A: Architecture>(self) -> Result<Option<TrainReport>> {
             let Job {
                 config,
                 spec,
                 task,
                 options,
+                peers,
             } = self.job;
             let model_config =
                 parse_model_config::<A>(spec.fields.clone(), &model_context(config, task))?;
-            Ok(train::<A, B>(
+            if peers.world() == 1 {
+                return Ok(Some(train::<A, B>(
+                    config,
+                    &model_config,
+                    task,
+                    options,
+                    &self.device,
+                )?));
+            }
+            let devices = peer_devices::<B>(&self.device, peers.devices);
+            Ok(train_parallel::<A, B>(
                 config,
                 &model_config,
                 task,
                 options,
-                &self.device,
+                &peers,
+                &devices,
             )?)
         }
     }
     impl BackendVisitor for Job<'_> {
-        type Output = Result<TrainReport>;
-        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainReport> {
+        type Output = Result<Option<TrainReport>>;
+        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Result<Option<TrainReport>> {
             let arch = self.spec.arch.clone();
             registry::dispatch(&arch, ArchJob::<B> { job: self, device })?
         }
@@ -137,6 +176,7 @@ fn train_model(
             spec,
             task,
             options,
+            peers,
         },
     )?
 }
@@ -541,8 +581,9 @@ pub fn run_compare(
             memory_limit: None,
             progress,
         };
-        let report = train_model(&run_config, &spec, task.as_ref(), &options, backend)
-            .with_context(|| format!("training `{}` in setting `{setting}`", spec.label))?;
+        let report = train_model(&run_config, &spec, task.as_ref(), &options, backend, None)
+            .with_context(|| format!("training `{}` in setting `{setting}`", spec.label))?
+            .expect("a run of this process alone reports");
         let row = CompareRow {
             setting,
             model: spec.label.clone(),

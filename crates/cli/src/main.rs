@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use memlab_cli::bench::{BenchPlan, bench_markdown, run_bench, write_bench_outputs};
 use memlab_cli::crosscheck;
@@ -11,6 +11,7 @@ use memlab_cli::{
     BackendKind, csv_table, data, markdown_table, metric_name, registry, run_compare, run_eval,
     run_train,
 };
+use memlab_core::distributed::Nodes;
 use memlab_core::checkpoint::write_atomically;
 use memlab_core::train::run_dir;
 use memlab_core::{ExperimentConfig, Split};
@@ -48,6 +49,36 @@ enum Command {
         /// Replace the run its directory already holds.
         #[arg(long)]
         overwrite: bool,
+        /// Data-parallel peers in this process (`train.devices`): the GPUs
+        /// 0..N of a GPU backend, or N threads sharing the CPU.
+        #[arg(long, value_parser = parse_positive)]
+        devices: Option<usize>,
+        /// Processes (machines) taking part, each with `--devices` peers
+        /// (`train.nodes`); needs --node-rank and --orchestrator.
+        #[arg(long, value_parser = parse_positive, requires_all = ["node_rank", "orchestrator"])]
+        nodes: Option<usize>,
+        /// This process's rank among --nodes (0 writes the run).
+        #[arg(long, requires = "nodes")]
+        node_rank: Option<usize>,
+        /// The address of `memlab orchestrator`, e.g. ws://10.0.0.1:3000.
+        #[arg(long, requires = "nodes")]
+        orchestrator: Option<String>,
+        /// The port this node serves its tensors to the others on
+        /// (default: the orchestrator's port + 1 + node rank).
+        #[arg(long, requires = "nodes")]
+        data_port: Option<u16>,
+        /// The address the other nodes reach this one at, ws://HOST:PORT
+        /// (default: ws://127.0.0.1:DATA_PORT, for nodes on one machine).
+        #[arg(long, requires = "nodes")]
+        node_address: Option<String>,
+    },
+    /// Serve the collective's orchestrator, through which the processes of
+    /// a multi-node `memlab train --nodes K` find each other; runs until
+    /// interrupted.
+    Orchestrator {
+        /// Port to listen on (all interfaces).
+        #[arg(long, default_value_t = 3000)]
+        port: u16,
     },
     /// Evaluate the checkpoint of a run directory.
     Eval {
@@ -264,6 +295,30 @@ fn note_defaults(path: &std::path::Path) {
     }
 }
 
+/// A node's default data port: the orchestrator's port (`ws://HOST:PORT`)
+/// plus 1 plus the node's rank.
+fn default_data_port(orchestrator: &str, rank: usize) -> Result<u16> {
+    let port: u16 = orchestrator
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| anyhow!("--orchestrator {orchestrator:?} has no port (ws://HOST:PORT)"))?;
+    u16::try_from(port as usize + 1 + rank)
+        .map_err(|_| anyhow!("no data port above the orchestrator's {port}; give --data-port"))
+}
+
+/// The collective's websocket servers log every connection and transfer at
+/// INFO unless a subscriber is already set: set one that shows warnings and
+/// errors only.
+fn quiet_collective_logs() {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(LevelFilter::WARN);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
 fn main() {
     memlab_cli::alloc::keep_freed_memory();
     memlab_cli::threads::adopt_main_thread();
@@ -282,10 +337,45 @@ fn run(cli: Cli) -> Result<()> {
             overrides,
             resume,
             overwrite,
+            devices,
+            nodes,
+            node_rank,
+            orchestrator,
+            data_port,
+            node_address,
         } => {
             note_defaults(&config);
+            let mut overrides = overrides;
+            overrides.extend(devices.map(|n| format!("train.devices={n}")));
+            overrides.extend(nodes.map(|n| format!("train.nodes={n}")));
             let config = ExperimentConfig::load(&config, &overrides)?;
-            let report = run_train(&config, backend, resume, overwrite, progress)?;
+            let nodes = match (nodes, node_rank, orchestrator) {
+                (Some(count), Some(rank), Some(orchestrator)) => {
+                    quiet_collective_logs();
+                    let data_port = match data_port {
+                        Some(port) => port,
+                        None => default_data_port(&orchestrator, rank)?,
+                    };
+                    Some(Nodes {
+                        rank,
+                        count,
+                        orchestrator,
+                        address: node_address
+                            .unwrap_or_else(|| format!("ws://127.0.0.1:{data_port}")),
+                        data_port,
+                    })
+                }
+                _ => None,
+            };
+            let Some(report) = run_train(&config, backend, resume, overwrite, progress, nodes)?
+            else {
+                out!(
+                    "node {}: trained {} steps; node 0 writes the run and reports",
+                    node_rank.unwrap_or(0),
+                    config.train.steps
+                );
+                return Ok(());
+            };
             if report.resumed_from > 0 {
                 out!("resumed from step {}", report.resumed_from);
             }
@@ -305,6 +395,13 @@ fn run(cli: Cli) -> Result<()> {
                 report.tokens_per_second
             );
             out!("run directory: {}", report.run_dir.display());
+        }
+        Command::Orchestrator { port } => {
+            quiet_collective_logs();
+            eprintln!("orchestrator listening on port {port} (all interfaces); Ctrl-C ends it");
+            tokio::runtime::Runtime::new()
+                .context("starting the orchestrator's runtime")?
+                .block_on(burn_collective::start_global_orchestrator(port));
         }
         Command::Eval {
             run,

@@ -482,6 +482,12 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Log training figures to metrics.jsonl every this many steps.
     pub log_every: usize,
+    /// Data-parallel peers (devices) in each process, each with an equal
+    /// share of every batch's rows (docs/distributed.md); 1 = no collective.
+    pub devices: usize,
+    /// Processes (machines) taking part, each with `devices` peers, joined
+    /// through `memlab orchestrator` (`memlab train --nodes`).
+    pub nodes: usize,
 }
 
 impl Default for TrainConfig {
@@ -503,6 +509,8 @@ impl Default for TrainConfig {
             eval_batches: 4,
             checkpoint_every: 0,
             log_every: 10,
+            devices: 1,
+            nodes: 1,
         }
     }
 }
@@ -514,6 +522,19 @@ impl Validate for TrainConfig {
         check::positive("segment_len", self.segment_len)?;
         check::positive("eval_batches", self.eval_batches)?;
         check::positive("log_every", self.log_every)?;
+        check::positive("devices", self.devices)?;
+        check::positive("nodes", self.nodes)?;
+        let peers = self.devices * self.nodes;
+        if !self.batch_size.is_multiple_of(peers) {
+            return Err(ConfigError::new(
+                "batch_size",
+                format!(
+                    "({}) must split into equal shares for the {peers} data-parallel peers \
+                     (devices {} x nodes {})",
+                    self.batch_size, self.devices, self.nodes
+                ),
+            ));
+        }
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 1.0) {
             return Err(ConfigError::new(
                 "lr",

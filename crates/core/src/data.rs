@@ -170,6 +170,20 @@ impl HostBatch {
         Ok(())
     }
 
+    /// Rows `rows` of the batch (a data-parallel peer's share of it,
+    /// [`crate::distributed`]).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> HostBatch {
+        assert!(rows.end <= self.batch, "rows {rows:?} of a batch of {}", self.batch);
+        let span = rows.start * self.len..rows.end * self.len;
+        HostBatch {
+            batch: rows.len(),
+            len: self.len,
+            inputs: self.inputs[span.clone()].to_vec(),
+            targets: self.targets[span.clone()].to_vec(),
+            mask: self.mask[span].to_vec(),
+        }
+    }
+
     /// Number of positions the loss counts.
     pub fn masked_tokens(&self) -> usize {
         self.mask.iter().filter(|&&m| m > 0.0).count()
@@ -187,6 +201,7 @@ impl HostBatch {
             inputs: Tensor::from_data(TensorData::new(self.inputs.clone(), shape), device),
             targets: Tensor::from_data(TensorData::new(self.targets.clone(), shape), device),
             mask: Tensor::from_data(TensorData::new(self.mask.clone(), shape), device),
+            share: None,
         })
     }
 }
@@ -197,6 +212,37 @@ pub struct SequenceBatch<B: Backend> {
     pub inputs: Tensor<B, 2, Int>,
     pub targets: Tensor<B, 2, Int>,
     pub mask: Tensor<B, 2>,
+    /// Set when these rows are one data-parallel peer's share of a larger
+    /// batch ([`crate::distributed`]); `None` for a whole batch.
+    pub share: Option<BatchShare>,
+}
+
+/// What a peer's rows are a part of: the loss is normalised as the whole
+/// batch's, so that the peers' losses (and their gradients) sum to the
+/// whole batch's loss exactly as one device would compute it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchShare {
+    /// Tokens the loss counts in the whole batch (all peers' rows).
+    pub tokens: f64,
+    /// Peers sharing the batch (equal numbers of rows each).
+    pub peers: usize,
+}
+
+impl<B: Backend> SequenceBatch<B> {
+    /// The denominator of the mean cross-entropy: the counted tokens of the
+    /// whole batch (at least 1), `[1]`, without gradient.
+    pub fn loss_tokens(&self) -> Tensor<B, 1> {
+        match self.share {
+            Some(share) => Tensor::from_data([share.tokens.max(1.0) as f32], &self.mask.device()),
+            None => self.mask.clone().sum().clamp_min(1.0).detach(),
+        }
+    }
+
+    /// The weight of these rows' mean auxiliary loss in the whole batch's
+    /// (the mean over equal shares of rows): `1 / peers`.
+    pub fn aux_weight(&self) -> f64 {
+        self.share.map_or(1.0, |s| 1.0 / s.peers as f64)
+    }
 }
 
 /// A source of batches. Generators are seeded and deterministic: the same

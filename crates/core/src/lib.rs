@@ -4,6 +4,7 @@
 //! - [`layers`]: attention, positions, feed-forward, blocks, embeddings;
 //! - [`runner`]: the segment runner (segmenting, memory, BPTT depth, masked loss);
 //! - [`train`]: the training loop, evaluation, checkpoints and resume;
+//! - [`distributed`]: data-parallel training on several devices and machines;
 //! - [`registry`]: how architecture crates make themselves known;
 //! - [`config`]: strict TOML configs with field-named errors;
 //! - [`data`]: the [`Task`] interface tasks implement;
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod flops;
 pub mod layers;
 pub mod lm_rmt;

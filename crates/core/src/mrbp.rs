@@ -56,7 +56,7 @@ where
     let [batch_size, len] = batch.inputs.dims();
     let bounds = segment_bounds(len, segment_len);
     let segments = bounds.len();
-    let total_tokens = batch.mask.clone().sum().clamp_min(1.0).detach();
+    let total_tokens = batch.loss_tokens();
     let slice = |t: usize| {
         let (start, end) = bounds[t];
         (
@@ -115,7 +115,7 @@ where
                 Some(sum) => sum + aux.clone().detach(),
                 None => aux.clone().detach(),
             });
-            loss = loss + aux;
+            loss = loss + aux * batch.aux_weight();
         }
         loss_total += loss.clone().into_scalar().elem::<f64>();
         let mut objective = loss;

@@ -116,6 +116,24 @@ impl<B: Backend> Tallies<B> {
         }
     }
 
+    /// The tallies of a whole batch from one part's: `rows` puts every
+    /// part's rows of a `[3, batch, segment]` tally together along the given
+    /// dimension (1), `aux` averages the parts' mean auxiliary losses (data
+    /// parallelism: [`crate::distributed::Peer::gather`]).
+    pub fn gathered<E>(
+        self,
+        mut rows: impl FnMut(Tensor<B, 3>, usize) -> Result<Tensor<B, 3>, E>,
+        aux: impl FnOnce(Tensor<B, 1>) -> Result<Tensor<B, 1>, E>,
+    ) -> Result<Self, E> {
+        let per_token = self
+            .per_token
+            .into_iter()
+            .map(|t| rows(t, 1))
+            .collect::<Result<_, _>>()?;
+        let aux = self.aux.map(aux).transpose()?;
+        Ok(Self { per_token, aux })
+    }
+
     /// Whether every tallied value and the auxiliary loss is finite, on the
     /// device (`[1]`): the training loop's NaN guard.
     pub fn all_finite(&self) -> Tensor<B, 1, Bool> {
@@ -261,11 +279,10 @@ pub fn run_segments<B: Backend, M: SegmentModel<B>>(
         });
     }
 
-    let total_tokens = batch.mask.clone().sum().clamp_min(1.0);
-    let mut loss = loss_sum.expect("a batch has at least one segment") / total_tokens;
+    let mut loss = loss_sum.expect("a batch has at least one segment") / batch.loss_tokens();
     let aux = aux_sum.map(|a| a / bounds.len() as f64);
     if let Some(aux) = &aux {
-        loss = loss + aux.clone();
+        loss = loss + aux.clone() * batch.aux_weight();
     }
     Rollout {
         loss,

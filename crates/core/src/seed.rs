@@ -17,8 +17,10 @@
 //! kernels, whose reductions round differently from run to run.
 //!
 //! Dropout on the CPU draws its masks from a generator of memlab's
-//! ([`crate::layers::Dropout`]), seeded here with the backend's.
+//! ([`crate::layers::Dropout`]), one per thread, seeded here with the
+//! backend's.
 
+use std::cell::RefCell;
 use std::sync::Mutex;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -28,17 +30,38 @@ use rand::{Rng, SeedableRng};
 
 static RNG_LOCK: Mutex<()> = Mutex::new(());
 
-/// The generator of the CPU backends' dropout masks
-/// ([`crate::layers::Dropout`]), seeded with the backend's by [`seeded`].
-static MASK_RNG: Mutex<Option<Xoshiro256PlusPlus>> = Mutex::new(None);
+thread_local! {
+    /// The generator of the CPU backends' dropout masks
+    /// ([`crate::layers::Dropout`]), seeded with the backend's by [`seeded`].
+    /// One per thread: data-parallel peers ([`crate::distributed`]) are
+    /// threads that each draw their own masks, at the same time.
+    static MASK_RNG: RefCell<Option<Xoshiro256PlusPlus>> = const { RefCell::new(None) };
+}
 
 /// Seeds the backend's generator and runs `f` while no other memlab code in
 /// this process can draw from it.
 pub fn seeded<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> R) -> R {
     let _guard = lock(&RNG_LOCK);
     B::seed(device, seed);
-    *lock(&MASK_RNG) = Some(Xoshiro256PlusPlus::seed_from_u64(seed));
+    seed_masks(seed);
     f()
+}
+
+/// [`seeded`] for a data-parallel peer's training step: on the CPU
+/// backends, whose dropout draws only from this thread's mask generator,
+/// the peers run their steps at the same time; on the others, which draw
+/// from the backend's own generator, one after the other, under the lock.
+pub fn seeded_step<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> R) -> R {
+    if crate::layers::dropout::host_backend::<B>() {
+        seed_masks(seed);
+        f()
+    } else {
+        seeded::<B, R>(device, seed, f)
+    }
+}
+
+fn seed_masks(seed: u64) {
+    MASK_RNG.with(|rng| *rng.borrow_mut() = Some(Xoshiro256PlusPlus::seed_from_u64(seed)));
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,17 +83,19 @@ pub(crate) fn host_mask(n: usize, keep: f64) -> Vec<f32> {
             0.0
         }
     };
-    let mut guard = lock(&MASK_RNG);
-    let rng = guard.get_or_insert_with(|| Xoshiro256PlusPlus::seed_from_u64(0));
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let word = rng.next_u64();
-        out.push(factor(word));
-        if out.len() < n {
-            out.push(factor(word >> 32));
+    MASK_RNG.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let rng = guard.get_or_insert_with(|| Xoshiro256PlusPlus::seed_from_u64(0));
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let word = rng.next_u64();
+            out.push(factor(word));
+            if out.len() < n {
+                out.push(factor(word >> 32));
+            }
         }
-    }
-    out
+        out
+    })
 }
 
 /// Draws each parameter and numbers it in module order.

@@ -30,7 +30,9 @@ use crate::runner::{
     GeneratedFigures, RolloutFigures, Tallies, generate_answers, run_segments, run_streaming,
     score_answers,
 };
-use crate::seed::{materialize, seeded};
+use crate::data::{BatchShare, HostBatch};
+use crate::distributed::Peer;
+use crate::seed::{materialize, seeded, seeded_step};
 
 /// Anything that stops a run.
 #[derive(Debug)]
@@ -49,6 +51,10 @@ pub enum TrainError {
         step: usize,
         what: &'static str,
     },
+    /// The peers' layout does not fit the run (data parallelism).
+    Parallel(String),
+    /// A collective operation between peers failed (or another peer stopped).
+    Collective(String),
     /// Training would need more memory than the machine has.
     TooLarge {
         parameters: usize,
@@ -64,6 +70,12 @@ impl std::fmt::Display for TrainError {
             TrainError::Checkpoint(e) => write!(f, "{e}"),
             TrainError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             TrainError::Resume(why) => write!(f, "cannot resume: {why}"),
+            TrainError::Parallel(why) => write!(f, "data-parallel training: {why}"),
+            TrainError::Collective(why) => write!(
+                f,
+                "a collective operation between the peers failed ({why}); another peer \
+                 stopped or cannot be reached"
+            ),
             TrainError::RunExists(dir) => write!(
                 f,
                 "{} already holds a run; continue it with --resume, or replace it with \
@@ -489,7 +501,9 @@ impl MetricsLog {
     }
 }
 
-/// Trains architecture `A` on `task` as `config` says, on an autodiff backend.
+/// Trains architecture `A` on `task` as `config` says, on an autodiff
+/// backend, on one device (`train.devices = 1`; several peers:
+/// [`crate::distributed::train_parallel`]).
 pub fn train<A: Architecture, B: AutodiffBackend>(
     config: &ExperimentConfig,
     model_config: &A::Config,
@@ -497,6 +511,21 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     options: &TrainOptions,
     device: &B::Device,
 ) -> Result<TrainReport, TrainError> {
+    let report = train_peer::<A, B>(config, model_config, task, options, device, &Peer::solo())?;
+    Ok(report.expect("the only peer writes the run"))
+}
+
+/// The training loop of one peer (the only one, or one of several sharing
+/// each batch: [`crate::distributed`]). Rank 0 alone writes the run and
+/// evaluates, and returns the report; the other peers return `None`.
+pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    model_config: &A::Config,
+    task: &dyn Task,
+    options: &TrainOptions,
+    device: &B::Device,
+    peer: &Peer,
+) -> Result<Option<TrainReport>, TrainError> {
     let train = &config.train;
     let seed = config.run.seed;
     let ctx = ModelContext {
@@ -504,22 +533,29 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         max_segment_len: train.segment_len,
     };
     let run_dir = &options.run_dir;
-    fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(run_dir.clone(), e))?;
-    let _lock = lock_run_dir(run_dir)?;
     let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
     let config_toml = config.to_toml();
-    // What a replaced run leaves is removed only once the new one can start.
-    let replaced = check_run_dir(run_dir, options)?;
+    let (_lock, replaced) = if peer.writes() {
+        fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(run_dir.clone(), e))?;
+        let lock = lock_run_dir(run_dir)?;
+        // What a replaced run leaves is removed only once the new one can start.
+        (Some(lock), check_run_dir(run_dir, options)?)
+    } else {
+        (None, Vec::new())
+    };
+    // This peer's rows of every batch.
+    let rows = peer.rows(train.batch_size);
 
     // Parameters are lazy: the size check counts them before any is drawn.
-    let mut model = seeded::<B, _>(device, seed, || {
+    let model = seeded::<B, _>(device, seed, || {
         let model = A::init_train::<B>(model_config, &ctx, device);
         if let Some(available) = options.memory_limit {
             let parameters = lazy_parameters::<B, _>(&model);
             // The tokens a batch really holds (a text task's rows may be
             // shorter than its `seq_len`).
             let tokens = task.batch(Split::Train, 0, train.batch_size).len;
-            let needed = memory_estimate(parameters, train.batch_size, tokens, ctx.vocab_size);
+            let batch = rows.len();
+            let needed = memory_estimate(parameters, batch, tokens, ctx.vocab_size);
             if needed > available {
                 return Err(TrainError::TooLarge {
                     parameters,
@@ -530,6 +566,8 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         }
         Ok(materialize(model))
     })?;
+    // Identical on every peer already (same seed); rank 0's, to be sure.
+    let mut model = peer.broadcast(model)?;
     let mut optimizer = optimizer_config(train).init::<B, A::TrainModel<B>>();
     let mut scheduler = lr_scheduler(train);
 
@@ -554,6 +592,7 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         optimizer = optimizer.load_record(checkpoint.optimizer_record(device)?);
         start_step = checkpoint.step;
         if let Some(tensors) = checkpoint.memory::<B>(device) {
+            let tensors = tensors.into_iter().map(|t| peer.scatter(t, 0)).collect();
             let memory = model
                 .memory_from_tensors(tensors)
                 .map_err(|e| TrainError::Resume(format!("the checkpoint's carried memory: {e}")))?;
@@ -567,16 +606,23 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     for path in replaced {
         fs::remove_file(&path).map_err(|e| TrainError::Io(path, e))?;
     }
-    write_atomically(&run_dir.join("config.toml"), config_toml.as_bytes())
-        .map_err(|e| TrainError::Io(run_dir.join("config.toml"), e))?;
-    for (name, contents) in task.artifacts() {
-        write_atomically(&run_dir.join(&name), contents.as_bytes())
-            .map_err(|e| TrainError::Io(run_dir.join(&name), e))?;
-    }
-    let mut log = MetricsLog::open(run_dir.join("metrics.jsonl"), Some(start_step))?;
+    let mut log = if peer.writes() {
+        write_atomically(&run_dir.join("config.toml"), config_toml.as_bytes())
+            .map_err(|e| TrainError::Io(run_dir.join("config.toml"), e))?;
+        for (name, contents) in task.artifacts() {
+            write_atomically(&run_dir.join(&name), contents.as_bytes())
+                .map_err(|e| TrainError::Io(run_dir.join(&name), e))?;
+        }
+        Some(MetricsLog::open(
+            run_dir.join("metrics.jsonl"),
+            Some(start_step),
+        )?)
+    } else {
+        None
+    };
 
     let description = model.describe();
-    let progress = if options.progress {
+    let progress = if options.progress && peer.writes() {
         ProgressBar::new(train.steps as u64)
     } else {
         ProgressBar::hidden()
@@ -591,13 +637,35 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     let mut train_time = Duration::ZERO;
     let mut trained_tokens = 0usize;
     let mut last_train_loss = f64::NAN;
+    // Every peer takes part (its rows of the carried memory); rank 0 writes.
     let save = |model: &A::TrainModel<B>,
                 optimizer_record,
                 step,
-                carried: &Option<<A::TrainModel<B> as SegmentModel<B>>::Memory>| {
-        Checkpoint::new::<B, _, _>(A::NAME, step, config_toml.clone(), model, optimizer_record)?
-            .with_memory::<B>(carried.as_ref().map(MemoryState::to_tensors))
-            .save(&checkpoint_path)
+                carried: &Option<<A::TrainModel<B> as SegmentModel<B>>::Memory>|
+     -> Result<(), TrainError> {
+        let memory = match carried {
+            Some(memory) => Some(
+                memory
+                    .to_tensors()
+                    .into_iter()
+                    .map(|t| {
+                        peer.gather(t.inner(), 0, train.batch_size)
+                            .map(Tensor::from_inner)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        if peer.writes() {
+            Checkpoint::new::<B, _, _>(A::NAME, step, config_toml.clone(), model, optimizer_record)?
+                .with_memory::<B>(memory)
+                .save(&checkpoint_path)?;
+        }
+        Ok(())
+    };
+    let share = |host: &HostBatch| BatchShare {
+        tokens: host.mask.iter().map(|&m| m as f64).sum(),
+        peers: peer.world(),
     };
 
     let epoch_batches = task
@@ -607,28 +675,40 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     for step in start_step..train.steps {
         let started = Instant::now();
         let lr = scheduler.step();
-        let batch = task
-            .batch(Split::Train, step as u64, train.batch_size)
-            .to_device::<B>(task.vocab_size(), device)?;
-        // Throughput counts the tokens actually read.
-        trained_tokens += batch.inputs.dims().iter().product::<usize>();
+        let whole = task.batch(Split::Train, step as u64, train.batch_size);
+        // Throughput counts the tokens actually read (by all peers).
+        trained_tokens += whole.batch * whole.len;
+        let batch = if peer.world() == 1 {
+            whole.to_device::<B>(task.vocab_size(), device)?
+        } else {
+            let mut batch = whole
+                .rows(rows.clone())
+                .to_device::<B>(task.vocab_size(), device)?;
+            batch.share = Some(share(&whole));
+            batch
+        };
         if (step as u64).is_multiple_of(epoch_batches) {
             carried = None;
         }
         // Dropout draws from the backend's generator, seeded per step so that
         // a resumed run draws exactly what an uninterrupted one would.
-        let (grads, tallies, memory) = seeded::<B, _>(device, step_seed(seed, step), || {
-            let memory = match carried.take() {
-                Some(memory) => memory,
-                None => model.init_memory(train.batch_size, device),
-            };
-            step_gradients(&model, &batch, train, memory)
-        });
+        // Each peer draws its own dropout masks.
+        let (grads, tallies, memory) =
+            seeded_step::<B, _>(device, peer_seed(step_seed(seed, step), peer), || {
+                let memory = match carried.take() {
+                    Some(memory) => memory,
+                    None => model.init_memory(rows.len(), device),
+                };
+                step_gradients(&model, &batch, train, memory)
+            });
+        let grads = peer.sum_gradients(&model, grads)?;
         let done = step + 1;
         let log_now = done % train.log_every == 0 || done == train.steps;
         let (grads, norm) = clip_gradients(&model, grads, train);
+        // Several peers stop together: each checks the norm of the summed
+        // gradients (the same on all) and the number of finite losses.
         let norm = norm.or_else(|| {
-            if log_now {
+            if log_now || peer.world() > 1 {
                 global_grad_norm(&model, &grads)
             } else {
                 None
@@ -637,7 +717,13 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         // Stop before a non-finite step reaches the model: the loss's flag
         // and the gradient norm's, read back together once per step (the
         // loop synchronises every step anyway).
-        let mut flags = vec![tallies.all_finite().inner()];
+        let loss_finite = if peer.world() == 1 {
+            tallies.all_finite().inner()
+        } else {
+            let finite = peer.sum(tallies.all_finite().inner().float())?;
+            finite.equal_elem(peer.world() as f32)
+        };
+        let mut flags = vec![loss_finite];
         flags.extend(norm.clone().map(|n| n.is_finite()));
         let finite = Tensor::cat(flags, 0).into_data().to_vec::<bool>();
         if let Some(what) = finite.ok().and_then(|f| {
@@ -653,6 +739,17 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         }
 
         if log_now {
+            // The whole batch's figures (every peer's rows).
+            let tallies = tallies.gathered(
+                |t, dim| {
+                    peer.gather(t.inner(), dim, train.batch_size)
+                        .map(Tensor::from_inner)
+                },
+                |aux| {
+                    peer.sum(aux.inner())
+                        .map(|a| Tensor::from_inner(a / peer.world() as f64))
+                },
+            )?;
             let figures = tallies.figures(); // synchronises
             let grad_norm = norm.map(|n| n.into_scalar().elem::<f64>());
             train_time += started.elapsed();
@@ -662,11 +759,13 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
                 "loss {:.4} acc {:.3} {:.0} tok/s",
                 figures.loss, figures.accuracy, tps
             ));
-            log.write(serde_json::json!({
-                "step": done, "split": "train", "loss": figures.loss,
-                "accuracy": figures.accuracy, "aux_loss": figures.aux_loss,
-                "grad_norm": grad_norm, "lr": lr, "tokens_per_second": tps,
-            }))?;
+            if let Some(log) = &mut log {
+                log.write(serde_json::json!({
+                    "step": done, "split": "train", "loss": figures.loss,
+                    "accuracy": figures.accuracy, "aux_loss": figures.aux_loss,
+                    "grad_norm": grad_norm, "lr": lr, "tokens_per_second": tps,
+                }))?;
+            }
         } else {
             drop(tallies);
             B::sync(device).ok();
@@ -674,9 +773,13 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
         }
         progress.set_position(done as u64);
 
-        if train.eval_every > 0 && done % train.eval_every == 0 && done != train.steps {
+        if let Some(log) = &mut log
+            && train.eval_every > 0
+            && done % train.eval_every == 0
+            && done != train.steps
+        {
             let eval = evaluate_on_valid(&model, task, train, device)?;
-            log_eval(&mut log, done, &eval)?;
+            log_eval(log, done, &eval)?;
         }
         if train.checkpoint_every > 0 && done % train.checkpoint_every == 0 {
             save(&model, optimizer.to_record(), done, &carried)?;
@@ -687,15 +790,20 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     }
     progress.finish_and_clear();
 
-    let eval = evaluate_on_valid(&model, task, train, device)?;
     // A run resumed when already complete re-reports its figures without
     // logging or saving them a second time.
     if start_step < train.steps {
-        log_eval(&mut log, train.steps, &eval)?;
         save(&model, optimizer.to_record(), train.steps, &carried)?;
     }
+    let Some(log) = &mut log else {
+        return Ok(None);
+    };
+    let eval = evaluate_on_valid(&model, task, train, device)?;
+    if start_step < train.steps {
+        log_eval(log, train.steps, &eval)?;
+    }
 
-    Ok(TrainReport {
+    Ok(Some(TrainReport {
         model: description,
         steps: train.steps,
         resumed_from: start_step,
@@ -707,7 +815,16 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
             trained_tokens as f64 / train_time.as_secs_f64()
         },
         run_dir: run_dir.clone(),
-    })
+    }))
+}
+
+/// The seed of a peer's dropout in a step: rank 0 draws what a single
+/// device would, the others their own streams.
+fn peer_seed(step_seed: u64, peer: &Peer) -> u64 {
+    match peer.rank() {
+        0 => step_seed,
+        rank => step_seed ^ (rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    }
 }
 
 fn evaluate_on_valid<B: AutodiffBackend, M>(
@@ -854,6 +971,12 @@ fn check_resumable(saved: &ExperimentConfig, config: &ExperimentConfig) -> Resul
             "train.segment_len",
             saved.train.segment_len == config.train.segment_len,
         ),
+        // Another split of the batch sums the gradients in another order.
+        (
+            "train.devices",
+            saved.train.devices == config.train.devices,
+        ),
+        ("train.nodes", saved.train.nodes == config.train.nodes),
     ] {
         if !same {
             return Err(TrainError::Resume(format!(

@@ -1,0 +1,451 @@
+//! Data-parallel training on Burn's collective engine (burn-collective),
+//! as PyTorch's `DataParallel`/`DistributedDataParallel` train LM-RMT
+//! (`--multi_gpu`), Transformer-XL and the ∞-former.
+//!
+//! Every peer holds the whole model and takes an equal share of each batch's
+//! rows; a row's memory stays with the peer that reads it (its streaming
+//! memory included). Before every optimizer step the peers' gradients are
+//! summed (`all_reduce`), each peer's loss being normalised by the whole
+//! batch's token count ([`crate::data::BatchShare`]), so that the sum is the
+//! whole batch's gradient, as one device computes it up to the order of the
+//! float additions. Burn's optimizer then takes the same step on every
+//! peer, and the parameters, which start identical (broadcast from rank 0),
+//! stay identical.
+//!
+//! Peers are threads of one process, one per device (the GPUs of a machine;
+//! on the CPU, several peers sharing its cores), and optionally several
+//! processes (nodes) through the collective's orchestrator
+//! (`memlab orchestrator`), each with the same number of peers. Rank 0, the
+//! first peer of node 0, alone writes the run (metrics, checkpoints) and
+//! evaluates, on the whole batch, as a single device would.
+//!
+//! burn-collective implements broadcast between processes only for one
+//! node; every collective operation here is therefore an `all_reduce` sum:
+//! a broadcast is rank 0's tensor summed with the others' zeros, and a
+//! gather is each peer's rows summed with zeros elsewhere. Adding zeros is
+//! exact, so both are exact copies.
+
+use std::ops::Range;
+use std::sync::Mutex;
+
+use burn::collective::{
+    self, CollectiveConfig, CollectiveError, PeerId, ReduceOperation, all_reduce,
+};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::data::Task;
+use crate::config::ExperimentConfig;
+use crate::registry::Architecture;
+use crate::train::{TrainError, TrainOptions, TrainReport, train_peer};
+
+/// Where the peers of a run are: `devices` in this process, times the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peers {
+    /// Peers (devices) in this process.
+    pub devices: usize,
+    /// The processes taking part, when more than this one.
+    pub nodes: Option<Nodes>,
+}
+
+/// This process's place among several, joined through the orchestrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nodes {
+    /// This node's rank, `0..count`; node 0 holds rank 0, which writes.
+    pub rank: usize,
+    /// Number of nodes, each with the same number of peers.
+    pub count: usize,
+    /// The orchestrator's address, `ws://HOST:PORT`.
+    pub orchestrator: String,
+    /// The address the other nodes reach this node's data service at,
+    /// `ws://HOST:PORT` (the port is `data_port`).
+    pub address: String,
+    /// The port this node serves its tensors on.
+    pub data_port: u16,
+}
+
+impl Peers {
+    /// One peer: no collective at all.
+    pub fn single() -> Self {
+        Self {
+            devices: 1,
+            nodes: None,
+        }
+    }
+
+    /// Peers in all processes together.
+    pub fn world(&self) -> usize {
+        self.devices * self.nodes.as_ref().map_or(1, |n| n.count)
+    }
+
+    /// Checks the layout against a batch of `batch_size` rows.
+    pub fn check(&self, batch_size: usize) -> Result<(), TrainError> {
+        let bad = |why: String| Err(TrainError::Parallel(why));
+        if self.devices == 0 {
+            return bad("train.devices must be at least 1".into());
+        }
+        if let Some(nodes) = &self.nodes {
+            if nodes.count == 0 || nodes.rank >= nodes.count {
+                return bad(format!(
+                    "node rank {} is outside 0..{} (--nodes)",
+                    nodes.rank, nodes.count
+                ));
+            }
+        }
+        let world = self.world();
+        if !batch_size.is_multiple_of(world) {
+            return bad(format!(
+                "train.batch_size ({batch_size}) must split into equal shares for the {world} \
+                 peers (devices x nodes)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One peer's place among those sharing each batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    rank: usize,
+    world: usize,
+}
+
+/// An error of the collective engine (a peer that stopped ends the others'
+/// operations with one).
+fn failed(e: CollectiveError) -> TrainError {
+    TrainError::Collective(format!("{e:?}"))
+}
+
+impl Peer {
+    /// The only peer: every collective operation is the identity.
+    pub fn solo() -> Self {
+        Self { rank: 0, world: 1 }
+    }
+
+    /// Rank among all peers (`0..world`).
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Peers in all.
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    /// Whether this peer writes the run and evaluates (rank 0).
+    pub fn writes(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// This peer's rows of a batch of `batch` rows.
+    pub fn rows(&self, batch: usize) -> Range<usize> {
+        let share = batch / self.world;
+        self.rank * share..(self.rank + 1) * share
+    }
+
+    fn id(&self) -> PeerId {
+        PeerId::from(self.rank as u32)
+    }
+
+    /// The sum over all peers of `tensor` (same shape on every peer).
+    pub fn sum<B: Backend, const D: usize>(
+        &self,
+        tensor: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>, TrainError> {
+        if self.world == 1 {
+            return Ok(tensor);
+        }
+        let summed = all_reduce::<B>(
+            self.id(),
+            tensor.into_primitive().tensor(),
+            ReduceOperation::Sum,
+        )
+        .map_err(failed)?;
+        Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
+    }
+
+    /// Every peer's rows of `tensor` along `dim`, put together in rank
+    /// order: the whole batch's tensor, on every peer (`batch` rows).
+    pub fn gather<B: Backend, const D: usize>(
+        &self,
+        tensor: Tensor<B, D>,
+        dim: usize,
+        batch: usize,
+    ) -> Result<Tensor<B, D>, TrainError> {
+        if self.world == 1 {
+            return Ok(tensor);
+        }
+        let rows = self.rows(batch);
+        let device = tensor.device();
+        let zeros = |n: usize| {
+            let mut dims = tensor.dims();
+            dims[dim] = n;
+            Tensor::<B, D>::zeros(dims, &device)
+        };
+        let mut parts = Vec::with_capacity(3);
+        if rows.start > 0 {
+            parts.push(zeros(rows.start));
+        }
+        parts.push(tensor.clone());
+        if rows.end < batch {
+            parts.push(zeros(batch - rows.end));
+        }
+        self.sum(Tensor::cat(parts, dim))
+    }
+
+    /// This peer's rows (along `dim`) of a whole batch's `tensor`.
+    pub fn scatter<B: Backend, const D: usize>(
+        &self,
+        tensor: Tensor<B, D>,
+        dim: usize,
+    ) -> Tensor<B, D> {
+        let rows = self.rows(tensor.dims()[dim]);
+        tensor.narrow(dim, rows.start, rows.len())
+    }
+
+    /// The gradients of `model`'s parameters summed over all peers.
+    ///
+    /// Burn's `GradientsParams::all_reduce` sums each parameter's gradient
+    /// in an operation of its own; each costs a round of messages through
+    /// the collective's server and, between processes, a barrier over the
+    /// network. Here every gradient is flattened into one vector (in module
+    /// order, the same on every peer), summed in one operation and cut back:
+    /// the same sums, element by element.
+    pub fn sum_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        model: &M,
+        grads: GradientsParams,
+    ) -> Result<GradientsParams, TrainError> {
+        if self.world == 1 {
+            return Ok(grads);
+        }
+        struct Flatten<'a, B: AutodiffBackend> {
+            grads: &'a GradientsParams,
+            parts: Vec<Tensor<B::InnerBackend, 1>>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                    let n = g.shape().num_elements();
+                    self.parts.push(g.reshape([n]));
+                }
+            }
+        }
+        struct Unflatten<'a, B: AutodiffBackend> {
+            grads: &'a mut GradientsParams,
+            summed: Tensor<B::InnerBackend, 1>,
+            offset: usize,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                    let shape = g.shape();
+                    let n = shape.num_elements();
+                    let part = self.summed.clone().narrow(0, self.offset, n);
+                    self.offset += n;
+                    self.grads
+                        .register::<B::InnerBackend, D>(param.id, part.reshape(shape));
+                }
+            }
+        }
+        let mut flatten = Flatten::<B> {
+            grads: &grads,
+            parts: Vec::new(),
+        };
+        model.visit(&mut flatten);
+        if flatten.parts.is_empty() {
+            return Ok(grads);
+        }
+        let summed = self.sum(Tensor::cat(flatten.parts, 0))?;
+        let mut grads = grads;
+        model.visit(&mut Unflatten::<B> {
+            grads: &mut grads,
+            summed,
+            offset: 0,
+        });
+        Ok(grads)
+    }
+
+    /// `module` with rank 0's parameters on every peer.
+    pub fn broadcast<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        module: M,
+    ) -> Result<M, TrainError> {
+        if self.world == 1 {
+            return Ok(module);
+        }
+        struct FromRankZero<'a> {
+            peer: &'a Peer,
+            error: Option<TrainError>,
+        }
+        impl<B: AutodiffBackend> ModuleMapper<B> for FromRankZero<'_> {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                let (id, tensor, mapper) = param.consume();
+                if self.error.is_some() {
+                    return Param::from_mapped_value(id, tensor, mapper);
+                }
+                let grad = tensor.is_require_grad();
+                let inner = tensor.clone().inner();
+                let mine = if self.peer.writes() {
+                    inner
+                } else {
+                    inner.zeros_like()
+                };
+                let value = match self.peer.sum(mine) {
+                    Ok(value) => Tensor::from_inner(value),
+                    Err(e) => {
+                        self.error = Some(e);
+                        tensor
+                    }
+                };
+                let value = if grad { value.require_grad() } else { value };
+                Param::from_mapped_value(id, value, mapper)
+            }
+        }
+        let mut mapper = FromRankZero {
+            peer: self,
+            error: None,
+        };
+        let module = module.map(&mut mapper);
+        match mapper.error {
+            Some(e) => Err(e),
+            None => Ok(module),
+        }
+    }
+}
+
+/// One run of the collective at a time in a process: burn-collective keeps
+/// one server per backend type, which two runs (two tests) would share.
+static COLLECTIVE: Mutex<()> = Mutex::new(());
+
+/// Registers local peer `local` (of `peers.devices`) on `device`.
+fn join<B: Backend>(peers: &Peers, local: usize, device: &B::Device) -> Result<Peer, TrainError> {
+    let node = peers.nodes.as_ref().map_or(0, |n| n.rank);
+    let peer = Peer {
+        rank: node * peers.devices + local,
+        world: peers.world(),
+    };
+    let mut config = CollectiveConfig::default().with_num_devices(peers.devices);
+    if let Some(nodes) = &peers.nodes {
+        let address = |s: &str| {
+            s.parse()
+                .map_err(|e| TrainError::Parallel(format!("address {s:?}: {e}")))
+        };
+        config = config
+            .with_num_nodes(nodes.count as u32)
+            .with_global_address(address(&nodes.orchestrator)?)
+            .with_node_address(address(&nodes.address)?)
+            .with_data_service_port(nodes.data_port)
+            .with_global_all_reduce_strategy(collective::AllReduceStrategy::Tree(2));
+    }
+    collective::register::<B>(peer.id(), device.clone(), config).map_err(failed)?;
+    Ok(peer)
+}
+
+/// Trains architecture `A` with one peer per device of `devices` (which
+/// `peers.devices` counts) in this process, and `peers.nodes`' other
+/// processes. Returns rank 0's report (`None` on the other nodes).
+///
+/// When one peer fails, it stops the collective, so that the others stop
+/// too; the error returned is the failing peer's.
+pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    model_config: &A::Config,
+    task: &dyn Task,
+    options: &TrainOptions,
+    peers: &Peers,
+    devices: &[B::Device],
+) -> Result<Option<TrainReport>, TrainError> {
+    peers.check(config.train.batch_size)?;
+    if devices.len() != peers.devices {
+        return Err(TrainError::Parallel(format!(
+            "{} devices for {} peers",
+            devices.len(),
+            peers.devices
+        )));
+    }
+    if peers.world() == 1 {
+        return crate::train::train_peer::<A, B>(
+            config,
+            model_config,
+            task,
+            options,
+            &devices[0],
+            &Peer::solo(),
+        );
+    }
+    let _one_run = COLLECTIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(local, device)| {
+                scope.spawn(move || {
+                    let run = || {
+                        let peer = join::<B::InnerBackend>(peers, local, device)?;
+                        let report =
+                            train_peer::<A, B>(config, model_config, task, options, device, &peer)?;
+                        collective::finish_collective::<B::InnerBackend>(peer.id())
+                            .map_err(failed)?;
+                        Ok(report)
+                    };
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+                    if !matches!(result, Ok(Ok(_))) {
+                        // Ends the other peers' pending and next operations.
+                        collective::reset_collective::<B::InnerBackend>();
+                    }
+                    result
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| Err(p)))
+            .collect()
+    });
+    let mut outcomes = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    // The failing peer's error, before the collective errors it caused.
+    if let Some(position) = outcomes
+        .iter()
+        .position(|o| matches!(o, Err(e) if !matches!(e, TrainError::Collective(_))))
+        .or_else(|| outcomes.iter().position(Result::is_err))
+    {
+        return outcomes.swap_remove(position);
+    }
+    Ok(outcomes
+        .into_iter()
+        .find_map(|o| o.ok().flatten()))
+}
+
+/// The devices of `n` peers from the backend's `first`: the CPU backends'
+/// one device for every peer (they share its cores), else the backend's
+/// devices of the same kind from `first`'s index on (GPUs 0, 1, …).
+pub fn peer_devices<B: Backend>(first: &B::Device, n: usize) -> Vec<B::Device> {
+    use burn::tensor::backend::{Device, DeviceId};
+    if crate::layers::dropout::host_backend::<B>() {
+        return vec![first.clone(); n];
+    }
+    let id = first.to_id();
+    (0..n as u16)
+        .map(|i| {
+            B::Device::from_id(DeviceId {
+                type_id: id.type_id,
+                index_id: id.index_id + i,
+            })
+        })
+        .collect()
+}
