@@ -18,9 +18,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::{ConfigError, set_path};
+use memlab_core::distributed::{Nodes, Peers, peer_devices, train_parallel};
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::SegmentStream;
-use memlab_core::distributed::{Nodes, Peers, peer_devices, train_parallel};
 use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
 use memlab_core::{
     Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task,

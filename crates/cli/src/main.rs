@@ -11,8 +11,8 @@ use memlab_cli::{
     BackendKind, csv_table, data, markdown_table, metric_name, registry, run_compare, run_eval,
     run_train,
 };
-use memlab_core::distributed::Nodes;
 use memlab_core::checkpoint::write_atomically;
+use memlab_core::distributed::Nodes;
 use memlab_core::train::run_dir;
 use memlab_core::{ExperimentConfig, Split};
 

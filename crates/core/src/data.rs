@@ -173,7 +173,11 @@ impl HostBatch {
     /// Rows `rows` of the batch (a data-parallel peer's share of it,
     /// [`crate::distributed`]).
     pub fn rows(&self, rows: std::ops::Range<usize>) -> HostBatch {
-        assert!(rows.end <= self.batch, "rows {rows:?} of a batch of {}", self.batch);
+        assert!(
+            rows.end <= self.batch,
+            "rows {rows:?} of a batch of {}",
+            self.batch
+        );
         let span = rows.start * self.len..rows.end * self.len;
         HostBatch {
             batch: rows.len(),

@@ -37,8 +37,8 @@ use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::data::Task;
 use crate::config::ExperimentConfig;
+use crate::data::Task;
 use crate::registry::Architecture;
 use crate::train::{TrainError, TrainOptions, TrainReport, train_peer};
 
@@ -426,9 +426,7 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
     {
         return outcomes.swap_remove(position);
     }
-    Ok(outcomes
-        .into_iter()
-        .find_map(|o| o.ok().flatten()))
+    Ok(outcomes.into_iter().find_map(|o| o.ok().flatten()))
 }
 
 /// The devices of `n` peers from the backend's `first`: the CPU backends'

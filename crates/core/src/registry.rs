@@ -25,7 +25,14 @@ pub trait Architecture: 'static {
     const SUMMARY: &'static str;
 
     /// The `[model]` table, without its `arch` key.
-    type Config: Serialize + DeserializeOwned + Validate + Default + Clone + std::fmt::Debug + Send + Sync;
+    type Config: Serialize
+        + DeserializeOwned
+        + Validate
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync;
 
     /// Named settings a `[model]` table can start from with
     /// `preset = "name"`: `(name, TOML fields)`. Fields the table gives

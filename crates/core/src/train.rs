@@ -22,6 +22,8 @@ use serde::Serialize;
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, write_atomically};
 use crate::config::{BpttDepth, ClipMode, ExperimentConfig, GradientMethod, TrainConfig};
 use crate::data::{BatchError, Metric, SequenceBatch, Split, Task};
+use crate::data::{BatchShare, HostBatch};
+use crate::distributed::Peer;
 use crate::model::MemoryState;
 use crate::model::{ModelContext, ModelDescription, SegmentModel};
 use crate::mrbp::memory_replay_backprop;
@@ -30,8 +32,6 @@ use crate::runner::{
     GeneratedFigures, RolloutFigures, Tallies, generate_answers, run_segments, run_streaming,
     score_answers,
 };
-use crate::data::{BatchShare, HostBatch};
-use crate::distributed::Peer;
 use crate::seed::{materialize, seeded, seeded_step};
 
 /// Anything that stops a run.
@@ -657,9 +657,15 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             None => None,
         };
         if peer.writes() {
-            Checkpoint::new::<B, _, _>(A::NAME, step, config_toml.clone(), model, optimizer_record)?
-                .with_memory::<B>(memory)
-                .save(&checkpoint_path)?;
+            Checkpoint::new::<B, _, _>(
+                A::NAME,
+                step,
+                config_toml.clone(),
+                model,
+                optimizer_record,
+            )?
+            .with_memory::<B>(memory)
+            .save(&checkpoint_path)?;
         }
         Ok(())
     };
@@ -972,10 +978,7 @@ fn check_resumable(saved: &ExperimentConfig, config: &ExperimentConfig) -> Resul
             saved.train.segment_len == config.train.segment_len,
         ),
         // Another split of the batch sums the gradients in another order.
-        (
-            "train.devices",
-            saved.train.devices == config.train.devices,
-        ),
+        ("train.devices", saved.train.devices == config.train.devices),
         ("train.nodes", saved.train.nodes == config.train.nodes),
     ] {
         if !same {

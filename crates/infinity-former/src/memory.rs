@@ -65,7 +65,7 @@ impl<B: Backend> MemoryState<B> for InfinityMemory<B> {
             .sum()
     }
 
-    /// A layout tensor `[1, 4, layers]` (1 where a group — cache, pending,
+    /// A layout tensor `[batch, 4, layers]`, the same on every row (1 where a group — cache, pending,
     /// coefficients, density — holds that layer's tensor), then the tensors
     /// present, group by group. Empty before the first segment.
     fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
@@ -80,11 +80,15 @@ impl<B: Backend> MemoryState<B> for InfinityMemory<B> {
                 (0..layers).map(move |i| f32::from(u8::from(matches!(g.get(i), Some(Some(_))))))
             })
             .collect();
-        let mut out = vec![Tensor::from_data(
-            TensorData::new(flags, [1, 4, layers]),
-            &device,
-        )];
-        out.extend(groups.into_iter().flatten().flatten());
+        let tensors: Vec<Tensor<B, 3>> = groups.into_iter().flatten().flatten().collect();
+        // The layout is repeated on every row, as [`MemoryState::to_tensors`]
+        // asks (`[batch, n, d]`): a batch's rows can be split (the peers of
+        // data parallelism take theirs) and each part still reads.
+        let batch = tensors[0].dims()[0];
+        let layout = Tensor::<B, 3>::from_data(TensorData::new(flags, [1, 4, layers]), &device)
+            .repeat_dim(0, batch);
+        let mut out = vec![layout];
+        out.extend(tensors);
         out
     }
 
@@ -93,14 +97,17 @@ impl<B: Backend> MemoryState<B> for InfinityMemory<B> {
         let Some(layout) = tensors.next() else {
             return Ok(Self::empty());
         };
-        let [one, four, layers] = layout.dims();
-        if (one, four) != (1, 4) {
+        let [rows, four, layers] = layout.dims();
+        if rows == 0 || four != 4 {
             return Err(MemoryError(format!(
-                "the first tensor must be the [1, 4, layers] layout, got {:?}",
+                "the first tensor must be the [batch, 4, layers] layout, got {:?}",
                 layout.dims()
             )));
         }
+        // Every row holds the same layout (checkpoints before data
+        // parallelism hold one row).
         let flags: Vec<f32> = layout
+            .narrow(0, 0, 1)
             .into_data()
             .to_vec()
             .map_err(|e| MemoryError(format!("layout tensor: {e:?}")))?;
