@@ -202,13 +202,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Kills the child when dropped (the orchestrator runs until interrupted).
-struct Killed(Child);
+/// Kills the child when dropped (the orchestrator runs until interrupted,
+/// and a node whose peer failed may wait).
+struct Killed(Option<Child>);
+
+impl Killed {
+    fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    fn into_child(mut self) -> Child {
+        self.0.take().expect("a child")
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+        if let Some(child) = &mut self.0 {
+            child.kill().ok();
+            child.wait().ok();
+        }
     }
 }
 
@@ -219,7 +232,7 @@ fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() 
     train(&path, &["--devices", "2", "--set", "run.name=peers"]);
 
     let port = free_port();
-    let _orchestrator = Killed(
+    let _orchestrator = Killed::new(
         memlab()
             .args(["orchestrator", "--port", &port.to_string()])
             .stdout(Stdio::null())
@@ -231,7 +244,7 @@ fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() 
     let nodes: Vec<Killed> = (0..2)
         .map(|rank| {
             let data_port = free_port().to_string();
-            Killed(
+            Killed::new(
                 memlab()
                     .args(["train", "--config", path.to_str().unwrap(), "--overwrite"])
                     .args(["--set", &format!("run.name=node{rank}")])
@@ -244,16 +257,9 @@ fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() 
             )
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut nodes = nodes;
-    while nodes.iter_mut().any(|n| n.0.try_wait().unwrap().is_none()) {
-        assert!(Instant::now() < deadline, "the nodes did not finish");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for node in &mut nodes {
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut node.0.stderr.take().unwrap(), &mut stderr).unwrap();
-        let status = node.0.wait().unwrap();
+    for node in nodes {
+        let child = node.into_child();
+        let (status, stderr) = finish(child, Duration::from_secs(300));
         assert!(status.success(), "a node failed: {stderr}");
     }
     // Rank 0 (node 0) alone writes the run.
@@ -297,6 +303,44 @@ fn a_run_of_two_peers_ended_abruptly_resumes_exactly() {
     let mut other = resumed.clone();
     other[4] = "1";
     assert_fails_with(&run(&other), "train.devices");
+}
+
+/// Waits for `child` (at most `limit`), then its status and stderr.
+fn finish(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (child.wait().unwrap(), stderr)
+}
+
+#[test]
+fn two_cpu_peers_train_with_a_single_cpu_thread() {
+    // The binary's main thread is the only worker of rayon's pool here: it
+    // must not block while the peers wait on each other.
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "one-thread", MODELS[1], 3);
+    let child = memlab()
+        .args([
+            "train",
+            "--config",
+            path.to_str().unwrap(),
+            "--devices",
+            "2",
+        ])
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stderr) = finish(child, Duration::from_secs(120));
+    assert!(status.success(), "{stderr}");
 }
 
 #[test]

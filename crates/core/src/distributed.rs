@@ -383,6 +383,13 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
     let _one_run = COLLECTIVE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // On the CPU the peers share the cores: each gets a pool of its own with
+    // its share of the threads (one each for two peers on two cores), and
+    // runs its operations there, instead of all of them queueing for the
+    // process's one pool. Results do not depend on the number of threads
+    // (`crate::seed` says why).
+    let cpu_threads = crate::layers::dropout::host_backend::<B>()
+        .then(|| (rayon::current_num_threads() / peers.devices).max(1));
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .iter()
@@ -397,7 +404,18 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
                             .map_err(failed)?;
                         Ok(report)
                     };
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+                    let run = std::panic::AssertUnwindSafe(run);
+                    let pool = cpu_threads.and_then(|threads| {
+                        rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .use_current_thread()
+                            .build()
+                            .ok()
+                    });
+                    let result = match pool {
+                        Some(pool) => pool.install(|| std::panic::catch_unwind(run)),
+                        None => std::panic::catch_unwind(run),
+                    };
                     if !matches!(result, Ok(Ok(_))) {
                         // Ends the other peers' pending and next operations.
                         collective::reset_collective::<B::InnerBackend>();
@@ -406,6 +424,18 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
                 })
             })
             .collect();
+        // The calling thread may be a worker of rayon's pool, on which the
+        // CPU backends' parallel operations (the peers' too) rely: the
+        // `memlab` binary makes its main thread worker 0
+        // (crates/cli/src/threads.rs), the only one with
+        // `RAYON_NUM_THREADS=1`. Blocked in a join, it would leave the
+        // peers' jobs to the other workers, or to none; so it takes the
+        // pool's jobs while it waits.
+        while !handles.iter().all(|h| h.is_finished()) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| Err(p)))
