@@ -12,6 +12,9 @@
 //! checkpoint), and throughput is in input tokens (`Throughput::Elements`),
 //! so criterion's elements/s is `memlab train`'s tokens/s.
 //!
+//! It runs as the `memlab` binary does: its allocator, and its main thread
+//! as rayon's worker 0 with the other workers kept warm.
+//!
 //! `cargo bench -p memlab-benchmarks --bench data_parallel -- --quick`
 
 use std::time::Duration;
@@ -19,6 +22,11 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 use memlab_cli::{BackendKind, run_train};
 use memlab_core::ExperimentConfig;
+
+/// As the `memlab` binary runs: its allocator (mimalloc, counting) and
+/// threads (`benches` below).
+#[global_allocator]
+static ALLOCATOR: memlab_cli::alloc::Counting = memlab_cli::alloc::Counting;
 
 const STEPS: usize = 12;
 const BATCH: usize = 32;
@@ -121,6 +129,8 @@ fn corpus() -> String {
 }
 
 fn benches() {
+    memlab_cli::alloc::keep_freed_memory();
+    memlab_cli::threads::adopt_main_thread();
     let mut criterion = Criterion::default().configure_from_args();
     bench(&mut criterion);
 }

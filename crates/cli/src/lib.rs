@@ -107,6 +107,7 @@ fn train_model(
         devices: config.train.devices,
         nodes,
     };
+    peers.check(config.train.batch_size)?;
     // On the CPU, refuse a model that cannot fit in the host's memory
     // (GPU backends: not yet checked).
     let limited;

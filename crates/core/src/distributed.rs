@@ -87,13 +87,13 @@ impl Peers {
         if self.devices == 0 {
             return bad("train.devices must be at least 1".into());
         }
-        if let Some(nodes) = &self.nodes {
-            if nodes.count == 0 || nodes.rank >= nodes.count {
-                return bad(format!(
-                    "node rank {} is outside 0..{} (--nodes)",
-                    nodes.rank, nodes.count
-                ));
-            }
+        if let Some(nodes) = &self.nodes
+            && (nodes.count == 0 || nodes.rank >= nodes.count)
+        {
+            return bad(format!(
+                "node rank {} is outside 0..{} (--nodes)",
+                nodes.rank, nodes.count
+            ));
         }
         let world = self.world();
         if !batch_size.is_multiple_of(world) {
@@ -438,7 +438,7 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
         }
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| Err(p)))
+            .map(|h| h.join().unwrap_or_else(Err))
             .collect()
     });
     let mut outcomes = Vec::with_capacity(results.len());
