@@ -18,58 +18,24 @@ use memlab_core::Architecture;
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 
 mod common;
-use common::{assert_fails_with, memlab, run, text};
+use common::{assert_fails_with, corpus, experiment, memlab, run, text};
 
-/// A small byte-level corpus: a streaming task, whose memory is carried
-/// from each batch into the next.
-fn corpus(dir: &Path) -> PathBuf {
-    let path = dir.join("corpus.txt");
-    let body: String = (0..200)
-        .map(|i| format!("{i}: rows of text, {} apart, for memory.\n", i % 7))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
-/// A config of `model` on the corpus: batches of 4 rows of 16 tokens in
-/// segments of 8, no dropout (two peers draw other masks than one device).
+/// A config of `model` on a small corpus (a streaming task, whose memory is
+/// carried from each batch into the next): batches of 4 rows of 16 tokens
+/// in segments of 8, no dropout (two peers draw other masks than one
+/// device).
 fn config(dir: &Path, name: &str, model: &str, steps: usize) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[run]
-name = "{name}"
-out_dir = "{}"
-seed = 5
-[task]
-kind = "bytes"
-path = "{}"
-seq_len = 16
-[train]
-steps = {steps}
-batch_size = 4
-segment_len = 8
-lr = 0.003
-warmup_steps = 1
-log_every = 1
-eval_batches = 2
-checkpoint_every = 2
-[model]
-{model}
-dropout = 0.0
-attn_dropout = 0.0
-d_model = 16
-n_heads = 2
-d_ff = 32
-"#,
-            dir.display(),
-            corpus(dir).display()
-        ),
-    )
-    .unwrap();
-    path
+    let task = format!(
+        "[task]\nkind = \"bytes\"\npath = \"{}\"\nseq_len = 16",
+        corpus(dir).display()
+    );
+    let train = format!(
+        "steps = {steps}\nbatch_size = 4\nsegment_len = 8\nlr = 0.003\nwarmup_steps = 1\n\
+         log_every = 1\neval_batches = 2\ncheckpoint_every = 2"
+    );
+    let model =
+        format!("{model}\ndropout = 0.0\nattn_dropout = 0.0\nd_model = 16\nn_heads = 2\nd_ff = 32");
+    experiment(dir, name, 5, &task, &train, &model)
 }
 
 const MODELS: [&str; 5] = [

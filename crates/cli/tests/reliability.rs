@@ -11,48 +11,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{assert_fails_with, memlab, run, text};
-
-/// A small byte-level corpus.
-fn corpus(dir: &Path) -> PathBuf {
-    let path = dir.join("corpus.txt");
-    let body: String = (0..300)
-        .map(|i| format!("{i}: a stream of words, {} of them, for memory.\n", i % 11))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    path
-}
+use common::{assert_fails_with, corpus, experiment, memlab, run, text};
 
 /// A config of `arch` (small sizes, dropout on) on `task`.
 fn config(dir: &Path, name: &str, task: &str, model: &str, steps: usize) -> PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[run]
-name = "{name}"
-out_dir = "{}"
-seed = 9
-{task}
-[train]
-steps = {steps}
-batch_size = 4
-segment_len = 8
-lr = 0.003
-warmup_steps = 2
-log_every = 1
-eval_every = 4
-eval_batches = 1
-checkpoint_every = 5
-[model]
-{model}
-"#,
-            dir.display()
-        ),
-    )
-    .unwrap();
-    path
+    let train = format!(
+        "steps = {steps}\nbatch_size = 4\nsegment_len = 8\nlr = 0.003\nwarmup_steps = 2\n\
+         log_every = 1\neval_every = 4\neval_batches = 1\ncheckpoint_every = 5"
+    );
+    experiment(dir, name, 9, task, &train, model)
 }
 
 /// A small baseline on the copy task.
