@@ -68,14 +68,6 @@ pub struct Nodes {
 }
 
 impl Peers {
-    /// One peer: no collective at all.
-    pub fn single() -> Self {
-        Self {
-            devices: 1,
-            nodes: None,
-        }
-    }
-
     /// Peers in all processes together.
     pub fn world(&self) -> usize {
         self.devices * self.nodes.as_ref().map_or(1, |n| n.count)
