@@ -76,24 +76,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) fn host_mask(n: usize, keep: f64) -> Vec<f32> {
     let threshold = (keep * 4_294_967_296.0) as u64;
     let scale = (1.0 / keep) as f32;
-    let factor = |bits: u64| {
-        if (bits & 0xFFFF_FFFF) < threshold {
-            scale
-        } else {
-            0.0
-        }
-    };
+    // Branch-free, so that the loop is the generator's own cost.
+    let factor = |bits: u32| scale * f32::from(u8::from(u64::from(bits) < threshold));
     MASK_RNG.with(|cell| {
         let mut guard = cell.borrow_mut();
-        let rng = guard.get_or_insert_with(|| Xoshiro256PlusPlus::seed_from_u64(0));
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
+        // A local copy keeps the state in registers (through the cell it
+        // is stored back after every word); it is written back at the end.
+        let mut rng = guard
+            .get_or_insert_with(|| Xoshiro256PlusPlus::seed_from_u64(0))
+            .clone();
+        // Two factors per word, low half first; an odd last factor takes a
+        // word's low half and drops the rest.
+        let mut out = vec![0.0; n];
+        let mut pairs = out.chunks_exact_mut(2);
+        for pair in &mut pairs {
             let word = rng.next_u64();
-            out.push(factor(word));
-            if out.len() < n {
-                out.push(factor(word >> 32));
-            }
+            pair[0] = factor(word as u32);
+            pair[1] = factor((word >> 32) as u32);
         }
+        if let [last] = pairs.into_remainder() {
+            *last = factor(rng.next_u64() as u32);
+        }
+        *guard = Some(rng);
         out
     })
 }

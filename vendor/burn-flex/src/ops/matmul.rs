@@ -261,17 +261,14 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
-
     let parallelism = get_parallelism(m, n, k);
 
-    unsafe {
+    gemm_output::<T>(out_shape, |out_ptr| unsafe {
         gemm_call(
             m,
             n,
             k,
-            out_data.as_mut_ptr(),
+            out_ptr,
             1,
             n as isize,
             lhs_ptr,
@@ -282,9 +279,41 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             rhs_row_stride,
             parallelism,
         );
-    }
+    })
+}
 
-    output
+/// memlab patch (vendor/README.md): a matmul's output, allocated without
+/// being zeroed, for `fill` to write in full. Every `gemm_call` below runs
+/// with `read_dst = false`, which writes every element of `dst` (zeros
+/// when `k = 0`) and reads none, so the published code's zeroed buffer was
+/// written twice. The buffer is only handed out as a raw pointer into the
+/// vector's spare capacity, and its length is set after `fill` returns.
+fn gemm_output<T: GemmScalar>(shape: Shape, fill: impl FnOnce(*mut T)) -> FlexTensor {
+    let n = shape.num_elements();
+    let mut buffer: Vec<T> = Vec::with_capacity(n);
+    fill(buffer.as_mut_ptr());
+    // SAFETY: `fill` initialised all `n` elements (see above).
+    unsafe { buffer.set_len(n) };
+    FlexTensor::new(
+        Bytes::from_elems(buffer),
+        Layout::contiguous(shape),
+        T::dtype(),
+    )
+}
+
+/// A raw output pointer that the batch loop's rayon tasks share; each
+/// task writes its own disjoint matrix.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: the tasks write disjoint ranges of one live allocation.
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+
+impl<T> OutPtr<T> {
+    // A method, so that closures capture the whole (Sync) wrapper.
+    fn get(self) -> *mut T {
+        self.0
+    }
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
@@ -364,13 +393,10 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data: &mut [T] = output.storage_mut();
 
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
@@ -397,53 +423,55 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         }
     };
 
-    // Strategy:
-    // 1. Large matrices: let gemm parallelize internally
-    // 2. Small matrices, large batch: parallelize batch loop
-    // 3. Small total work: single-threaded
-    #[cfg(feature = "rayon")]
-    {
-        let total_ops = batch_size.saturating_mul(per_matrix_ops);
-        let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
+    gemm_output::<T>(out_shape, |out_ptr| {
+        // Batch `b`'s matrix (memlab patch: pointer offsets into the
+        // unzeroed output instead of chunks of a zeroed slice).
+        let out_at = |b: usize| out_ptr.wrapping_add(b * out_matrix_size);
 
-        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
-            let parallelism = gemm::Parallelism::Rayon(0);
-            for b in 0..batch_size {
-                run_one(out_data[b * out_matrix_size..].as_mut_ptr(), b, parallelism);
-            }
-        } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
-            use rayon::prelude::*;
+        // Strategy:
+        // 1. Large matrices: let gemm parallelize internally
+        // 2. Small matrices, large batch: parallelize batch loop
+        // 3. Small total work: single-threaded
+        #[cfg(feature = "rayon")]
+        {
+            let total_ops = batch_size.saturating_mul(per_matrix_ops);
+            let prefer_batch_parallel =
+                batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
 
-            out_data
-                .par_chunks_mut(out_matrix_size)
-                .enumerate()
-                .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr(), b, gemm::Parallelism::None);
+            if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+                let parallelism = gemm::Parallelism::Rayon(0);
+                for b in 0..batch_size {
+                    run_one(out_at(b), b, parallelism);
+                }
+            } else if total_ops >= BATCH_PARALLEL_THRESHOLD
+                && batch_size > 1
+                && out_matrix_size > 0
+            {
+                use rayon::prelude::*;
+
+                let shared = OutPtr(out_ptr);
+                (0..batch_size).into_par_iter().for_each(|b| {
+                    run_one(
+                        shared.get().wrapping_add(b * out_matrix_size),
+                        b,
+                        gemm::Parallelism::None,
+                    );
                 });
-        } else {
-            for b in 0..batch_size {
-                run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
-                    b,
-                    gemm::Parallelism::None,
-                );
+            } else {
+                for b in 0..batch_size {
+                    run_one(out_at(b), b, gemm::Parallelism::None);
+                }
             }
         }
-    }
 
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = per_matrix_ops;
-        for b in 0..batch_size {
-            run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr(),
-                b,
-                gemm::Parallelism::None,
-            );
+        #[cfg(not(feature = "rayon"))]
+        {
+            let _ = per_matrix_ops;
+            for b in 0..batch_size {
+                run_one(out_at(b), b, gemm::Parallelism::None);
+            }
         }
-    }
-
-    output
+    })
 }
 
 // ============================================================================
