@@ -20,13 +20,13 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
-use memlab_cli::{BackendKind, run_train};
 use memlab_core::ExperimentConfig;
+use memlab_zoo::{BackendKind, run_train};
 
 /// As the `memlab` binary runs: its allocator (mimalloc, counting) and
 /// threads (`benches` below).
 #[global_allocator]
-static ALLOCATOR: memlab_cli::alloc::Counting = memlab_cli::alloc::Counting;
+static ALLOCATOR: memlab_zoo::alloc::Counting = memlab_zoo::alloc::Counting;
 
 const STEPS: usize = 12;
 const BATCH: usize = 32;
@@ -129,8 +129,8 @@ fn corpus() -> String {
 }
 
 fn benches() {
-    memlab_cli::alloc::keep_freed_memory();
-    memlab_cli::threads::adopt_main_thread();
+    memlab_zoo::alloc::keep_freed_memory();
+    memlab_zoo::threads::adopt_main_thread();
     let mut criterion = Criterion::default().configure_from_args();
     bench(&mut criterion);
 }

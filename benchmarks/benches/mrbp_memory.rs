@@ -7,12 +7,12 @@
 //! table. MRBP's peak stays flat; full BPTT's grows with the segments.
 
 use burn::backend::{Autodiff, Flex};
-use memlab_cli::alloc::{self, Counting};
 use memlab_core::config::BpttDepth;
 use memlab_core::mrbp::memory_replay_backprop;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::{Architecture, HostBatch, ModelContext, SegmentModel};
+use memlab_zoo::alloc::{self, Counting};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;

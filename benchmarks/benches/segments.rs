@@ -23,8 +23,8 @@ use burn::tensor::backend::AutodiffBackend;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_main};
 use memlab_benchmarks::{BenchPlan, Prepared, TrainPrepared, full_attention, plan};
-use memlab_cli::{BackendKind, BackendVisitor, registry, with_backend};
-use memlab_core::{Architecture, ArchitectureVisitor, ModelSpec};
+use memlab_core::{Architecture, ModelSpec};
+use memlab_zoo::{BackendKind, BackendVisitor, ModelJob, run_job, with_backend};
 
 const CARRIED: [usize; 5] = [1, 4, 16, 64, 256];
 
@@ -46,22 +46,21 @@ enum Step {
     AfterK,
 }
 
-struct ModelBench<'a, 'b, B: AutodiffBackend> {
+struct ModelBench<'a, 'b> {
     group: &'a mut BenchmarkGroup<'b, WallTime>,
     plan: &'a BenchPlan,
     spec: &'a ModelSpec,
     step: &'a Step,
-    device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend> ArchitectureVisitor for ModelBench<'_, '_, B> {
+impl ModelJob for ModelBench<'_, '_> {
     type Output = ();
-    fn visit<A: Architecture>(self) {
+    fn run<A: Architecture, B: AutodiffBackend>(self, device: B::Device) {
+        let device = &device;
         let shape = self.plan.config.shape();
         let (fields, label) = (&self.spec.fields, &self.spec.label);
         let prepare = |k| {
-            Prepared::<B::InnerBackend, A>::new(shape, k, fields, self.device)
-                .expect("valid config")
+            Prepared::<B::InnerBackend, A>::new(shape, k, fields, device).expect("valid config")
         };
         match self.step {
             Step::Forward => {
@@ -72,7 +71,7 @@ impl<B: AutodiffBackend> ArchitectureVisitor for ModelBench<'_, '_, B> {
             }
             Step::Train => {
                 let mut train =
-                    TrainPrepared::<B, A>::new(shape, fields, self.device).expect("valid config");
+                    TrainPrepared::<B, A>::new(shape, fields, device).expect("valid config");
                 (0..FIRST_CALLS).for_each(|_| {
                     train.step();
                 });
@@ -103,23 +102,17 @@ struct BackendBenches<'a> {
 }
 
 impl BackendBenches<'_> {
-    fn models<B: AutodiffBackend>(
-        &mut self,
-        name: &str,
-        plan: &BenchPlan,
-        step: Step,
-        device: &B::Device,
-    ) {
+    /// One group: `step` of every model of `plan`, each through the registry.
+    fn models(&mut self, name: &str, plan: &BenchPlan, step: Step) {
         let mut group = group(self.c, format!("{name}/{}", self.backend), plan);
         for spec in &plan.models {
-            let bench = ModelBench::<B> {
+            let bench = ModelBench {
                 group: &mut group,
                 plan,
                 spec,
                 step: &step,
-                device,
             };
-            registry::dispatch(&spec.arch, bench).expect("registered");
+            run_job(self.backend, &spec.arch, bench).expect("a registered model");
         }
         group.finish();
     }
@@ -133,10 +126,10 @@ impl BackendVisitor for BackendBenches<'_> {
             .then(|| plan("bench-paper"));
         for (size, plan) in [("small", Some(&small)), ("paper", paper.as_ref())] {
             let Some(plan) = plan else { continue };
-            self.models::<B>(&format!("forward/{size}"), plan, Step::Forward, &device);
-            self.models::<B>(&format!("train_step/{size}"), plan, Step::Train, &device);
+            self.models(&format!("forward/{size}"), plan, Step::Forward);
+            self.models(&format!("train_step/{size}"), plan, Step::Train);
         }
-        self.models::<B>("segment_after_k", &small, Step::AfterK, &device);
+        self.models("segment_after_k", &small, Step::AfterK);
 
         let mut group = self
             .c

@@ -1,12 +1,12 @@
 //! memlab-benchmarks: criterion benches of what each registered model costs
 //! (`cargo bench -p memlab-benchmarks`). The steps they time are
-//! `memlab bench`'s own ([`memlab_cli::bench`]), and the models and shapes
+//! `memlab bench`'s own ([`memlab_zoo::bench`]), and the models and shapes
 //! come from the repository's bench configs: `configs/bench.toml` (small)
 //! and `configs/bench-paper.toml` (paper-sized).
 
 use std::path::Path;
 
-pub use memlab_cli::bench::{
+pub use memlab_zoo::bench::{
     BenchPlan, Prepared, Shape, TrainPrepared, full_attention, time_per_call, tokens,
 };
 

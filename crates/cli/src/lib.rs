@@ -1,186 +1,28 @@
-//! The `memlab` command line, as a library so that the benchmarks and tests
-//! can drive the same registry and backends.
+//! The `memlab` command line's commands and their output, as a library for
+//! its tests. The registry, the backends and running a model are
+//! memlab-zoo's (re-exported here).
 
-pub mod alloc;
-pub mod backend;
 pub mod bench;
 pub mod crosscheck;
 pub mod data;
 pub mod lm_rmt;
-pub mod registry;
-pub mod threads;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::{ConfigError, set_path};
-use memlab_core::distributed::{Nodes, Peers, peer_devices, train_parallel};
-use memlab_core::registry::parse_model_config;
 use memlab_core::runner::SegmentStream;
-use memlab_core::train::{EvalFigures, TrainOptions, TrainReport, evaluate, run_dir, train};
-use memlab_core::{
-    Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Split, Task,
-};
+use memlab_core::train::{EvalFigures, TrainOptions, evaluate, run_dir};
+use memlab_core::{Architecture, ExperimentConfig, ModelSpec, Split};
 use serde::Serialize;
 
-pub use backend::{BackendKind, BackendVisitor, with_backend};
-
-/// Builds the task of a config.
-pub fn build_task(config: &ExperimentConfig) -> Result<Box<dyn Task>, memlab_tasks::TaskError> {
-    memlab_tasks::build_task(&config.task, config.run.seed)
-}
-
-pub(crate) fn model_context(config: &ExperimentConfig, task: &dyn Task) -> ModelContext {
-    ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: config.train.segment_len,
-    }
-}
-
-/// Parses every model table of a config (so that errors surface before any
-/// training starts).
-pub fn check_model(spec: &ModelSpec, ctx: &ModelContext) -> Result<(), ConfigError> {
-    struct Check<'a>(&'a ModelSpec, &'a ModelContext);
-    impl ArchitectureVisitor for Check<'_> {
-        type Output = Result<(), ConfigError>;
-        fn visit<A: Architecture>(self) -> Self::Output {
-            parse_model_config::<A>(self.0.fields.clone(), self.1).map(|_| ())
-        }
-    }
-    registry::dispatch(&spec.arch, Check(spec, ctx))?
-}
-
-/// `memlab train`: trains the `[model]` of a config, with `train.devices`
-/// peers in this process, and with the other processes of `nodes` when
-/// given (data parallelism). Returns the report of rank 0, which node 0
-/// holds (`None` on the other nodes).
-pub fn run_train(
-    config: &ExperimentConfig,
-    backend: BackendKind,
-    resume: bool,
-    overwrite: bool,
-    progress: bool,
-    nodes: Option<Nodes>,
-) -> Result<Option<TrainReport>> {
-    let task = build_task(config)?;
-    // The model table is parsed (and any error reported) inside `train_model`.
-    let spec = ModelSpec::from_table(config.model_table()?, "model")?;
-    let options = TrainOptions {
-        run_dir: run_dir(config),
-        resume,
-        overwrite,
-        memory_limit: None,
-        progress,
-    };
-    train_model(config, &spec, task.as_ref(), &options, backend, nodes)
-}
-
-fn train_model(
-    config: &ExperimentConfig,
-    spec: &ModelSpec,
-    task: &dyn Task,
-    options: &TrainOptions,
-    backend: BackendKind,
-    nodes: Option<Nodes>,
-) -> Result<Option<TrainReport>> {
-    if let Some(n) = &nodes
-        && n.count != config.train.nodes
-    {
-        return Err(anyhow!(
-            "--nodes {} but train.nodes is {}; give one of them",
-            n.count,
-            config.train.nodes
-        ));
-    }
-    if nodes.is_none() && config.train.nodes > 1 {
-        return Err(anyhow!(
-            "train.nodes is {}: this process needs its place among them (--node-rank and \
-             --orchestrator; docs/distributed.md)",
-            config.train.nodes
-        ));
-    }
-    let peers = Peers {
-        devices: config.train.devices,
-        nodes,
-    };
-    peers.check(config.train.batch_size)?;
-    // On the CPU, refuse a model that cannot fit in the host's memory
-    // (GPU backends: not yet checked).
-    let limited;
-    let options = if backend.is_cpu() && options.memory_limit.is_none() {
-        limited = TrainOptions {
-            memory_limit: memlab_core::train::host_available_memory(),
-            ..options.clone()
-        };
-        &limited
-    } else {
-        options
-    };
-    struct Job<'a> {
-        config: &'a ExperimentConfig,
-        spec: &'a ModelSpec,
-        task: &'a dyn Task,
-        options: &'a TrainOptions,
-        peers: Peers,
-    }
-    struct ArchJob<'a, B: AutodiffBackend> {
-        job: Job<'a>,
-        device: B::Device,
-    }
-    impl<B: AutodiffBackend> ArchitectureVisitor for ArchJob<'_, B> {
-        type Output = Result<Option<TrainReport>>;
-        fn visit<A: Architecture>(self) -> Result<Option<TrainReport>> {
-            let Job {
-                config,
-                spec,
-                task,
-                options,
-                peers,
-            } = self.job;
-            let model_config =
-                parse_model_config::<A>(spec.fields.clone(), &model_context(config, task))?;
-            if peers.world() == 1 {
-                return Ok(Some(train::<A, B>(
-                    config,
-                    &model_config,
-                    task,
-                    options,
-                    &self.device,
-                )?));
-            }
-            let devices = peer_devices::<B>(&self.device, peers.devices);
-            Ok(train_parallel::<A, B>(
-                config,
-                &model_config,
-                task,
-                options,
-                &peers,
-                &devices,
-            )?)
-        }
-    }
-    impl BackendVisitor for Job<'_> {
-        type Output = Result<Option<TrainReport>>;
-        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Result<Option<TrainReport>> {
-            let arch = self.spec.arch.clone();
-            registry::dispatch(&arch, ArchJob::<B> { job: self, device })?
-        }
-    }
-    with_backend(
-        backend,
-        Job {
-            config,
-            spec,
-            task,
-            options,
-            peers,
-        },
-    )?
-}
+pub use memlab_zoo::{
+    BackendKind, BackendVisitor, LoadedRun, ModelJob, RunModelJob, alloc, backend, build_task,
+    check_model, model_context, registry, run_job, run_train, threads, train_model, with_backend,
+    with_run_model,
+};
 
 /// What `memlab eval` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -190,93 +32,6 @@ pub struct EvalReport {
     pub step: usize,
     pub split: Split,
     pub eval: EvalFigures,
-}
-
-/// Work on the trained model of a run directory, generic over the
-/// architecture and the backend ([`with_run_model`] builds the model from
-/// the run's config and loads its checkpoint; `config` is its parsed
-/// `[model]`).
-pub trait RunModelJob {
-    type Output;
-    fn run<A: Architecture, B: Backend>(
-        self,
-        model: &A::Model<B>,
-        config: &A::Config,
-        run: &LoadedRun,
-        device: &B::Device,
-    ) -> Result<Self::Output>;
-}
-
-/// A run directory's config and task.
-pub struct LoadedRun {
-    pub dir: PathBuf,
-    pub config: ExperimentConfig,
-    pub task: Box<dyn Task>,
-    pub spec: ModelSpec,
-}
-
-impl LoadedRun {
-    /// Reads `run/config.toml` and builds its task.
-    pub fn open(run: &Path) -> Result<Self> {
-        let config_path = run.join("config.toml");
-        let config = ExperimentConfig::load(&config_path, &[])
-            .with_context(|| format!("{} is not a memlab run directory", run.display()))?;
-        let task = build_task(&config)?;
-        let spec = ModelSpec::from_table(config.model_table()?, "model")?;
-        Ok(Self {
-            dir: run.to_path_buf(),
-            config,
-            task,
-            spec,
-        })
-    }
-}
-
-/// Builds the model of `run`, loads its checkpoint on `backend` and hands
-/// it to `job`; returns the checkpoint's step and the job's output.
-pub fn with_run_model<J: RunModelJob>(
-    run: &LoadedRun,
-    backend: BackendKind,
-    job: J,
-) -> Result<(usize, J::Output)> {
-    struct Job<'a, J> {
-        run: &'a LoadedRun,
-        job: J,
-    }
-    struct ArchJob<'a, J, B: Backend> {
-        job: Job<'a, J>,
-        device: B::Device,
-    }
-    impl<J: RunModelJob, B: Backend> ArchitectureVisitor for ArchJob<'_, J, B> {
-        type Output = Result<(usize, J::Output)>;
-        fn visit<A: Architecture>(self) -> Self::Output {
-            let Job { run, job } = self.job;
-            let ctx = model_context(&run.config, run.task.as_ref());
-            let model_config = parse_model_config::<A>(run.spec.fields.clone(), &ctx)?;
-            let checkpoint = Checkpoint::load(&run.dir.join(CHECKPOINT_FILE), A::NAME)?;
-            checkpoint.check_config(&run.config)?;
-            let model = A::init::<B>(&model_config, &ctx, &self.device);
-            let model = checkpoint.load_model(model, &self.device)?;
-            let output = job.run::<A, B>(&model, &model_config, run, &self.device)?;
-            Ok((checkpoint.step, output))
-        }
-    }
-    impl<J: RunModelJob> BackendVisitor for Job<'_, J> {
-        type Output = Result<(usize, J::Output)>;
-        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-            let arch = self.run.spec.arch.clone();
-            registry::dispatch(&arch, ArchJob::<J, B::InnerBackend> { job: self, device })?
-        }
-    }
-
-    let checkpoint = run.dir.join(CHECKPOINT_FILE);
-    if !checkpoint.exists() {
-        return Err(anyhow!(
-            "{} has no checkpoint ({CHECKPOINT_FILE}); was the run started?",
-            run.dir.display()
-        ));
-    }
-    with_backend(backend, Job { run, job })?
 }
 
 /// `memlab eval`: loads a run directory's config and checkpoint and evaluates.

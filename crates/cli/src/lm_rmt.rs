@@ -23,8 +23,8 @@ use memlab_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BackendKind, BackendVisitor, LoadedRun, RunModelJob, build_task, model_context, registry,
-    with_backend, with_run_model,
+    BackendKind, LoadedRun, ModelJob, RunModelJob, build_task, model_context, registry, run_job,
+    with_run_model,
 };
 
 /// The largest relative error `memlab parity` accepts (f32).
@@ -428,23 +428,20 @@ pub fn run_parity(
     let table = case.config.model_table()?;
     let spec = ModelSpec::from_table(&table, "model")?;
 
-    struct Job<'a> {
+    struct Parity<'a> {
         case: &'a Case,
         spec: &'a ModelSpec,
         snapshots: &'a Weights,
     }
-    struct ArchJob<'a, B: Backend> {
-        job: Job<'a>,
-        device: B::Device,
-    }
-    impl<B: Backend> ArchitectureVisitor for ArchJob<'_, B> {
+    impl ModelJob for Parity<'_> {
         type Output = Result<Vec<ParityRow>>;
-        fn visit<A: Architecture>(self) -> Self::Output {
-            let Job {
+        fn run<A: Architecture, AB: AutodiffBackend>(self, device: AB::Device) -> Self::Output {
+            type B<AB> = <AB as AutodiffBackend>::InnerBackend;
+            let Parity {
                 case,
                 spec,
                 snapshots,
-            } = self.job;
+            } = self;
             let c = &case.config;
             let ctx = ModelContext {
                 vocab_size: c.vocab,
@@ -452,26 +449,17 @@ pub fn run_parity(
             };
             let model_config = parse_model_config::<A>(spec.fields.clone(), &ctx)?;
             let layout = layout::<A>(&model_config)?;
-            let model = A::init::<B>(&model_config, &ctx, &self.device);
-            let model = load_official::<B, _>(model, &layout, snapshots)?;
-            compare_segments::<A, B>(&model, case, &layout, &self.device)
+            let model = A::init::<B<AB>>(&model_config, &ctx, &device);
+            let model = load_official::<B<AB>, _>(model, &layout, snapshots)?;
+            compare_segments::<A, B<AB>>(&model, case, &layout, &device)
         }
     }
-    impl BackendVisitor for Job<'_> {
-        type Output = Result<Vec<ParityRow>>;
-        fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-            let arch = self.spec.arch.clone();
-            registry::dispatch(&arch, ArchJob::<B::InnerBackend> { job: self, device })?
-        }
-    }
-    let rows = with_backend(
-        backend,
-        Job {
-            case: &case,
-            spec: &spec,
-            snapshots: &snapshots,
-        },
-    )??;
+    let job = Parity {
+        case: &case,
+        spec: &spec,
+        snapshots: &snapshots,
+    };
+    let rows = run_job(backend, &spec.arch, job)??;
     let worst_rel = rows.iter().map(|r| r.rel).fold(0.0, f64::max);
     Ok(ParityReport {
         case: case.config.name.clone(),

@@ -24,6 +24,8 @@ pub mod mrbp;
 pub mod registry;
 pub mod runner;
 pub mod seed;
+/// Checks every architecture must pass (feature `testing`; test builds only).
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod train;
 

@@ -1,9 +1,12 @@
-//! Test support shared by the architecture crates' tests (the `assert_*`
-//! checks over an [`crate::Architecture`] live in [`crate::registry`]).
+//! Test support for the architecture crates' tests (feature `testing`,
+//! which they enable as a dev-dependency): the checks every
+//! [`Architecture`] must pass, run on the CPU. Nothing here is part of the
+//! production API.
 
 use burn::prelude::*;
 
-use crate::model::SegmentModel;
+use crate::model::{ModelContext, SegmentModel};
+use crate::registry::{Architecture, parse_model_config};
 
 /// Token ids `data` as a `[batch, data.len() / batch]` tensor.
 pub fn tokens<B: Backend>(data: &[i64], batch: usize, device: &B::Device) -> Tensor<B, 2, Int> {
@@ -101,4 +104,155 @@ pub fn assert_generation_matches_teacher_forcing<B: Backend, M: SegmentModel<B>>
             );
         }
     }
+}
+
+/// Each `(model table, field)` case
+/// must be rejected with an error that names `field` (e.g. `model.n_heads`).
+pub fn assert_config_errors<A: Architecture>(cases: &[(&str, &str)], ctx: &ModelContext) {
+    for (text, field) in cases {
+        let table = crate::config::parse_toml(text)
+            .unwrap_or_else(|e| panic!("case {text:?} is not TOML: {e}"));
+        match parse_model_config::<A>(table, ctx) {
+            Ok(config) => panic!("{}: {text:?} was accepted as {config:?}", A::NAME),
+            Err(err) => assert_eq!(&err.field, field, "{}: {text:?}: {err}", A::NAME),
+        }
+    }
+}
+
+/// Two models built from `config`
+/// with the same seed give identical logits over the segments of `data`
+/// (`[1, len]`, segments of `segment_len`), another seed different ones,
+/// a checkpoint reloaded into a third model gives bit-identical logits, and
+/// loading it as another architecture's is an error.
+pub fn assert_seeded_and_round_trips<A: Architecture>(
+    config: &A::Config,
+    ctx: &ModelContext,
+    data: &[i64],
+    segment_len: usize,
+) {
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let build = |seed| {
+        crate::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
+    };
+    let logits = |model: &A::Model<B>| -> Vec<u32> {
+        segment_logits(model, data, segment_len)
+            .concat()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
+    };
+    let a = build(7);
+    assert_eq!(logits(&a), logits(&build(7)), "{}: same seed", A::NAME);
+    assert_ne!(logits(&a), logits(&build(8)), "{}: other seed", A::NAME);
+    let path = std::env::temp_dir().join(format!(
+        "memlab-{}-{}-{:?}.mpk",
+        A::NAME,
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let checkpoint = crate::checkpoint::Checkpoint::new::<B, _, _>(A::NAME, 1, "x".into(), &a, ())
+        .expect("checkpoint");
+    checkpoint.save(&path).expect("save");
+    let other = crate::checkpoint::Checkpoint::load(&path, "another-model");
+    assert!(
+        other.is_err(),
+        "{}: a checkpoint of another model loads",
+        A::NAME
+    );
+    let loaded = crate::checkpoint::Checkpoint::load(&path, A::NAME)
+        .and_then(|c| c.load_model(build(9), &device))
+        .expect("load");
+    std::fs::remove_file(&path).ok();
+    assert_eq!(
+        logits(&a),
+        logits(&loaded),
+        "{}: checkpoint round trip",
+        A::NAME
+    );
+}
+
+/// Memory replay back-propagation gives the same parameter
+/// gradients as full BPTT on `batch` (relative error below `tolerance` for
+/// every parameter, over `segment_len` segments), and the same loss.
+pub fn assert_mrbp_matches_bptt<A: Architecture>(
+    config: &A::Config,
+    ctx: &ModelContext,
+    batch: &crate::data::HostBatch,
+    segment_len: usize,
+    tolerance: f64,
+) {
+    use burn::optim::GradientsParams;
+    type AB = burn::backend::Autodiff<burn::backend::Flex>;
+
+    let device = Default::default();
+    let model =
+        crate::seed::init_seeded::<AB, _>(&device, 3, || A::init_train::<AB>(config, ctx, &device));
+    let sequences = batch
+        .to_device::<AB>(ctx.vocab_size, &device)
+        .expect("valid batch");
+    // Each pass gets its own initial memory: a backward pass frees the graph
+    // of everything it went through, a learned initial memory included.
+    let full = crate::runner::run_segments(
+        &model,
+        &sequences,
+        segment_len,
+        crate::config::BpttDepth::Full,
+        model.init_memory(batch.batch, &device),
+    );
+    let full_loss = full.loss.clone().into_scalar().elem::<f64>();
+    let full_grads = GradientsParams::from_grads(full.loss.backward(), &model);
+    let memory = model.init_memory(batch.batch, &device);
+    let replay = crate::mrbp::memory_replay_backprop(&model, &sequences, segment_len, memory);
+    assert!(
+        (replay.loss - full_loss).abs() < 1e-5 * full_loss.abs().max(1.0),
+        "{}: loss {} vs {full_loss}",
+        A::NAME,
+        replay.loss
+    );
+    let full = crate::agreement::parameter_gradients(&model, &full_grads);
+    let replay = crate::agreement::parameter_gradients(&model, &replay.grads);
+    assert!(
+        full.iter().any(|g| !g.is_empty()),
+        "{}: no gradients",
+        A::NAME
+    );
+    // Relative per parameter, each norm floored at 1e-4 of the whole
+    // gradient's (gradients that are zero in exact arithmetic are noise).
+    let worst = crate::agreement::worst_parameter_error(&full, &replay, 1e-4);
+    assert!(
+        worst < tolerance,
+        "{}: MRBP vs BPTT relative error {worst}",
+        A::NAME
+    );
+}
+
+/// Trains architecture `A` on `task` (CPU, autodiff) as the
+/// experiment config `text` says, writing the run into `run_dir`.
+pub fn train_for_test<A: Architecture>(
+    text: &str,
+    task: &dyn crate::data::Task,
+    run_dir: std::path::PathBuf,
+) -> crate::train::TrainReport {
+    type AB = burn::backend::Autodiff<burn::backend::Flex>;
+    let config = crate::config::ExperimentConfig::from_table(
+        crate::config::parse_toml(text).expect("test config is TOML"),
+    )
+    .expect("valid test config");
+    let ctx = ModelContext {
+        vocab_size: task.vocab_size(),
+        max_segment_len: config.train.segment_len,
+    };
+    let mut table = config.model.clone().expect("a [model] table");
+    table.remove("arch");
+    let model_config = parse_model_config::<A>(table, &ctx).expect("valid model config");
+    let options = crate::train::TrainOptions {
+        run_dir,
+        resume: false,
+        overwrite: false,
+        memory_limit: None,
+        progress: false,
+    };
+    crate::train::train::<A, AB>(&config, &model_config, task, &options, &Default::default())
+        .expect("training runs")
 }

@@ -1,10 +1,9 @@
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_core::config::parse_toml;
-use memlab_core::registry::{
-    assert_config_errors, assert_seeded_and_round_trips, parse_model_config,
-};
+use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
+use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::{Architecture, MemoryState, ModelContext, SegmentModel};
 use memlab_infinity_former::basis::{GaussianBasis, contraction_positions, uniform_positions};
 use memlab_infinity_former::long_term::quantiles;
@@ -410,7 +409,7 @@ num_samples = 16
         },
         3,
     );
-    let report = memlab_core::registry::train_for_test::<InfinityFormerArch>(
+    let report = memlab_core::testing::train_for_test::<InfinityFormerArch>(
         text,
         &task,
         dir.path().join("inf"),

@@ -1,9 +1,9 @@
 use burn::backend::Flex;
 use burn::prelude::*;
-use memlab_core::registry::{
+use memlab_core::seed::init_seeded;
+use memlab_core::testing::{
     assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
 };
-use memlab_core::seed::init_seeded;
 use memlab_core::{Architecture, HostBatch, MemoryState, ModelContext, SegmentModel};
 use memlab_memformer::model::normalize;
 use memlab_memformer::writer::writer_mask;
@@ -292,7 +292,7 @@ num_slots = 4
         },
         3,
     );
-    let report = memlab_core::registry::train_for_test::<MemformerArch>(text, &task, dir.clone());
+    let report = memlab_core::testing::train_for_test::<MemformerArch>(text, &task, dir.clone());
     std::fs::remove_dir_all(&dir).ok();
     // 450 steps: with gradients clipped by their global norm at 1.0 (the
     // official codes' clip_grad_norm_, memlab's default), gradient norms of

@@ -2,12 +2,11 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::config::parse_toml;
-use memlab_core::registry::{
-    assert_config_errors, assert_seeded_and_round_trips, parse_model_config,
-};
+use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
 use memlab_core::testing::segment_logits;
+use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
 use memlab_rmt::{Backbone, MemoryInit, Rmt, RmtArch, RmtConfig, RmtMemory, rmt_masked};
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
@@ -435,7 +434,7 @@ fn memory_replay_backprop_matches_full_bptt() {
             memory_loss_weight: 0.01,
             ..RmtConfig::default()
         };
-        memlab_core::registry::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
+        memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
     }
 }
 

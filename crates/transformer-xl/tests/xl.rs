@@ -3,11 +3,10 @@ use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::config::parse_toml;
 use memlab_core::layers::PositionKind;
-use memlab_core::registry::{
-    assert_config_errors, assert_seeded_and_round_trips, parse_model_config,
-};
+use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
+use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::train::{TrainOptions, train};
 use memlab_core::{
     Architecture, BpttDepth, ExperimentConfig, HostBatch, MemoryState, ModelContext, SegmentModel,

@@ -1,0 +1,586 @@
+//! What each model costs, measured the same way for every architecture and
+//! backend: `memlab bench` and the criterion benches
+//! (`cargo bench -p memlab-benchmarks`) both time the steps defined here.
+//!
+//! - [`Prepared::step`]: one segment's forward pass from memory carried over
+//!   `k` segments (inference);
+//! - [`TrainPrepared::step`]: one segment's training step — forward from the
+//!   (detached) carried memory, cross-entropy, backward, AdamW — with the
+//!   memory carried on to the next step, as streaming training does;
+//! - the full-attention contrast: the baseline over the whole sequence in one
+//!   segment.
+//!
+//! Every step ends with the backend synchronised ([`Backend::sync`]) while
+//! its outputs are still alive, so GPU time is inside the measurement and no
+//! lazily fused work is skipped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use memlab_core::config::{ConfigError, Validate, check, parse_section, read_toml};
+use memlab_core::flops::TRAIN_STEP_FORWARDS;
+use memlab_core::registry::parse_model_config;
+use memlab_core::runner::token_nll_and_correct;
+use memlab_core::seed::init_seeded;
+use memlab_core::train::{clip_gradients, optimizer_config};
+use memlab_core::{Architecture, MemoryState, ModelContext, ModelSpec, SegmentModel};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendKind, BackendVisitor, with_backend};
+use crate::{ModelJob, alloc, run_job};
+
+/// The shape every model of a benchmark is measured at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub batch: usize,
+    pub segment: usize,
+    pub vocab: usize,
+}
+
+/// Token ids `[batch, len]`, deterministic, all below `shape.vocab`.
+pub fn tokens<B: Backend>(
+    shape: Shape,
+    len: usize,
+    salt: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let data: Vec<i64> = (0..shape.batch * len)
+        .map(|i| ((i * 31 + salt * 17) % shape.vocab) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(data, [shape.batch, len]), device)
+}
+
+/// Waits for the device (the tensors the step produced must still be alive).
+fn sync<B: Backend>(device: &B::Device) {
+    B::sync(device).expect("the device finished its work");
+}
+
+/// What a model is built for at `shape`.
+pub fn context(shape: Shape) -> ModelContext {
+    ModelContext {
+        vocab_size: shape.vocab,
+        max_segment_len: shape.segment,
+    }
+}
+
+/// A model (forward only), its memory after the segments it has read, and
+/// the next segment's tokens.
+pub struct Prepared<B: Backend, A: Architecture> {
+    pub model: A::Model<B>,
+    pub memory: <A::Model<B> as SegmentModel<B>>::Memory,
+    pub next: Tensor<B, 2, Int>,
+    /// Segments read so far.
+    pub carried: usize,
+    shape: Shape,
+    device: B::Device,
+}
+
+impl<B: Backend, A: Architecture> Prepared<B, A> {
+    /// Builds `A` from a `[model]` table's fields (empty: the defaults) and
+    /// runs `k` segments.
+    pub fn new(
+        shape: Shape,
+        k: usize,
+        fields: &toml::Table,
+        device: &B::Device,
+    ) -> Result<Self, ConfigError> {
+        let ctx = context(shape);
+        let config = parse_model_config::<A>(fields.clone(), &ctx)?;
+        let model = init_seeded::<B, _>(device, 0, || A::init::<B>(&config, &ctx, device));
+        let memory = model.init_memory(shape.batch, device);
+        let mut prepared = Self {
+            model,
+            memory,
+            next: tokens(shape, shape.segment, 0, device),
+            carried: 0,
+            shape,
+            device: device.clone(),
+        };
+        prepared.advance_to(k);
+        Ok(prepared)
+    }
+
+    /// Reads segments until `k` have been read (none if already past `k`),
+    /// so that one model serves every point of an ascending scaling curve.
+    pub fn advance_to(&mut self, k: usize) {
+        let (shape, device) = (self.shape, &self.device);
+        while self.carried < k {
+            let memory = self.memory.clone();
+            self.memory = self.model.forward_segment(self.next.clone(), memory).memory;
+            sync::<B>(device);
+            self.carried += 1;
+            self.next = tokens(shape, shape.segment, self.carried, device);
+        }
+    }
+
+    /// One segment's forward pass from the carried memory, synchronised.
+    pub fn step(&self) {
+        let out = self
+            .model
+            .forward_segment(self.next.clone(), self.memory.clone());
+        sync::<B>(&self.device);
+        drop(out);
+    }
+}
+
+/// A model being trained one segment per step: forward from the detached
+/// carried memory, next-token cross-entropy (plus the model's auxiliary
+/// loss), backward, global-norm clipping and memlab's AdamW, as
+/// `memlab train` steps (`memlab_core::train::{clip_gradients, optimizer_config}`).
+pub struct TrainPrepared<B: AutodiffBackend, A: Architecture> {
+    model: Option<A::TrainModel<B>>,
+    optimizer: OptimizerAdaptor<AdamW, A::TrainModel<B>, B>,
+    memory: <A::TrainModel<B> as SegmentModel<B>>::Memory,
+    inputs: Tensor<B, 2, Int>,
+    targets: Tensor<B, 2, Int>,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend, A: Architecture> TrainPrepared<B, A> {
+    pub fn new(
+        shape: Shape,
+        fields: &toml::Table,
+        device: &B::Device,
+    ) -> Result<Self, ConfigError> {
+        let ctx = context(shape);
+        let config = parse_model_config::<A>(fields.clone(), &ctx)?;
+        let model = init_seeded::<B, _>(device, 0, || A::init_train::<B>(&config, &ctx, device));
+        let memory = model.init_memory(shape.batch, device);
+        let sequence = tokens::<B>(shape, shape.segment + 1, 0, device);
+        Ok(Self {
+            model: Some(model),
+            optimizer: optimizer_config(&Default::default()).init(),
+            memory,
+            inputs: sequence.clone().narrow(1, 0, shape.segment),
+            targets: sequence.narrow(1, 1, shape.segment),
+            device: device.clone(),
+        })
+    }
+
+    /// One training step; returns its loss (read back only on request, so
+    /// that timing it costs no extra transfer).
+    pub fn step(&mut self) -> Tensor<B, 1> {
+        let model = self.model.take().expect("a model between steps");
+        let out = model.forward_segment(self.inputs.clone(), self.memory.clone().detach());
+        let (nll, _) = token_nll_and_correct(out.logits, self.targets.clone());
+        let mut loss = nll.mean();
+        if let Some(aux) = out.aux_loss {
+            loss = loss + aux;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (grads, _) = clip_gradients(&model, grads, &Default::default());
+        self.model = Some(self.optimizer.step(1e-4, model, grads));
+        self.memory = out.memory.detach();
+        sync::<B>(&self.device);
+        loss.detach()
+    }
+}
+
+/// The baseline over a whole sequence of `len` tokens in one segment: the
+/// cost a model without segment recurrence pays, quadratic in `len`.
+/// `fields` are the baseline's (its learned position table grows to `len`).
+pub fn full_attention<B: Backend>(
+    shape: Shape,
+    len: usize,
+    fields: &toml::Table,
+    device: &B::Device,
+) -> Result<Prepared<B, memlab_baseline::BaselineArch>, ConfigError> {
+    Prepared::new(
+        Shape {
+            segment: len,
+            ..shape
+        },
+        0,
+        fields,
+        device,
+    )
+}
+
+/// Mean wall time of `iters` calls of `f` after `warmup` untimed ones (which
+/// absorb kernel compilation and autotune on GPU backends).
+pub fn time_per_call(warmup: usize, iters: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..warmup {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed() / iters.max(1) as u32
+}
+
+/// `[bench]` of a bench config: the shape, what to measure, and the models
+/// (`[[bench.models]]`, `[model]` tables with `arch` and an optional `label`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchConfig {
+    /// Names the output files' folder: `out_dir/name`.
+    pub name: String,
+    pub out_dir: PathBuf,
+    pub batch_size: usize,
+    pub segment_len: usize,
+    pub vocab_size: usize,
+    /// Untimed calls before timing each step (GPU kernel compilation and
+    /// autotune happen on the first call of every shape).
+    pub warmup: usize,
+    /// Timed calls per figure.
+    pub iters: usize,
+    /// Measure the training step too (forward + backward + AdamW).
+    pub train: bool,
+    /// Scaling: the forward cost of one segment after each of these numbers
+    /// of carried segments.
+    pub carried: Vec<usize>,
+    /// Scaling contrast: the baseline over whole sequences of these lengths.
+    pub full_attention: Vec<usize>,
+    pub models: Vec<toml::Table>,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            name: "bench".into(),
+            out_dir: "runs".into(),
+            batch_size: 4,
+            segment_len: 64,
+            vocab_size: 256,
+            warmup: 2,
+            iters: 5,
+            train: true,
+            carried: vec![1, 4, 16, 64, 256],
+            full_attention: vec![64, 256, 1024],
+            models: Vec::new(),
+        }
+    }
+}
+
+impl Validate for BenchConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
+        check::positive("batch_size", self.batch_size)?;
+        check::positive("segment_len", self.segment_len)?;
+        check::positive("vocab_size", self.vocab_size)?;
+        check::positive("iters", self.iters)?;
+        if self.models.is_empty() {
+            return Err(ConfigError::new("models", "must list at least one model"));
+        }
+        if let Some(i) = self.full_attention.iter().position(|&l| l == 0) {
+            return Err(ConfigError::new(
+                format!("full_attention[{i}]"),
+                "must be a positive length",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A bench config file: `[bench]` and its models, all checked.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub config: BenchConfig,
+    pub models: Vec<ModelSpec>,
+}
+
+impl BenchPlan {
+    /// Reads `path`, applies `key=value` overrides and checks every model
+    /// table against the bench's shape.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let mut doc = read_toml(path)?;
+        for o in overrides {
+            memlab_core::config::apply_override(&mut doc, o)?;
+        }
+        Self::from_table(doc)
+    }
+
+    pub fn from_table(mut doc: toml::Table) -> Result<Self> {
+        let bench = doc.remove("bench").ok_or_else(|| {
+            ConfigError::new("bench", "is missing (a bench config needs [bench])")
+        })?;
+        if let Some(other) = doc.keys().next() {
+            return Err(ConfigError::new(
+                other.clone(),
+                "unknown table (a bench config holds [bench] and [[bench.models]])",
+            )
+            .into());
+        }
+        let config: BenchConfig = parse_section(bench, "bench")?;
+        let ctx = context(config.shape());
+        let mut models = Vec::with_capacity(config.models.len());
+        for (i, table) in config.models.iter().enumerate() {
+            let section = format!("bench.models[{i}]");
+            let spec = ModelSpec::from_table(table, &section)?;
+            crate::check_model(&spec, &ctx).map_err(|e| anyhow!("{e} (in `{section}`)"))?;
+            models.push(spec);
+        }
+        Ok(Self { config, models })
+    }
+}
+
+impl BenchPlan {
+    /// The baseline's fields for the full-attention contrast: the bench's
+    /// own baseline where it lists one, else the defaults.
+    pub fn baseline_fields(&self) -> toml::Table {
+        self.models
+            .iter()
+            .find(|m| m.arch == <memlab_baseline::BaselineArch as Architecture>::NAME)
+            .map(|m| m.fields.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl BenchConfig {
+    pub fn shape(&self) -> Shape {
+        Shape {
+            batch: self.batch_size,
+            segment: self.segment_len,
+            vocab: self.vocab_size,
+        }
+    }
+
+    /// The batch × segment column of the tables.
+    pub fn shape_label(&self) -> String {
+        format!("{}×{}", self.batch_size, self.segment_len)
+    }
+}
+
+/// One model on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub model: String,
+    pub arch: String,
+    pub backend: BackendKind,
+    /// batch × segment.
+    pub config: String,
+    pub parameters: usize,
+    /// Forward tokens per second, memory carried over `warmup` segments.
+    pub forward_tokens_per_s: f64,
+    pub train_tokens_per_s: Option<f64>,
+    /// Peak bytes during a training step (forward step without `train`),
+    /// parameters, optimizer state and memory included: the heap's peak on
+    /// the CPU (the `memlab` binary counts its allocations), the memory
+    /// pool's size on GPU backends.
+    pub peak_memory_bytes: Option<u64>,
+    /// Model FLOPs per token of a forward pass ([`memlab_core::flops`]).
+    pub flops_per_token: f64,
+}
+
+impl BenchRow {
+    /// Achieved model FLOP/s of the forward pass.
+    pub fn forward_flops_per_s(&self) -> f64 {
+        self.flops_per_token * self.forward_tokens_per_s
+    }
+
+    /// Achieved model FLOP/s of training (a step counts as three forwards).
+    pub fn train_flops_per_s(&self) -> Option<f64> {
+        self.train_tokens_per_s
+            .map(|t| t * self.flops_per_token * TRAIN_STEP_FORWARDS as f64)
+    }
+}
+
+/// One point of the scaling plot: tokens/s of one segment after `carried`
+/// segments (sequence length `(carried + 1) × segment`), or of the baseline
+/// over the whole sequence (`series` = "full attention").
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingPoint {
+    pub series: String,
+    pub backend: BackendKind,
+    pub sequence_len: usize,
+    pub tokens_per_s: f64,
+}
+
+/// Everything one `memlab bench` run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BenchReport {
+    pub rows: Vec<BenchRow>,
+    pub scaling: Vec<ScalingPoint>,
+}
+
+pub const FULL_ATTENTION: &str = "full attention (baseline)";
+
+/// Runs every model of the plan on every backend. `after_model` sees the
+/// report so far after each model (its last row is the new one), so that a
+/// run stopped part-way (a GPU lease running out) keeps what it measured.
+pub fn run_bench(
+    plan: &BenchPlan,
+    backends: &[BackendKind],
+    progress: bool,
+    mut after_model: impl FnMut(&BenchReport) -> Result<()>,
+) -> Result<BenchReport> {
+    let mut report = BenchReport::default();
+    let per_model = 1 + plan.config.carried.len();
+    let total = backends.len() * (plan.models.len() * per_model + plan.config.full_attention.len());
+    let bar = if progress {
+        ProgressBar::new(total as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("bench [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    for &backend in backends {
+        for spec in &plan.models {
+            bar.set_message(format!("{} on {backend}", spec.label));
+            let job = MeasureModel {
+                plan,
+                spec,
+                backend,
+                bar: &bar,
+            };
+            let (row, points) = run_job(backend, &spec.arch, job)?
+                .with_context(|| format!("benchmarking `{}` on {backend}", spec.label))?;
+            report.rows.push(row);
+            report.scaling.extend(points);
+            after_model(&report)?;
+        }
+        bar.set_message(format!("full attention on {backend}"));
+        let points = with_backend(
+            backend,
+            FullAttentionJob {
+                plan,
+                backend,
+                bar: &bar,
+            },
+        )??;
+        report.scaling.extend(points);
+    }
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// One model of the plan on one backend: its row and its scaling points.
+struct MeasureModel<'a> {
+    plan: &'a BenchPlan,
+    spec: &'a ModelSpec,
+    backend: BackendKind,
+    bar: &'a ProgressBar,
+}
+
+impl ModelJob for MeasureModel<'_> {
+    type Output = Result<(BenchRow, Vec<ScalingPoint>)>;
+    fn run<A: Architecture, B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let MeasureModel {
+            plan,
+            spec,
+            backend,
+            bar,
+        } = self;
+        let device = &device;
+        let c = &plan.config;
+        let shape = c.shape();
+        let tokens_per_step = (shape.batch * shape.segment) as f64;
+        let rate = |t: Duration| tokens_per_step / t.as_secs_f64();
+
+        let forward = Prepared::<B::InnerBackend, A>::new(shape, c.warmup, &spec.fields, device)?;
+        let description = forward.model.describe();
+        let flops_per_token =
+            forward.model.forward_flops(shape.segment) as f64 / shape.segment as f64;
+        let forward_time = time_per_call(c.warmup, c.iters, || forward.step());
+        let mut peak = None;
+        if !c.train {
+            peak = peak_memory::<B>(backend, device, || forward.step());
+        }
+        drop(forward);
+        bar.inc(1);
+
+        let mut train_tokens_per_s = None;
+        if c.train {
+            let mut train = TrainPrepared::<B, A>::new(shape, &spec.fields, device)?;
+            let train_time = time_per_call(c.warmup, c.iters, || {
+                train.step();
+            });
+            let loss: f32 = train.step().into_scalar().elem();
+            if !loss.is_finite() {
+                return Err(anyhow!("`{}`: the training loss is {loss}", spec.label));
+            }
+            peak = peak_memory::<B>(backend, device, || {
+                train.step();
+            });
+            train_tokens_per_s = Some(rate(train_time));
+        }
+
+        let mut points = Vec::with_capacity(c.carried.len());
+        let mut after = Prepared::<B::InnerBackend, A>::new(shape, 0, &spec.fields, device)?;
+        for &k in &c.carried {
+            if k < after.carried {
+                // A point before the last one: read again from the start.
+                after = Prepared::new(shape, 0, &spec.fields, device)?;
+            }
+            after.advance_to(k);
+            let t = time_per_call(c.warmup, c.iters, || after.step());
+            points.push(ScalingPoint {
+                series: spec.label.clone(),
+                backend,
+                sequence_len: (k + 1) * shape.segment,
+                tokens_per_s: rate(t),
+            });
+            bar.inc(1);
+        }
+
+        let row = BenchRow {
+            model: spec.label.clone(),
+            arch: spec.arch.clone(),
+            backend,
+            config: c.shape_label(),
+            parameters: description.parameters,
+            forward_tokens_per_s: rate(forward_time),
+            train_tokens_per_s,
+            peak_memory_bytes: peak,
+            flops_per_token,
+        };
+        Ok((row, points))
+    }
+}
+
+struct FullAttentionJob<'a> {
+    plan: &'a BenchPlan,
+    backend: BackendKind,
+    bar: &'a ProgressBar,
+}
+
+impl BackendVisitor for FullAttentionJob<'_> {
+    type Output = Result<Vec<ScalingPoint>>;
+    fn visit<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let c = &self.plan.config;
+        let fields = self.plan.baseline_fields();
+        let mut points = Vec::new();
+        for &len in &c.full_attention {
+            let step = full_attention::<B::InnerBackend>(c.shape(), len, &fields, &device)?;
+            let t = time_per_call(c.warmup, c.iters, || step.step());
+            points.push(ScalingPoint {
+                series: FULL_ATTENTION.into(),
+                backend: self.backend,
+                sequence_len: len,
+                tokens_per_s: (c.batch_size * len) as f64 / t.as_secs_f64(),
+            });
+            self.bar.inc(1);
+        }
+        Ok(points)
+    }
+}
+
+/// Peak memory of one call: the counting allocator on the CPU (when the
+/// binary installed it), the GPU memory pool otherwise.
+fn peak_memory<B: Backend>(
+    backend: BackendKind,
+    device: &B::Device,
+    f: impl FnOnce(),
+) -> Option<u64> {
+    match backend {
+        cpu if cpu.is_cpu() => alloc::peak_during(f).map(|b| b as u64),
+        gpu => {
+            // Pages no longer used are freed first, so the pool afterwards
+            // holds what this call needed at its peak.
+            B::memory_cleanup(device);
+            f();
+            gpu.device_memory_reserved()
+        }
+    }
+}
