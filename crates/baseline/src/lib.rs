@@ -9,34 +9,12 @@ pub mod model;
 pub use config::BaselineConfig;
 pub use model::Baseline;
 
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use memlab_core::{Architecture, ModelContext};
-
-/// The registry entry.
-pub struct BaselineArch;
-
-impl Architecture for BaselineArch {
-    const NAME: &'static str = "baseline";
-    const SUMMARY: &'static str = "Transformer decoder with no memory (one segment at a time)";
-
-    type Config = BaselineConfig;
-    type Model<B: Backend> = Baseline<B>;
-    type TrainModel<B: AutodiffBackend> = Baseline<B>;
-
-    fn init<B: Backend>(
-        config: &BaselineConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> Baseline<B> {
-        config.init(ctx, device)
-    }
-
-    fn init_train<B: AutodiffBackend>(
-        config: &BaselineConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> Baseline<B> {
-        config.init(ctx, device)
+memlab_core::architecture! {
+    /// The registry entry.
+    pub struct BaselineArch {
+        name: "baseline",
+        summary: "Transformer decoder with no memory (one segment at a time)",
+        config: BaselineConfig,
+        model: Baseline,
     }
 }

@@ -1,12 +1,11 @@
 //! The baseline's forward pass: embed, add positions, causal Transformer
 //! blocks over the segment alone, (final LayerNorm,) output head.
 
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::nn::LayerNorm;
 use burn::prelude::*;
 use memlab_core::layers::Dropout;
 use memlab_core::layers::{
-    AbsolutePositions, TokenEmbedding, TokenEmbeddingConfig, TransformerBlock,
-    TransformerBlockConfig, absolute_stack, causal_mask,
+    AbsolutePositions, TokenEmbedding, TransformerBlock, absolute_stack, causal_mask,
 };
 use memlab_core::{ModelContext, NoMemory, SegmentModel, SegmentOutput};
 
@@ -25,29 +24,20 @@ pub struct Baseline<B: Backend> {
 
 impl BaselineConfig {
     pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> Baseline<B> {
-        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
-            .with_dropout(self.dropout)
-            .with_attn_dropout(self.attn_dropout)
-            .with_pre_norm(self.pre_norm)
-            .with_activation(self.activation)
-            .with_init_std(self.init_std);
+        let t = &self.transformer;
+        let block = t.block();
         Baseline {
-            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
-                .with_tied(self.tied_embeddings)
-                .with_init_std(self.init_std)
-                .init(device),
+            embedding: t.embedding(ctx.vocab_size).init(device),
             positions: AbsolutePositions::new(
                 self.positions,
                 ctx.max_segment_len,
-                self.d_model,
-                self.init_std,
+                t.d_model,
+                t.init_std,
                 device,
             ),
             blocks: (0..self.n_layers).map(|_| block.init(device)).collect(),
-            final_norm: self
-                .pre_norm
-                .then(|| LayerNormConfig::new(self.d_model).init(device)),
-            dropout: Dropout::new(self.dropout),
+            final_norm: t.final_norm(device),
+            dropout: Dropout::new(t.dropout),
         }
     }
 }
@@ -87,9 +77,5 @@ impl<B: Backend> SegmentModel<B> for Baseline<B> {
     fn forward_flops(&self, segment_len: usize) -> u64 {
         let s = segment_len;
         self.blocks.iter().map(|b| b.flops(s, s)).sum::<u64>() + self.embedding.logits_flops(s)
-    }
-
-    fn name(&self) -> &'static str {
-        "baseline"
     }
 }

@@ -2,6 +2,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError};
+use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
@@ -44,8 +45,8 @@ fn logits_have_batch_segment_vocab_shape() {
     let m = model(0);
     let out = m.forward_segment(tokens(3, 7, 0), m.init_memory(3, &Default::default()));
     assert_eq!(out.logits.dims(), [3, 7, 10]);
-    assert_eq!(m.describe().memory_floats_per_sequence, 0);
-    assert!(m.describe().parameters > 0);
+    assert_eq!(m.memory_floats_per_sequence(), 0);
+    assert!(m.num_params() > 0);
 }
 
 #[test]
@@ -150,7 +151,10 @@ fn a_record_of_other_sizes_is_an_error_not_a_panic() {
         ..BaselineConfig::default()
     };
     let wider = BaselineConfig {
-        d_ff: 128,
+        transformer: TransformerSizes {
+            d_ff: 128,
+            ..BaselineConfig::default().transformer
+        },
         ..BaselineConfig::default()
     };
     for (config, says) in [(other, "parameter tensors"), (wider, "shape")] {

@@ -19,6 +19,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use memlab_core::agreement::{parameter_gradients, relative_error, values, worst_parameter_error};
 use memlab_core::checkpoint::{record_from_bytes, record_to_bytes};
+use memlab_core::layers::without_dropout;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::{run_segments, segment_logits};
 use memlab_core::seed::init_seeded;
@@ -134,7 +135,9 @@ pub fn check_plan(
             segments: size.segments,
             backends,
         };
-        rows.extend(registry::dispatch(&spec.arch, job)??);
+        // Dropout would draw different masks on each backend: every
+        // architecture's is off for the check.
+        rows.extend(without_dropout(|| registry::dispatch(&spec.arch, job))??);
     }
     Ok(rows)
 }
@@ -151,14 +154,7 @@ impl ArchitectureVisitor for CheckModel<'_> {
     type Output = Result<Vec<Agreement>>;
     fn visit<A: Architecture>(self) -> Self::Output {
         let ctx = crate::bench::context(self.shape);
-        // Dropout would draw different masks on each backend.
-        let mut fields = self.spec.fields.clone();
-        for key in ["dropout", "attn_dropout"] {
-            if fields.contains_key(key) {
-                fields.insert(key.into(), toml::Value::Float(0.0));
-            }
-        }
-        let config = parse_model_config::<A>(fields, &ctx)?;
+        let config = parse_model_config::<A>(self.spec.fields.clone(), &ctx)?;
         let cpu_device = Default::default();
         let reference = init_seeded::<Cpu, _>(&cpu_device, 0, || {
             A::init_train::<Cpu>(&config, &ctx, &cpu_device)

@@ -6,7 +6,6 @@
 
 use burn::prelude::*;
 
-use crate::layers::{RelativeBias, RelativeTransformerBlock, relative_sinusoids};
 use crate::model::{MemoryError, MemoryState};
 
 /// Per-layer caches `[batch, m, d_model]` (`m ≤ mem_len`); empty before the
@@ -100,81 +99,6 @@ impl<B: Backend> MemoryState<B> for LayerCache<B> {
         }
         Ok(Self { layers: tensors })
     }
-}
-
-/// Runs `h` `[batch, q, d]` through a stack of relative blocks, layer `n`
-/// attending over `[cache_n ; h]`; returns the output and the updated cache
-/// (each layer's input appended, the last `mem_len` kept, detached).
-/// `biases` holds one `(u, v)` pair shared by every layer, or one per layer.
-/// `mask` is `[.., q, m + q]` for `m` cached positions; `pos_dropout` is
-/// applied to the relative sinusoids (Transformer-XL drops them too).
-#[allow(clippy::too_many_arguments)]
-pub fn relative_stack<B: Backend>(
-    layers: &[RelativeTransformerBlock<B>],
-    biases: &[RelativeBias<B>],
-    h: Tensor<B, 3>,
-    cache: &LayerCache<B>,
-    mask: Tensor<B, 4, Bool>,
-    mem_len: usize,
-    clamp_len: Option<usize>,
-    pos_dropout: &crate::layers::Dropout,
-) -> (Tensor<B, 3>, LayerCache<B>) {
-    let (h, inputs) = relative_layers(
-        layers,
-        biases,
-        h,
-        cache,
-        mask,
-        clamp_len,
-        pos_dropout,
-        |_, _| None,
-    );
-    (h, cache.update(inputs, mem_len))
-}
-
-/// The layer loop of [`relative_stack`] without the cache update: returns the
-/// output and each layer's input. `extra(n, queries)` may add a second
-/// attention's output to layer `n`'s (see
-/// [`RelativeTransformerBlock::forward_with`]).
-#[allow(clippy::too_many_arguments)]
-pub fn relative_layers<B: Backend>(
-    layers: &[RelativeTransformerBlock<B>],
-    biases: &[RelativeBias<B>],
-    h: Tensor<B, 3>,
-    cache: &LayerCache<B>,
-    mask: Tensor<B, 4, Bool>,
-    clamp_len: Option<usize>,
-    pos_dropout: &crate::layers::Dropout,
-    mut extra: impl FnMut(usize, Tensor<B, 4>) -> Option<Tensor<B, 3>>,
-) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
-    assert!(
-        cache.layers.is_empty() || cache.layers.len() == layers.len(),
-        "the cache holds {} layers for a {}-layer stack",
-        cache.layers.len(),
-        layers.len()
-    );
-    let [_, q, d_model] = h.dims();
-    let pos = pos_dropout.forward(relative_sinusoids::<B>(
-        cache.len() + q,
-        d_model,
-        clamp_len,
-        &h.device(),
-    ));
-    let mut h = h;
-    let mut inputs = Vec::with_capacity(layers.len());
-    for (n, layer) in layers.iter().enumerate() {
-        inputs.push(h.clone());
-        let bias = &biases[n.min(biases.len() - 1)];
-        h = layer.forward_with(
-            h,
-            cache.layers.get(n).cloned(),
-            pos.clone(),
-            bias,
-            Some(mask.clone()),
-            |queries| extra(n, queries),
-        );
-    }
-    (h, inputs)
 }
 
 /// The attention mask `[1, 1, q, m+q]` of a segment of `q` tokens after `m`

@@ -115,47 +115,8 @@ pub mod check {
     }
 }
 
-/// The checks every Transformer's config shares.
-#[derive(Debug, Clone, Copy)]
-pub struct TransformerSizes {
-    pub d_model: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    /// Explicit head size; otherwise `n_heads` must divide `d_model`.
-    pub d_head: Option<usize>,
-    pub d_ff: usize,
-    /// Sinusoids are used (absolute or relative): `d_model` must be even.
-    pub sinusoidal: bool,
-    pub dropout: f64,
-    pub attn_dropout: f64,
-    pub init_std: f64,
-}
-
-impl Validate for TransformerSizes {
-    fn validate(&self) -> Result<(), ConfigError> {
-        check::positive("d_model", self.d_model)?;
-        check::positive("n_layers", self.n_layers)?;
-        check::positive("n_heads", self.n_heads)?;
-        check::positive("d_ff", self.d_ff)?;
-        match self.d_head {
-            Some(d) => check::positive("d_head", d)?,
-            None => check::divides("d_model", self.d_model, "n_heads", self.n_heads)?,
-        }
-        if self.sinusoidal && !self.d_model.is_multiple_of(2) {
-            return Err(ConfigError::new(
-                "d_model",
-                format!(
-                    "must be even for sinusoidal positions, got {}",
-                    self.d_model
-                ),
-            ));
-        }
-        check::probability("dropout", self.dropout)?;
-        check::probability("attn_dropout", self.attn_dropout)?;
-        check::positive_f64("init_std", self.init_std)?;
-        Ok(())
-    }
-}
+/// The sizes every Transformer's config shares (re-exported from [`crate::layers`]).
+pub use crate::layers::TransformerSizes;
 
 /// Deserializes `value` into `T`, rejecting unknown fields (when `T` says
 /// `deny_unknown_fields`) and naming the failing field as `section.path`.

@@ -419,7 +419,7 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
         // The calling thread may be a worker of rayon's pool, on which the
         // CPU backends' parallel operations (the peers' too) rely: the
         // `memlab` binary makes its main thread worker 0
-        // (crates/cli/src/threads.rs), the only one with
+        // (crates/zoo/src/threads.rs), the only one with
         // `RAYON_NUM_THREADS=1`. Blocked in a join, it would leave the
         // peers' jobs to the other workers, or to none; so it takes the
         // pool's jobs while it waits.

@@ -29,6 +29,10 @@ pub mod seed;
 pub mod testing;
 pub mod train;
 
+/// Burn, for the paths [`architecture!`] expands to.
+#[doc(hidden)]
+pub use burn as __burn;
+
 pub use config::{
     BpttDepth, BpttWindow, ClipMode, ConfigError, ExperimentConfig, GradientMethod, Validate,
 };

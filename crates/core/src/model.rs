@@ -134,6 +134,17 @@ pub struct ModelDescription {
     pub memory_floats_per_sequence: usize,
 }
 
+impl ModelDescription {
+    /// `model`, an architecture registered as `name` (`Architecture::NAME`).
+    pub fn of<B: Backend, M: SegmentModel<B>>(name: &str, model: &M) -> Self {
+        Self {
+            name: name.to_string(),
+            parameters: model.num_params(),
+            memory_floats_per_sequence: model.memory_floats_per_sequence(),
+        }
+    }
+}
+
 /// A model that reads a long sequence one segment at a time.
 pub trait SegmentModel<B: Backend>: Module<B> {
     /// What the model carries between segments.
@@ -166,18 +177,6 @@ pub trait SegmentModel<B: Backend>: Module<B> {
     /// matrix products only, counted as [`crate::flops`] says. The
     /// benchmarks divide it by the segment length for FLOPs per token.
     fn forward_flops(&self, segment_len: usize) -> u64;
-
-    /// Registry name of the architecture.
-    fn name(&self) -> &'static str;
-
-    /// Name, parameter count and memory size.
-    fn describe(&self) -> ModelDescription {
-        ModelDescription {
-            name: self.name().to_string(),
-            parameters: self.num_params(),
-            memory_floats_per_sequence: self.memory_floats_per_sequence(),
-        }
-    }
 }
 
 /// What every architecture needs to know from the task when it is built.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, Validate, parse_section, take_tag};
+use crate::layers::TransformerSizes;
 use crate::lm_rmt::LmRmtLayout;
 use crate::model::{ModelContext, SegmentModel, SegmentOutput};
 
@@ -98,9 +99,46 @@ pub fn parse_model_config<A: Architecture>(
     ctx: &ModelContext,
 ) -> Result<A::Config, ConfigError> {
     let table = apply_preset::<A>(table)?;
-    let config: A::Config = parse_section(toml::Value::Table(table), "model")?;
+    let table = nest_transformer::<A>(table)?;
+    // The shared fields are named as the file gives them: `model.d_model`.
+    let config: A::Config =
+        parse_section(toml::Value::Table(table), "model").map_err(|mut e| {
+            if let Some(field) = e.field.strip_prefix("model.transformer.") {
+                e.field = format!("model.{field}");
+            }
+            e
+        })?;
     A::check(&config, ctx).map_err(|e| e.within("model"))?;
     Ok(config)
+}
+
+/// Moves the shared Transformer fields ([`TransformerSizes::FIELDS`]) of a
+/// flat `[model]` table into the `transformer` table of a config that has
+/// one (a `transformer: TransformerSizes` field), over the architecture's
+/// defaults for them; a config without one gets the table as it is.
+fn nest_transformer<A: Architecture>(mut table: toml::Table) -> Result<toml::Table, ConfigError> {
+    let defaults =
+        toml::Table::try_from(A::Config::default()).expect("a default config serializes");
+    let Some(toml::Value::Table(mut nested)) = defaults.get("transformer").cloned() else {
+        return Ok(table);
+    };
+    match table.remove("transformer") {
+        None => {}
+        Some(toml::Value::Table(given)) => nested.extend(given),
+        Some(other) => {
+            return Err(ConfigError::new(
+                "model.transformer",
+                format!("must be a table, got {}", other.type_str()),
+            ));
+        }
+    }
+    for field in TransformerSizes::FIELDS {
+        if let Some(value) = table.remove(*field) {
+            nested.insert((*field).to_string(), value);
+        }
+    }
+    table.insert("transformer".into(), toml::Value::Table(nested));
+    Ok(table)
 }
 
 /// Expands `preset = "name"` ([`Architecture::PRESETS`]): the preset's
@@ -168,6 +206,67 @@ impl ModelSpec {
             fields,
         })
     }
+}
+
+/// Declares an architecture's registry entry: a unit struct implementing
+/// [`Architecture`] whose model is built by its config's
+/// `init(ctx, device)` for inference and training alike (the same
+/// `Module` struct on any backend). Any further items (`PRESETS`, `check`,
+/// `lm_rmt_layout`, ...) follow the fields and go into the impl as written.
+///
+/// ```ignore
+/// memlab_core::architecture! {
+///     /// The registry entry.
+///     pub struct BaselineArch {
+///         name: "baseline",
+///         summary: "Transformer decoder with no memory",
+///         config: BaselineConfig,
+///         model: Baseline,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! architecture {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $arch:ident {
+            name: $name:expr,
+            summary: $summary:expr,
+            config: $config:ty,
+            model: $model:ident $(,)?
+        }
+        $($items:tt)*
+    ) => {
+        $(#[$meta])*
+        $vis struct $arch;
+
+        impl $crate::registry::Architecture for $arch {
+            const NAME: &'static str = $name;
+            const SUMMARY: &'static str = $summary;
+
+            type Config = $config;
+            type Model<B: $crate::__burn::prelude::Backend> = $model<B>;
+            type TrainModel<B: $crate::__burn::tensor::backend::AutodiffBackend> = $model<B>;
+
+            fn init<B: $crate::__burn::prelude::Backend>(
+                config: &$config,
+                ctx: &$crate::ModelContext,
+                device: &B::Device,
+            ) -> $model<B> {
+                config.init(ctx, device)
+            }
+
+            fn init_train<B: $crate::__burn::tensor::backend::AutodiffBackend>(
+                config: &$config,
+                ctx: &$crate::ModelContext,
+                device: &B::Device,
+            ) -> $model<B> {
+                config.init(ctx, device)
+            }
+
+            $($items)*
+        }
+    };
 }
 
 /// Declares the registry: the list of architectures, with `NAMES`,

@@ -621,7 +621,7 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
         None
     };
 
-    let description = model.describe();
+    let description = ModelDescription::of(A::NAME, &model);
     let progress = if options.progress && peer.writes() {
         ProgressBar::new(train.steps as u64)
     } else {

@@ -75,10 +75,6 @@ impl<B: Backend> SegmentModel<B> for Toy<B> {
         let [vocab, d] = self.embed.dims();
         memlab_core::flops::matmul(segment_len, d, vocab) + memlab_core::flops::matmul(1, d, d)
     }
-
-    fn name(&self) -> &'static str {
-        "toy"
-    }
 }
 
 fn batch<B: Backend>(
@@ -334,10 +330,6 @@ impl<B: Backend> SegmentModel<B> for Summing<B> {
 
     fn forward_flops(&self, _: usize) -> u64 {
         0
-    }
-
-    fn name(&self) -> &'static str {
-        "summing"
     }
 }
 

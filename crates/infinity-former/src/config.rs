@@ -6,28 +6,20 @@
 //! (512 samples, τ = 0.75, ridge penalty 1, widths 0.01 and 0.05).
 
 use memlab_core::config::{ConfigError, TransformerSizes, Validate, check};
-use memlab_core::layers::Activation;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InfinityFormerConfig {
-    pub d_model: usize,
+    /// `d_model`, `n_heads`, `d_head`, `d_ff`, dropouts, `pre_norm`
+    /// (post-LayerNorm by default), `activation`, `tied_embeddings`,
+    /// `scale_embeddings` (on by default), `init_std`: as Transformer-XL's.
+    pub transformer: TransformerSizes,
     pub n_layers: usize,
-    pub n_heads: usize,
-    pub d_head: Option<usize>,
-    pub d_ff: usize,
-    pub dropout: f64,
-    pub attn_dropout: f64,
-    pub pre_norm: bool,
     /// Short-term memory: cached positions per layer (Transformer-XL's).
     pub mem_len: usize,
     pub clamp_len: Option<usize>,
     pub untie_r: bool,
-    pub activation: Activation,
-    pub tied_embeddings: bool,
-    pub scale_embeddings: bool,
-    pub init_std: f64,
     /// The long-term memory (false: exactly Transformer-XL).
     pub long_term: bool,
     /// N, the number of Gaussian basis functions.
@@ -59,21 +51,15 @@ pub struct InfinityFormerConfig {
 impl Default for InfinityFormerConfig {
     fn default() -> Self {
         Self {
-            d_model: 64,
+            transformer: TransformerSizes {
+                pre_norm: false,
+                scale_embeddings: true,
+                ..TransformerSizes::default()
+            },
             n_layers: 2,
-            n_heads: 4,
-            d_head: None,
-            d_ff: 256,
-            dropout: 0.0,
-            attn_dropout: 0.0,
-            pre_norm: false,
             mem_len: 16,
             clamp_len: None,
             untie_r: false,
-            activation: Activation::Relu,
-            tied_embeddings: true,
-            scale_embeddings: true,
-            init_std: 0.02,
             long_term: true,
             num_basis: 512,
             basis_sigmas: vec![0.01, 0.05],
@@ -91,26 +77,10 @@ impl Default for InfinityFormerConfig {
     }
 }
 
-impl InfinityFormerConfig {
-    pub fn d_head(&self) -> usize {
-        self.d_head.unwrap_or(self.d_model / self.n_heads.max(1))
-    }
-}
-
 impl Validate for InfinityFormerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        TransformerSizes {
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            d_head: self.d_head,
-            d_ff: self.d_ff,
-            sinusoidal: true,
-            dropout: self.dropout,
-            attn_dropout: self.attn_dropout,
-            init_std: self.init_std,
-        }
-        .validate()?;
+        self.transformer.check(true)?;
+        check::positive("n_layers", self.n_layers)?;
         check::positive("num_basis", self.num_basis)?;
         check::positive("num_samples", self.num_samples)?;
         check::positive("sticky_bins", self.sticky_bins)?;

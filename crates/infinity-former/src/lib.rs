@@ -23,34 +23,12 @@ pub use long_term::{LongTermAttention, LongTermContext};
 pub use memory::InfinityMemory;
 pub use model::InfinityFormer;
 
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use memlab_core::{Architecture, ModelContext};
-
-/// The registry entry.
-pub struct InfinityFormerArch;
-
-impl Architecture for InfinityFormerArch {
-    const NAME: &'static str = "infinity-former";
-    const SUMMARY: &'static str = "∞-former: Transformer-XL plus a continuous long-term memory of N basis functions per layer (Martins et al. 2022)";
-
-    type Config = InfinityFormerConfig;
-    type Model<B: Backend> = InfinityFormer<B>;
-    type TrainModel<B: AutodiffBackend> = InfinityFormer<B>;
-
-    fn init<B: Backend>(
-        config: &InfinityFormerConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> InfinityFormer<B> {
-        config.init(ctx, device)
-    }
-
-    fn init_train<B: AutodiffBackend>(
-        config: &InfinityFormerConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> InfinityFormer<B> {
-        config.init(ctx, device)
+memlab_core::architecture! {
+    /// The registry entry.
+    pub struct InfinityFormerArch {
+        name: "infinity-former",
+        summary: "∞-former: Transformer-XL plus a continuous long-term memory of N basis functions per layer (Martins et al. 2022)",
+        config: InfinityFormerConfig,
+        model: InfinityFormer,
     }
 }

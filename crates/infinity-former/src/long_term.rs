@@ -238,26 +238,27 @@ pub struct LongTermRead<B: Backend> {
 
 impl InfinityFormerConfig {
     pub fn init_long_term<B: Backend>(&self, device: &B::Device) -> LongTermAttention<B> {
-        let inner = self.n_heads * self.d_head();
+        let t = &self.transformer;
+        let inner = t.n_heads * t.d_head();
         let linear = |i, o| {
             LinearConfig::new(i, o)
                 .with_bias(false)
-                .with_initializer(normal_init(self.init_std))
+                .with_initializer(normal_init(t.init_std))
                 .init(device)
         };
         LongTermAttention {
-            key: linear(self.d_model, inner),
-            value: linear(self.d_model, inner),
+            key: linear(t.d_model, inner),
+            value: linear(t.d_model, inner),
             mu: linear(self.num_basis, 1),
             sigma: linear(self.num_basis, 1),
-            output: linear(inner, self.d_model),
+            output: linear(inner, t.d_model),
             gate: self.gate.then(|| {
-                Conv1dConfig::new(self.d_model, self.d_model, 3)
+                Conv1dConfig::new(t.d_model, t.d_model, 3)
                     .with_padding(PaddingConfig1d::Explicit(1, 1))
                     .init(device)
             }),
-            n_heads: self.n_heads,
-            d_head: self.d_head(),
+            n_heads: t.n_heads,
+            d_head: t.d_head(),
         }
     }
 }

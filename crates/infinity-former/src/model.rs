@@ -13,12 +13,9 @@
 //! `relative_layers`); the long-term part is [`crate::long_term`].
 
 use burn::prelude::*;
-use memlab_core::cache::relative_layers;
 use memlab_core::layers::Dropout;
-use memlab_core::layers::{
-    RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
-    TransformerBlockConfig, causal_mask,
-};
+use memlab_core::layers::relative_layers;
+use memlab_core::layers::{RelativeBias, RelativeTransformerBlock, TokenEmbedding, causal_mask};
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
 use crate::config::InfinityFormerConfig;
@@ -46,20 +43,12 @@ pub struct InfinityFormer<B: Backend> {
 
 impl InfinityFormerConfig {
     pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> InfinityFormer<B> {
-        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
-            .with_d_head(Some(self.d_head()))
-            .with_dropout(self.dropout)
-            .with_attn_dropout(self.attn_dropout)
-            .with_pre_norm(self.pre_norm)
-            .with_activation(self.activation)
-            .with_init_std(self.init_std);
-        let (layers, biases) = block.init_relative_stack(self.n_layers, self.untie_r, device);
+        let t = &self.transformer;
+        let (layers, biases) = t
+            .block()
+            .init_relative_stack(self.n_layers, self.untie_r, device);
         InfinityFormer {
-            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
-                .with_tied(self.tied_embeddings)
-                .with_scale(self.scale_embeddings)
-                .with_init_std(self.init_std)
-                .init(device),
+            embedding: t.embedding(ctx.vocab_size).init(device),
             layers,
             biases,
             long_term: if self.long_term {
@@ -69,8 +58,8 @@ impl InfinityFormerConfig {
             } else {
                 Vec::new()
             },
-            dropout: Dropout::new(self.dropout),
-            d_model: self.d_model,
+            dropout: Dropout::new(t.dropout),
+            d_model: t.d_model,
             mem_len: self.mem_len,
             clamp_len: self.clamp_len.unwrap_or(usize::MAX),
             kl_weight: self.kl_weight,
@@ -210,9 +199,5 @@ impl<B: Backend> SegmentModel<B> for InfinityFormer<B> {
                 }
         };
         self.layers.len() * (short + long)
-    }
-
-    fn name(&self) -> &'static str {
-        "infinity-former"
     }
 }

@@ -1,5 +1,6 @@
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
+use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
@@ -22,14 +23,17 @@ const CTX: ModelContext = ModelContext {
 
 fn small() -> InfinityFormerConfig {
     InfinityFormerConfig {
-        d_model: 16,
-        n_heads: 2,
-        d_ff: 32,
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            // Large weights: attention far from uniform, so differences show.
+            init_std: 0.3,
+            ..InfinityFormerConfig::default().transformer
+        },
         mem_len: 4,
         num_basis: 8,
         num_samples: 8,
-        // Large weights: attention far from uniform, so differences show.
-        init_std: 0.3,
         ..InfinityFormerConfig::default()
     }
 }
@@ -70,11 +74,14 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 #[test]
 fn without_long_term_memory_it_is_transformer_xl() {
     let xl_config = XlConfig {
-        d_model: 16,
-        n_heads: 2,
-        d_ff: 32,
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            init_std: 0.3,
+            ..XlConfig::default().transformer
+        },
         mem_len: 4,
-        init_std: 0.3,
         ..XlConfig::default()
     };
     let device = Default::default();
@@ -154,7 +161,7 @@ fn memory_is_bounded_after_10_and_1000_segments() {
         }
     }
     assert_eq!(sizes[0], sizes[1]);
-    assert_eq!(sizes[0], batch * m.describe().memory_floats_per_sequence);
+    assert_eq!(sizes[0], batch * m.memory_floats_per_sequence());
     let rebuilt = InfinityMemory::<B>::from_tensors(memory.to_tensors()).unwrap();
     assert_eq!(rebuilt.num_floats(), sizes[0]);
     assert_eq!(rebuilt.coefficients.len(), 2);

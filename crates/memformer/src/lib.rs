@@ -20,34 +20,12 @@ pub use config::MemformerConfig;
 pub use memory::MemformerMemory;
 pub use model::Memformer;
 
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
-use memlab_core::{Architecture, ModelContext};
-
-/// The registry entry.
-pub struct MemformerArch;
-
-impl Architecture for MemformerArch {
-    const NAME: &'static str = "memformer";
-    const SUMMARY: &'static str = "Memformer: encoder-decoder with k memory slots, slot-attention writes, biased memory normalisation (Wu et al. 2022)";
-
-    type Config = MemformerConfig;
-    type Model<B: Backend> = Memformer<B>;
-    type TrainModel<B: AutodiffBackend> = Memformer<B>;
-
-    fn init<B: Backend>(
-        config: &MemformerConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> Memformer<B> {
-        config.init(ctx, device)
-    }
-
-    fn init_train<B: AutodiffBackend>(
-        config: &MemformerConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> Memformer<B> {
-        config.init(ctx, device)
+memlab_core::architecture! {
+    /// The registry entry.
+    pub struct MemformerArch {
+        name: "memformer",
+        summary: "Memformer: encoder-decoder with k memory slots, slot-attention writes, biased memory normalisation (Wu et al. 2022)",
+        config: MemformerConfig,
+        model: Memformer,
     }
 }

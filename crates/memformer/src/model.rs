@@ -15,12 +15,11 @@
 //! has seen the tokens it must predict).
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::nn::LayerNorm;
 use burn::prelude::*;
 use memlab_core::layers::Dropout;
 use memlab_core::layers::{
-    AbsolutePositions, CrossAttentionBlock, TokenEmbedding, TokenEmbeddingConfig,
-    TransformerBlockConfig, causal_mask, normal_init,
+    AbsolutePositions, CrossAttentionBlock, TokenEmbedding, causal_mask, normal_init,
 };
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
@@ -45,27 +44,16 @@ pub struct Memformer<B: Backend> {
 
 impl MemformerConfig {
     pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> Memformer<B> {
-        let d = self.d_model;
-        let d_head = self.d_head.unwrap_or(d / self.n_heads);
-        let block = TransformerBlockConfig::new(d, self.n_heads, self.d_ff)
-            .with_d_head(Some(d_head))
-            .with_dropout(self.dropout)
-            .with_attn_dropout(self.attn_dropout)
-            .with_pre_norm(self.pre_norm)
-            .with_activation(self.activation)
-            .with_init_std(self.init_std);
-        let final_norm = || self.pre_norm.then(|| LayerNormConfig::new(d).init(device));
+        let t = &self.transformer;
+        let d = t.d_model;
+        let block = t.block();
         Memformer {
-            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, d)
-                .with_tied(self.tied_embeddings)
-                .with_scale(self.scale_embeddings)
-                .with_init_std(self.init_std)
-                .init(device),
+            embedding: t.embedding(ctx.vocab_size).init(device),
             positions: AbsolutePositions::new(
                 self.positions,
                 ctx.max_segment_len,
                 d,
-                self.init_std,
+                t.init_std,
                 device,
             ),
             encoder: (0..self.n_encoder_layers)
@@ -74,18 +62,18 @@ impl MemformerConfig {
             decoder: (0..self.n_decoder_layers)
                 .map(|_| block.init_cross(device))
                 .collect(),
-            encoder_norm: final_norm(),
-            decoder_norm: final_norm(),
+            encoder_norm: t.final_norm(device),
+            decoder_norm: t.final_norm(device),
             writer: MemoryWriter::new(
                 d,
-                self.n_heads,
-                d_head,
+                t.n_heads,
+                t.d_head(),
                 self.temperature,
-                self.init_std,
+                t.init_std,
                 device,
             ),
             slot_bias: normal_init(1.0).init([self.num_slots, d], device),
-            dropout: Dropout::new(self.dropout),
+            dropout: Dropout::new(t.dropout),
         }
     }
 }
@@ -185,9 +173,5 @@ impl<B: Backend> SegmentModel<B> for Memformer<B> {
     fn memory_floats_per_sequence(&self) -> usize {
         let [k, d] = self.slot_bias.dims();
         (k + self.positions.max_len) * d
-    }
-
-    fn name(&self) -> &'static str {
-        "memformer"
     }
 }

@@ -1,5 +1,6 @@
 use burn::backend::Flex;
 use burn::prelude::*;
+use memlab_core::config::TransformerSizes;
 use memlab_core::seed::init_seeded;
 use memlab_core::testing::{
     assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
@@ -18,11 +19,14 @@ const CTX: ModelContext = ModelContext {
 
 fn small() -> MemformerConfig {
     MemformerConfig {
-        d_model: 16,
-        n_heads: 4,
-        d_ff: 32,
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 4,
+            d_ff: 32,
+            init_std: 0.3,
+            ..TransformerSizes::default()
+        },
         num_slots: 3,
-        init_std: 0.3,
         ..MemformerConfig::default()
     }
 }
@@ -195,7 +199,7 @@ fn memory_is_normalised_and_biased() {
     }
     assert_eq!(out.logits.dims(), [2, 6, 12]);
     assert_eq!(out.memory.num_floats(), 2 * (3 + 6) * 16);
-    assert_eq!(m.describe().memory_floats_per_sequence, (3 + 6) * 16);
+    assert_eq!(m.memory_floats_per_sequence(), (3 + 6) * 16);
     let rebuilt = MemformerMemory::<B>::from_tensors(out.memory.to_tensors()).unwrap();
     assert_eq!(rebuilt.encoded.unwrap().dims(), [2, 6, 16]);
 }
@@ -317,7 +321,10 @@ fn detached_memory_stops_the_gradient() {
     type AB = Autodiff<B>;
     let grad = |depth: BpttDepth| -> f32 {
         let config = MemformerConfig {
-            tied_embeddings: false,
+            transformer: TransformerSizes {
+                tied_embeddings: false,
+                ..small().transformer
+            },
             ..small()
         };
         let device = Default::default();

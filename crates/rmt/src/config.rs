@@ -3,7 +3,7 @@
 //! `mem_len`).
 
 use memlab_core::config::{ConfigError, TransformerSizes, Validate, check};
-use memlab_core::layers::{Activation, PositionKind};
+use memlab_core::layers::PositionKind;
 use serde::{Deserialize, Serialize};
 
 /// The Transformer that reads `[read memory ; segment ; write memory]`.
@@ -53,19 +53,11 @@ pub struct RmtConfig {
     pub untie_r: bool,
     /// Transformer backbone: `learned` or `sinusoidal` absolute positions.
     pub positions: PositionKind,
-    pub d_model: usize,
+    /// `d_model`, `n_heads`, `d_head`, `d_ff`, dropouts, `pre_norm`,
+    /// `activation`, `tied_embeddings`, `scale_embeddings` (token embeddings,
+    /// not memory, times √d_model, as LM-RMT does), `init_std`.
+    pub transformer: TransformerSizes,
     pub n_layers: usize,
-    pub n_heads: usize,
-    pub d_head: Option<usize>,
-    pub d_ff: usize,
-    pub dropout: f64,
-    pub attn_dropout: f64,
-    pub pre_norm: bool,
-    pub activation: Activation,
-    pub tied_embeddings: bool,
-    /// Multiply token embeddings (not memory) by √d_model, as LM-RMT does.
-    pub scale_embeddings: bool,
-    pub init_std: f64,
     /// Weight of the auxiliary memory loss of appendix A.5 (the paper uses
     /// 0.01 for Tr-XL + RMT on WikiText-103; 0 turns it off). The memory
     /// tokens' outputs must predict a new fixed special token; see
@@ -86,18 +78,8 @@ impl Default for RmtConfig {
             same_length: false,
             untie_r: false,
             positions: PositionKind::Learned,
-            d_model: 64,
+            transformer: TransformerSizes::default(),
             n_layers: 2,
-            n_heads: 4,
-            d_head: None,
-            d_ff: 256,
-            dropout: 0.0,
-            attn_dropout: 0.0,
-            pre_norm: true,
-            activation: Activation::Relu,
-            tied_embeddings: true,
-            scale_embeddings: false,
-            init_std: 0.02,
             memory_loss_weight: 0.0,
         }
     }
@@ -150,19 +132,10 @@ impl RmtConfig {
 
 impl Validate for RmtConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        TransformerSizes {
-            d_model: self.d_model,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            d_head: self.d_head,
-            d_ff: self.d_ff,
-            sinusoidal: self.backbone == Backbone::TransformerXl
-                || self.positions == PositionKind::Sinusoidal,
-            dropout: self.dropout,
-            attn_dropout: self.attn_dropout,
-            init_std: self.init_std,
-        }
-        .validate()?;
+        self.transformer.check(
+            self.backbone == Backbone::TransformerXl || self.positions == PositionKind::Sinusoidal,
+        )?;
+        check::positive("n_layers", self.n_layers)?;
         check::non_negative_f64("memory_loss_weight", self.memory_loss_weight)?;
         if self.memory_loss_weight > 0.0 && self.num_mem_tokens == 0 {
             return Err(ConfigError::new(

@@ -21,33 +21,19 @@ pub use memory::RmtMemory;
 pub use model::Rmt;
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
+use memlab_core::SegmentOutput;
 use memlab_core::lm_rmt::{LmRmtLayout, lm_rmt_compatible};
-use memlab_core::{Architecture, ModelContext, SegmentOutput};
 
-/// The registry entry.
-pub struct RmtArch;
+memlab_core::architecture! {
+    /// The registry entry.
+    pub struct RmtArch {
+        name: "rmt",
+        summary: "Recurrent Memory Transformer: memory tokens read and written per segment (Bulatov et al. 2022)",
+        config: RmtConfig,
+        model: Rmt,
+    }
 
-impl Architecture for RmtArch {
-    const NAME: &'static str = "rmt";
-    const SUMMARY: &'static str = "Recurrent Memory Transformer: memory tokens read and written per segment (Bulatov et al. 2022)";
-
-    type Config = RmtConfig;
     const PRESETS: &'static [(&'static str, &'static str)] = &[("paper", config::PAPER_PRESET)];
-    type Model<B: Backend> = Rmt<B>;
-    type TrainModel<B: AutodiffBackend> = Rmt<B>;
-
-    fn init<B: Backend>(config: &RmtConfig, ctx: &ModelContext, device: &B::Device) -> Rmt<B> {
-        config.init(ctx, device)
-    }
-
-    fn init_train<B: AutodiffBackend>(
-        config: &RmtConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> Rmt<B> {
-        config.init(ctx, device)
-    }
 
     /// LM-RMT's `MemTransformerLM` is RMT on the Tr-XL backbone:
     /// `layers.{i}` are memlab's `relative_blocks.{i}`, `mem_tokens` its
@@ -67,13 +53,14 @@ impl Architecture for RmtArch {
                     .into(),
             );
         }
-        lm_rmt_compatible(config.untie_r, config.scale_embeddings, config.activation)?;
+        let t = &config.transformer;
+        lm_rmt_compatible(config.untie_r, t.scale_embeddings, t.activation)?;
         Ok(LmRmtLayout {
             blocks: "relative_blocks",
             n_layers: config.n_layers,
             memory_tokens: (config.num_mem_tokens > 0).then_some("memory_init"),
-            tied: config.tied_embeddings,
-            d_model: config.d_model,
+            tied: t.tied_embeddings,
+            d_model: t.d_model,
         })
     }
 

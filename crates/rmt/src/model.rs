@@ -11,14 +11,15 @@
 //! runner truncates them at the configured BPTT depth.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig};
+use burn::nn::LayerNorm;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use memlab_core::cache::{LayerCache, relative_stack, xl_mask};
+use memlab_core::cache::{LayerCache, xl_mask};
 use memlab_core::layers::Dropout;
+use memlab_core::layers::relative_stack;
 use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
-    TokenEmbeddingConfig, TransformerBlock, TransformerBlockConfig, absolute_stack,
+    TransformerBlock, absolute_stack,
 };
 use memlab_core::{MemoryState, ModelContext, SegmentModel, SegmentOutput};
 
@@ -56,14 +57,9 @@ pub struct Rmt<B: Backend> {
 
 impl RmtConfig {
     pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> Rmt<B> {
-        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
-            .with_d_head(self.d_head)
-            .with_dropout(self.dropout)
-            .with_attn_dropout(self.attn_dropout)
-            .with_pre_norm(self.pre_norm)
-            .with_activation(self.activation)
-            .with_init_std(self.init_std);
-        let (m, d) = (self.num_mem_tokens, self.d_model);
+        let t = &self.transformer;
+        let block = t.block();
+        let (m, d) = (self.num_mem_tokens, t.d_model);
         let memory_init = (m > 0).then(|| {
             let unit = burn::module::Initializer::Normal {
                 mean: 0.0,
@@ -103,14 +99,9 @@ impl RmtConfig {
             (Vec::new(), Vec::new())
         };
         Rmt {
-            embedding: TokenEmbeddingConfig::new(
-                ctx.vocab_size + usize::from(self.memory_loss_weight > 0.0),
-                d,
-            )
-            .with_tied(self.tied_embeddings)
-            .with_scale(self.scale_embeddings)
-            .with_init_std(self.init_std)
-            .init(device),
+            embedding: t
+                .embedding(ctx.vocab_size + usize::from(self.memory_loss_weight > 0.0))
+                .init(device),
             memory_init,
             positions: AbsolutePositions::new(
                 if xl {
@@ -120,7 +111,7 @@ impl RmtConfig {
                 },
                 self.augmented_len(ctx.max_segment_len),
                 d,
-                self.init_std,
+                t.init_std,
                 device,
             ),
             blocks: if xl {
@@ -128,10 +119,10 @@ impl RmtConfig {
             } else {
                 (0..n).map(|_| block.init(device)).collect()
             },
-            final_norm: (!xl && self.pre_norm).then(|| LayerNormConfig::new(d).init(device)),
+            final_norm: if xl { None } else { t.final_norm(device) },
             relative_blocks,
             biases,
-            dropout: Dropout::new(self.dropout),
+            dropout: Dropout::new(t.dropout),
             num_mem_tokens: m,
             mem_at_end: self.mem_at_end,
             read_mem_from_cache: self.read_mem_from_cache,
@@ -318,9 +309,5 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
         };
         let head_rows = segment_len + if self.memory_loss_weight > 0.0 { m } else { 0 };
         blocks + self.embedding.logits_flops(head_rows)
-    }
-
-    fn name(&self) -> &'static str {
-        "rmt"
     }
 }

@@ -1,6 +1,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
+use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
@@ -117,7 +118,7 @@ fn shapes_memory_and_initial_memory() {
     assert_eq!(out.logits.dims(), [2, 5, 12]);
     assert_eq!(out.memory.tokens.as_ref().unwrap().dims(), [2, 3, 64]);
     assert_eq!(out.memory.num_floats(), 2 * 3 * 64);
-    assert_eq!(model.describe().memory_floats_per_sequence, 3 * 64);
+    assert_eq!(model.memory_floats_per_sequence(), 3 * 64);
     let rebuilt = RmtMemory::<B>::from_tensors(out.memory.to_tensors()).unwrap();
     assert_eq!(rebuilt.tokens.unwrap().dims(), [2, 3, 64]);
 }
@@ -126,12 +127,15 @@ fn shapes_memory_and_initial_memory() {
 fn what_segment_one_holds_changes_segment_three_through_memory() {
     for backbone in [Backbone::Transformer, Backbone::TransformerXl] {
         let config = RmtConfig {
+            transformer: TransformerSizes {
+                d_model: 16,
+                n_heads: 2,
+                d_ff: 32,
+                init_std: 0.3,
+                ..RmtConfig::default().transformer
+            },
             backbone,
             num_mem_tokens: 2,
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
-            init_std: 0.3,
             ..RmtConfig::default()
         };
         let model = rmt::<B>(&config, 1);
@@ -152,11 +156,14 @@ fn what_segment_one_holds_changes_segment_three_through_memory() {
 /// the loss of segment 3 (untied embeddings).
 fn gradient_into_segment_one(depth: BpttDepth) -> f32 {
     let config = RmtConfig {
+        transformer: TransformerSizes {
+            tied_embeddings: false,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            ..RmtConfig::default().transformer
+        },
         num_mem_tokens: 2,
-        tied_embeddings: false,
-        d_model: 16,
-        n_heads: 2,
-        d_ff: 32,
         ..RmtConfig::default()
     };
     let model = rmt::<AB>(&config, 2);
@@ -198,15 +205,21 @@ fn bptt_through_memory_reaches_segment_one_only_when_deep_enough() {
 fn with_no_memory_tokens_it_is_the_transformer_backbone() {
     let device = Default::default();
     let base_config = BaselineConfig {
-        d_ff: 32,
+        transformer: TransformerSizes {
+            d_ff: 32,
+            ..BaselineConfig::default().transformer
+        },
         ..BaselineConfig::default()
     };
     let baseline = materialize(init_seeded::<B, _>(&device, 3, || {
         BaselineArch::init::<B>(&base_config, &CTX, &device)
     }));
     let config = RmtConfig {
+        transformer: TransformerSizes {
+            d_ff: 32,
+            ..RmtConfig::default().transformer
+        },
         num_mem_tokens: 0,
-        d_ff: 32,
         ..RmtConfig::default()
     };
     let mut model = materialize(rmt::<B>(&config, 4));
@@ -234,20 +247,26 @@ fn with_no_memory_tokens_it_is_the_transformer_backbone() {
 fn with_no_memory_tokens_tr_xl_rmt_is_transformer_xl() {
     let device = Default::default();
     let xl_config = XlConfig {
+        transformer: TransformerSizes {
+            d_ff: 32,
+            scale_embeddings: false,
+            ..XlConfig::default().transformer
+        },
         mem_len: 4,
-        d_ff: 32,
-        scale_embeddings: false,
         ..XlConfig::default()
     };
     let xl = materialize(init_seeded::<B, _>(&device, 5, || {
         TransformerXlArch::init::<B>(&xl_config, &CTX, &device)
     }));
     let config = RmtConfig {
+        transformer: TransformerSizes {
+            d_ff: 32,
+            pre_norm: false,
+            ..RmtConfig::default().transformer
+        },
         backbone: Backbone::TransformerXl,
         num_mem_tokens: 0,
         mem_len: 4,
-        d_ff: 32,
-        pre_norm: false,
         ..RmtConfig::default()
     };
     let mut model = materialize(rmt::<B>(&config, 6));
@@ -325,12 +344,15 @@ fn every_bad_model_value_names_its_field() {
 #[test]
 fn auxiliary_memory_loss_is_the_weighted_special_token_cross_entropy() {
     let config = RmtConfig {
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            ..RmtConfig::default().transformer
+        },
         backbone: Backbone::TransformerXl,
         num_mem_tokens: 2,
         mem_len: 4,
-        d_model: 16,
-        n_heads: 2,
-        d_ff: 32,
         memory_loss_weight: 0.01,
         ..RmtConfig::default()
     };
@@ -426,11 +448,14 @@ fn memory_replay_backprop_matches_full_bptt() {
     };
     for backbone in [Backbone::Transformer, Backbone::TransformerXl] {
         let config = RmtConfig {
+            transformer: TransformerSizes {
+                d_model: 16,
+                n_heads: 2,
+                d_ff: 32,
+                ..RmtConfig::default().transformer
+            },
             backbone,
             num_mem_tokens: 3,
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
             memory_loss_weight: 0.01,
             ..RmtConfig::default()
         };
@@ -448,18 +473,21 @@ fn the_paper_preset_is_lm_rmts_setting() {
     let parse = |text: &str| parse_model_config::<RmtArch>(parse_toml(text).unwrap(), &CTX);
     let paper = parse("preset = \"paper\"").unwrap();
     let expected = RmtConfig {
+        transformer: TransformerSizes {
+            pre_norm: false,
+            scale_embeddings: true,
+            dropout: 0.1,
+            attn_dropout: 0.0,
+            tied_embeddings: true,
+            init_std: 0.02,
+            ..RmtConfig::default().transformer
+        },
         backbone: Backbone::TransformerXl,
         mem_len: 0,
-        pre_norm: false,
-        scale_embeddings: true,
-        dropout: 0.1,
-        attn_dropout: 0.0,
         mem_at_end: true,
         read_mem_from_cache: true,
         untie_r: false,
-        tied_embeddings: true,
         memory_init: MemoryInit::Repeated,
-        init_std: 0.02,
         ..RmtConfig::default()
     };
     assert_eq!(paper, expected);
@@ -472,10 +500,14 @@ fn the_paper_preset_is_lm_rmts_setting() {
         parse("preset = \"paper\"\nd_model = 128\nn_layers = 4\nd_head = 64\ndropout = 0.0")
             .unwrap();
     assert_eq!(
-        (sized.d_model, sized.n_layers, sized.d_head),
+        (
+            sized.transformer.d_model,
+            sized.n_layers,
+            sized.transformer.d_head
+        ),
         (128, 4, Some(64))
     );
-    assert_eq!(sized.dropout, 0.0);
+    assert_eq!(sized.transformer.dropout, 0.0);
     assert_eq!(sized.backbone, Backbone::TransformerXl);
     for (text, needle) in [
         (

@@ -19,49 +19,30 @@ pub use memlab_core::cache::xl_mask;
 pub use model::TransformerXl;
 
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
+use memlab_core::SegmentOutput;
 use memlab_core::lm_rmt::{LmRmtLayout, lm_rmt_compatible};
-use memlab_core::{Architecture, ModelContext, SegmentOutput};
 
-/// The registry entry.
-pub struct TransformerXlArch;
-
-impl Architecture for TransformerXlArch {
-    const NAME: &'static str = "transformer-xl";
-    const SUMMARY: &'static str =
-        "Transformer-XL: per-layer cache of mem_len states, relative positions (Dai et al. 2019)";
-
-    type Config = XlConfig;
-    type Model<B: Backend> = TransformerXl<B>;
-    type TrainModel<B: AutodiffBackend> = TransformerXl<B>;
-
-    fn init<B: Backend>(
-        config: &XlConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> TransformerXl<B> {
-        config.init(ctx, device)
-    }
-
-    fn init_train<B: AutodiffBackend>(
-        config: &XlConfig,
-        ctx: &ModelContext,
-        device: &B::Device,
-    ) -> TransformerXl<B> {
-        config.init(ctx, device)
+memlab_core::architecture! {
+    /// The registry entry.
+    pub struct TransformerXlArch {
+        name: "transformer-xl",
+        summary: "Transformer-XL: per-layer cache of mem_len states, relative positions (Dai et al. 2019)",
+        config: XlConfig,
+        model: TransformerXl,
     }
 
     /// LM-RMT's `MemTransformerLM` with `num_mem_tokens 0` (and
     /// kimiyoung/transformer-xl's with `untie_r` off): `layers.{i}` are
     /// memlab's `layers.{i}`.
     fn lm_rmt_layout(config: &XlConfig) -> Result<LmRmtLayout, String> {
-        lm_rmt_compatible(config.untie_r, config.scale_embeddings, config.activation)?;
+        let t = &config.transformer;
+        lm_rmt_compatible(config.untie_r, t.scale_embeddings, t.activation)?;
         Ok(LmRmtLayout {
             blocks: "layers",
             n_layers: config.n_layers,
             memory_tokens: None,
-            tied: config.tied_embeddings,
-            d_model: config.d_model,
+            tied: t.tied_embeddings,
+            d_model: t.d_model,
         })
     }
 

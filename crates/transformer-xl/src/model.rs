@@ -9,12 +9,10 @@
 //! ```
 
 use burn::prelude::*;
-use memlab_core::cache::{relative_stack, xl_mask};
+use memlab_core::cache::xl_mask;
 use memlab_core::layers::Dropout;
-use memlab_core::layers::{
-    RelativeBias, RelativeTransformerBlock, TokenEmbedding, TokenEmbeddingConfig,
-    TransformerBlockConfig,
-};
+use memlab_core::layers::relative_stack;
+use memlab_core::layers::{RelativeBias, RelativeTransformerBlock, TokenEmbedding};
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
 use crate::XlMemory;
@@ -38,24 +36,16 @@ pub struct TransformerXl<B: Backend> {
 
 impl XlConfig {
     pub fn init<B: Backend>(&self, ctx: &ModelContext, device: &B::Device) -> TransformerXl<B> {
-        let block = TransformerBlockConfig::new(self.d_model, self.n_heads, self.d_ff)
-            .with_d_head(Some(self.d_head()))
-            .with_dropout(self.dropout)
-            .with_attn_dropout(self.attn_dropout)
-            .with_pre_norm(self.pre_norm)
-            .with_activation(self.activation)
-            .with_init_std(self.init_std);
-        let (layers, biases) = block.init_relative_stack(self.n_layers, self.untie_r, device);
+        let t = &self.transformer;
+        let (layers, biases) = t
+            .block()
+            .init_relative_stack(self.n_layers, self.untie_r, device);
         TransformerXl {
-            embedding: TokenEmbeddingConfig::new(ctx.vocab_size, self.d_model)
-                .with_tied(self.tied_embeddings)
-                .with_scale(self.scale_embeddings)
-                .with_init_std(self.init_std)
-                .init(device),
+            embedding: t.embedding(ctx.vocab_size).init(device),
             layers,
             biases,
-            dropout: Dropout::new(self.dropout),
-            d_model: self.d_model,
+            dropout: Dropout::new(t.dropout),
+            d_model: t.d_model,
             mem_len: self.mem_len,
             eval_mem_len: self.eval_mem_len(),
             clamp_len: self.clamp_len.unwrap_or(usize::MAX),
@@ -132,9 +122,5 @@ impl<B: Backend> SegmentModel<B> for TransformerXl<B> {
     fn forward_flops(&self, segment_len: usize) -> u64 {
         let (s, keys) = (segment_len, self.mem_len + segment_len);
         self.layers.iter().map(|b| b.flops(s, keys)).sum::<u64>() + self.embedding.logits_flops(s)
-    }
-
-    fn name(&self) -> &'static str {
-        "transformer-xl"
     }
 }

@@ -1,6 +1,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
+use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::layers::PositionKind;
 use memlab_core::registry::parse_model_config;
@@ -60,12 +61,15 @@ fn shapes_and_a_cache_bounded_by_mem_len() {
         assert_eq!(memory.layers.len(), config.n_layers);
         let expected = (3 * (step as usize + 1)).min(5);
         assert_eq!(memory.len(), expected, "after segment {step}");
-        assert_eq!(memory.layers[0].dims(), [2, expected, config.d_model]);
+        assert_eq!(
+            memory.layers[0].dims(),
+            [2, expected, config.transformer.d_model]
+        );
     }
-    assert_eq!(memory.num_floats(), 2 * 2 * 5 * config.d_model);
+    assert_eq!(memory.num_floats(), 2 * 2 * 5 * config.transformer.d_model);
     assert_eq!(
-        model.describe().memory_floats_per_sequence,
-        2 * 5 * config.d_model
+        model.memory_floats_per_sequence(),
+        2 * 5 * config.transformer.d_model
     );
     let again = XlMemory::<B>::from_tensors(memory.to_tensors()).unwrap();
     assert_eq!(again.len(), 5);
@@ -132,17 +136,23 @@ fn masks_cell_by_cell() {
 fn with_no_cache_and_no_position_term_it_is_the_baseline_for_copied_weights() {
     let device = Default::default();
     let base_config = BaselineConfig {
+        transformer: TransformerSizes {
+            pre_norm: false,
+            d_ff: 32,
+            ..BaselineConfig::default().transformer
+        },
         positions: PositionKind::None,
-        pre_norm: false,
-        d_ff: 32,
         ..BaselineConfig::default()
     };
     let mut baseline = materialize(init_seeded::<B, _>(&device, 3, || {
         BaselineArch::init::<B>(&base_config, &CTX, &device)
     }));
     let config = XlConfig {
+        transformer: TransformerSizes {
+            d_ff: 32,
+            ..XlConfig::default().transformer
+        },
         mem_len: 0,
-        d_ff: 32,
         ..XlConfig::default()
     };
     let mut model = materialize(xl::<B>(&config, 4));
@@ -193,12 +203,15 @@ fn with_no_cache_and_no_position_term_it_is_the_baseline_for_copied_weights() {
 fn a_token_reaches_the_next_segment_and_no_further_than_layers_times_window() {
     let (n_layers, mem_len, seg) = (2, 3, 4);
     let config = XlConfig {
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            init_std: 0.5,
+            ..XlConfig::default().transformer
+        },
         n_layers,
         mem_len,
-        d_model: 16,
-        n_heads: 2,
-        d_ff: 32,
-        init_std: 0.5,
         ..XlConfig::default()
     };
     let model = xl::<B>(&config, 5);
@@ -238,7 +251,10 @@ fn no_gradient_flows_into_the_cache() {
     // Untied embeddings: a token's embedding row then gets gradient only
     // through the positions it is read at.
     let config = XlConfig {
-        tied_embeddings: false,
+        transformer: TransformerSizes {
+            tied_embeddings: false,
+            ..XlConfig::default().transformer
+        },
         mem_len: 8,
         ..XlConfig::default()
     };
@@ -272,7 +288,7 @@ fn no_gradient_flows_into_the_cache() {
         .into_data()
         .to_vec()
         .unwrap();
-    let row = |t: usize| &g[t * config.d_model..(t + 1) * config.d_model];
+    let row = |t: usize| &g[t * config.transformer.d_model..(t + 1) * config.transformer.d_model];
     assert!(
         row(10).iter().chain(row(11)).all(|&x| x == 0.0),
         "gradient reached the cache"
@@ -407,12 +423,15 @@ fn streaming_evaluation_carries_the_cache_from_batch_to_batch() {
     };
     let model = xl::<B>(
         &XlConfig {
+            transformer: TransformerSizes {
+                d_model: 16,
+                n_heads: 2,
+                d_ff: 32,
+                // Large weights: attention far from uniform, so the cache matters.
+                init_std: 0.5,
+                ..XlConfig::default().transformer
+            },
             mem_len: 8,
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
-            // Large weights: attention far from uniform, so the cache matters.
-            init_std: 0.5,
             ..XlConfig::default()
         },
         3,

@@ -479,7 +479,7 @@ impl ModelJob for MeasureModel<'_> {
         let rate = |t: Duration| tokens_per_step / t.as_secs_f64();
 
         let forward = Prepared::<B::InnerBackend, A>::new(shape, c.warmup, &spec.fields, device)?;
-        let description = forward.model.describe();
+        let parameters = forward.model.num_params();
         let flops_per_token =
             forward.model.forward_flops(shape.segment) as f64 / shape.segment as f64;
         let forward_time = time_per_call(c.warmup, c.iters, || forward.step());
@@ -529,7 +529,7 @@ impl ModelJob for MeasureModel<'_> {
             arch: spec.arch.clone(),
             backend,
             config: c.shape_label(),
-            parameters: description.parameters,
+            parameters,
             forward_tokens_per_s: rate(forward_time),
             train_tokens_per_s,
             peak_memory_bytes: peak,

@@ -266,22 +266,3 @@ impl<B: Backend> RelativeTransformerBlock<B> {
         self.body.feed_forward_residual(x)
     }
 }
-
-/// Runs `h` through a stack of standard blocks under one `mask`, then the
-/// final LayerNorm of a pre-LN stack when there is one: the body of the
-/// baseline and of RMT's Transformer backbone (`relative_stack` in
-/// `memlab_core::cache` is its relative twin).
-pub fn absolute_stack<B: Backend>(
-    blocks: &[TransformerBlock<B>],
-    final_norm: Option<&LayerNorm<B>>,
-    h: Tensor<B, 3>,
-    mask: Tensor<B, 4, Bool>,
-) -> Tensor<B, 3> {
-    let h = blocks.iter().fold(h, |h, block| {
-        block.forward(h, None, Some(mask.clone()), None)
-    });
-    match final_norm {
-        Some(norm) => norm.forward(h),
-        None => h,
-    }
-}

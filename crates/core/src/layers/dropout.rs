@@ -19,6 +19,25 @@ use burn::tensor::Distribution;
 
 use crate::seed::host_mask;
 
+thread_local! {
+    static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`Dropout`] of this thread the identity, whatever
+/// its probability: for computations that must agree from backend to
+/// backend (`memlab bench --check`), where each would draw its own masks.
+/// Every architecture's dropout is this type, so none is missed.
+pub fn without_dropout<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DISABLED.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DISABLED.with(|d| d.replace(true)));
+    f()
+}
+
 /// Dropout with probability `prob`, a constant module (no parameters, an
 /// empty record, as Burn's own `Dropout`).
 #[derive(Module, Clone, Debug)]
@@ -31,10 +50,11 @@ impl Dropout {
         Self { prob }
     }
 
-    /// `x` with dropout applied when autodiff is on (training).
+    /// `x` with dropout applied when autodiff is on (training), outside
+    /// [`without_dropout`].
     pub fn forward<B: Backend, const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let device = x.device();
-        if !B::ad_enabled(&device) || self.prob == 0.0 {
+        if !B::ad_enabled(&device) || self.prob == 0.0 || DISABLED.with(|d| d.get()) {
             return x;
         }
         let keep = 1.0 - self.prob;

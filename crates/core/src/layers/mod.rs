@@ -7,6 +7,8 @@ pub mod embedding;
 pub mod feed_forward;
 pub mod positions;
 pub mod relative;
+pub mod sizes;
+pub mod stack;
 
 pub use attention::{
     MultiHeadAttention, MultiHeadAttentionConfig, attend, attention_reference, causal_mask,
@@ -14,10 +16,12 @@ pub use attention::{
 };
 pub use block::{
     BlockBody, CrossAttentionBlock, RelativeTransformerBlock, TransformerBlock,
-    TransformerBlockConfig, absolute_stack,
+    TransformerBlockConfig,
 };
-pub use dropout::Dropout;
+pub use dropout::{Dropout, without_dropout};
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use positions::{AbsolutePositions, PositionKind, sinusoids};
 pub use relative::{RelativeBias, RelativeMultiHeadAttention, rel_shift, relative_sinusoids};
+pub use sizes::TransformerSizes;
+pub use stack::{absolute_stack, relative_layers, relative_stack};
