@@ -5,8 +5,8 @@ use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError};
 use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
-use memlab_core::seed::init_seeded;
 use memlab_core::testing::assert_config_errors;
+use memlab_core::testing::seeded_model;
 use memlab_core::train::{TrainOptions, train};
 use memlab_core::{Architecture, ExperimentConfig, ModelContext, SegmentModel};
 use memlab_tasks::{CopyConfig, CopyTask};
@@ -25,10 +25,7 @@ fn tokens(b: usize, s: usize, offset: i64) -> Tensor<B, 2, Int> {
 }
 
 fn model(seed: u64) -> memlab_baseline::Baseline<B> {
-    let device = Default::default();
-    init_seeded::<B, _>(&device, seed, || {
-        BaselineArch::init::<B>(&BaselineConfig::default(), &CTX, &device)
-    })
+    seeded_model::<BaselineArch, B>(&BaselineConfig::default(), &CTX, seed)
 }
 
 fn logits(m: &memlab_baseline::Baseline<B>, t: Tensor<B, 2, Int>) -> Vec<f32> {
@@ -250,7 +247,7 @@ fn train_copy(
         resume: false,
         overwrite: false,
         memory_limit: None,
-        progress: false,
+        progress: None,
     };
     train::<BaselineArch, AB>(config, &model_config, &task, &options, &Default::default()).unwrap()
 }

@@ -9,18 +9,19 @@ pub mod lm_rmt;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use memlab_core::config::{ConfigError, set_path};
 use memlab_core::runner::SegmentStream;
 use memlab_core::train::{EvalFigures, TrainOptions, evaluate, run_dir};
-use memlab_core::{Architecture, ExperimentConfig, ModelSpec, Split};
+use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec, Split, Task};
 use serde::Serialize;
 
 pub use memlab_zoo::{
     BackendKind, BackendVisitor, LoadedRun, ModelJob, RunModelJob, alloc, backend, build_task,
-    check_model, model_context, registry, run_job, run_train, threads, train_model, with_backend,
+    check_model, progress_bar, registry, run_job, run_train, threads, train_model, with_backend,
     with_run_model,
 };
 
@@ -257,10 +258,18 @@ pub struct CompareRow {
     pub tokens_per_second: f64,
 }
 
-/// The configs a comparison trains: one per (setting, model).
-pub fn compare_plan(
-    config: &ExperimentConfig,
-) -> Result<Vec<(String, ModelSpec, ExperimentConfig)>> {
+/// One run of a comparison: a model under a setting, its config, and its
+/// task (built once for every run that reads the same one).
+pub struct PlannedRun {
+    pub setting: String,
+    pub spec: ModelSpec,
+    pub config: ExperimentConfig,
+    pub task: Rc<dyn Task>,
+}
+
+/// The runs a comparison trains: one per (setting, model), every model
+/// table parsed against its task before any training starts.
+pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
     let compare = config.compare.as_ref().ok_or_else(|| {
         ConfigError::new(
             "compare",
@@ -277,6 +286,9 @@ pub fn compare_plan(
     };
     let base = toml::Table::try_from(config).context("re-serialising the config")?;
     let mut plan = Vec::new();
+    // A task (a text corpus: read from disk) is built once per
+    // (task table, seed); the models of a setting share it.
+    let mut tasks: Vec<(String, Rc<dyn Task>)> = Vec::new();
     for setting in &settings {
         for (i, table) in compare.models.iter().enumerate() {
             let section = format!("compare.models[{i}]");
@@ -296,10 +308,27 @@ pub fn compare_plan(
             let mut run_config = ExperimentConfig::from_table(doc)
                 .map_err(|e| anyhow!("{e} (in setting `{}`)", setting.label))?;
             run_config.run.name = name;
-            let task = build_task(&run_config)?;
-            check_model(&spec, &model_context(&run_config, task.as_ref()))
+            let key = format!(
+                "{}\n{}",
+                toml::to_string(&run_config.task).context("re-serialising the task")?,
+                run_config.run.seed
+            );
+            let task = match tasks.iter().find(|(k, _)| *k == key) {
+                Some((_, task)) => task.clone(),
+                None => {
+                    let task: Rc<dyn Task> = Rc::from(build_task(&run_config)?);
+                    tasks.push((key, task.clone()));
+                    task
+                }
+            };
+            check_model(&spec, &ModelContext::of(&run_config, task.as_ref()))
                 .map_err(|e| anyhow!("{e} (in `{section}`)"))?;
-            plan.push((setting.label.clone(), spec, run_config));
+            plan.push(PlannedRun {
+                setting: setting.label.clone(),
+                spec,
+                config: run_config,
+                task,
+            });
         }
     }
     Ok(plan)
@@ -327,15 +356,20 @@ pub fn run_compare(
 ) -> Result<Vec<CompareRow>> {
     let plan = compare_plan(config)?;
     let mut rows = Vec::with_capacity(plan.len());
-    for (setting, spec, run_config) in plan {
-        let task = build_task(&run_config)?;
+    for PlannedRun {
+        setting,
+        spec,
+        config: run_config,
+        task,
+    } in plan
+    {
         let options = TrainOptions {
             run_dir: run_dir(&run_config),
             resume: false,
             // A comparison trains its runs afresh each time it is run.
             overwrite: true,
             memory_limit: None,
-            progress,
+            progress: progress.then(progress_bar),
         };
         let report = train_model(&run_config, &spec, task.as_ref(), &options, backend, None)
             .with_context(|| format!("training `{}` in setting `{setting}`", spec.label))?

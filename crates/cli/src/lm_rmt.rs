@@ -23,8 +23,7 @@ use memlab_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BackendKind, LoadedRun, ModelJob, RunModelJob, build_task, model_context, registry, run_job,
-    with_run_model,
+    BackendKind, LoadedRun, ModelJob, RunModelJob, build_task, registry, run_job, with_run_model,
 };
 
 /// The largest relative error `memlab parity` accepts (f32).
@@ -107,7 +106,7 @@ pub fn run_import(weights: &Path, config: &Path, out: &Path) -> Result<ImportRep
             })
         }
     }
-    let ctx = model_context(&config, task.as_ref());
+    let ctx = ModelContext::of(&config, task.as_ref());
     let report = registry::dispatch(
         &spec.arch,
         Import {

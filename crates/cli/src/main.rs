@@ -319,6 +319,24 @@ fn quiet_collective_logs() {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
+/// A training error in the words of this command line: the flags that
+/// resume or replace a run.
+fn with_flags(err: anyhow::Error) -> anyhow::Error {
+    use memlab_core::train::TrainError;
+    match err.downcast_ref::<TrainError>() {
+        Some(TrainError::RunExists(dir)) => anyhow::anyhow!(
+            "{} already holds a run; continue it with --resume, or replace it with --overwrite",
+            dir.display()
+        ),
+        Some(TrainError::NoCheckpoint(dir)) => anyhow::anyhow!(
+            "cannot resume: {} holds no checkpoint ({}); drop --resume to start the run",
+            dir.display(),
+            memlab_core::checkpoint::CHECKPOINT_FILE
+        ),
+        _ => err,
+    }
+}
+
 fn main() {
     memlab_cli::alloc::keep_freed_memory();
     memlab_cli::threads::adopt_main_thread();
@@ -367,7 +385,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 _ => None,
             };
-            let Some(report) = run_train(&config, backend, resume, overwrite, progress, nodes)?
+            let Some(report) = run_train(&config, backend, resume, overwrite, progress, nodes)
+                .map_err(with_flags)?
             else {
                 out!(
                     "node {}: trained {} steps; node 0 writes the run and reports",

@@ -622,8 +622,8 @@ impl ExperimentConfig {
 
     /// The `[model]` table, or an error naming it when absent.
     pub fn model_table(&self) -> Result<&toml::Table, ConfigError> {
-        self.model.as_ref().ok_or_else(|| {
-            ConfigError::new("model", "is missing (`memlab train` needs a [model] table)")
-        })
+        self.model
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("model", "is missing (training needs a [model] table)"))
     }
 }

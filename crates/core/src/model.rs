@@ -187,3 +187,14 @@ pub struct ModelContext {
     /// The longest segment the model will be given.
     pub max_segment_len: usize,
 }
+
+impl ModelContext {
+    /// What the model of `config` is built for: `task`'s vocabulary and
+    /// the training segment length.
+    pub fn of(config: &crate::ExperimentConfig, task: &dyn crate::Task) -> Self {
+        Self {
+            vocab_size: task.vocab_size(),
+            max_segment_len: config.train.segment_len,
+        }
+    }
+}

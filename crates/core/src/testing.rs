@@ -8,6 +8,17 @@ use burn::prelude::*;
 use crate::model::{ModelContext, SegmentModel};
 use crate::registry::{Architecture, parse_model_config};
 
+/// Architecture `A` built from `config` for `ctx` with its parameters drawn
+/// under `seed` (on any backend: autodiff ones included).
+pub fn seeded_model<A: Architecture, B: Backend>(
+    config: &A::Config,
+    ctx: &ModelContext,
+    seed: u64,
+) -> A::Model<B> {
+    let device = Default::default();
+    crate::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
+}
+
 /// Token ids `data` as a `[batch, data.len() / batch]` tensor.
 pub fn tokens<B: Backend>(data: &[i64], batch: usize, device: &B::Device) -> Tensor<B, 2, Int> {
     Tensor::from_data(
@@ -239,10 +250,7 @@ pub fn train_for_test<A: Architecture>(
         crate::config::parse_toml(text).expect("test config is TOML"),
     )
     .expect("valid test config");
-    let ctx = ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: config.train.segment_len,
-    };
+    let ctx = ModelContext::of(&config, task);
     let mut table = config.model.clone().expect("a [model] table");
     table.remove("arch");
     let model_config = parse_model_config::<A>(table, &ctx).expect("valid model config");
@@ -251,7 +259,7 @@ pub fn train_for_test<A: Architecture>(
         resume: false,
         overwrite: false,
         memory_limit: None,
-        progress: false,
+        progress: None,
     };
     crate::train::train::<A, AB>(&config, &model_config, task, &options, &Default::default())
         .expect("training runs")

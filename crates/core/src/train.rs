@@ -16,7 +16,6 @@ use burn::optim::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, write_atomically};
@@ -44,6 +43,8 @@ pub enum TrainError {
     /// The directory already holds a run and neither resuming nor
     /// overwriting it was asked for.
     RunExists(PathBuf),
+    /// Resuming was asked for, and the directory holds no checkpoint.
+    NoCheckpoint(PathBuf),
     /// Another process is training in the directory.
     Locked(PathBuf),
     /// The loss or the gradient norm of a step is NaN or infinite.
@@ -78,8 +79,13 @@ impl std::fmt::Display for TrainError {
             ),
             TrainError::RunExists(dir) => write!(
                 f,
-                "{} already holds a run; continue it with --resume, or replace it with \
-                 --overwrite",
+                "{} already holds a run; resume it, or replace it (overwrite)",
+                dir.display()
+            ),
+            TrainError::NoCheckpoint(dir) => write!(
+                f,
+                "cannot resume: {} holds no checkpoint ({CHECKPOINT_FILE}); start the run \
+                 without resuming",
                 dir.display()
             ),
             TrainError::Locked(dir) => write!(
@@ -300,8 +306,47 @@ pub struct TrainOptions {
     /// ([`memory_estimate`]) exceeds this many bytes (the CLI gives the
     /// host's available memory for the CPU backend).
     pub memory_limit: Option<u64>,
-    /// Show a progress bar.
-    pub progress: bool,
+    /// Told how the run goes (rank 0 only): a progress bar, a log.
+    pub progress: Option<Progress>,
+}
+
+/// What the training loop reports to [`TrainOptions::progress`] as it goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrainEvent<'a> {
+    /// Before the first step: the architecture's name, the run's steps and
+    /// the step it starts from (a resumed run's checkpoint).
+    Started {
+        name: &'a str,
+        steps: usize,
+        start_step: usize,
+    },
+    /// A step at which the training figures were read (`train.log_every`).
+    Logged {
+        step: usize,
+        loss: f64,
+        accuracy: f64,
+        tokens_per_second: f64,
+    },
+    /// `done` steps are complete.
+    Stepped { done: usize },
+    /// The last step is done (evaluation follows).
+    Finished,
+}
+
+/// A receiver of [`TrainEvent`]s, shared by the peers of a data-parallel run.
+#[derive(Clone)]
+pub struct Progress(pub std::sync::Arc<dyn Fn(TrainEvent<'_>) + Send + Sync>);
+
+impl Progress {
+    pub fn new(f: impl Fn(TrainEvent<'_>) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// What a finished run reports.
@@ -528,21 +573,12 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
 ) -> Result<Option<TrainReport>, TrainError> {
     let train = &config.train;
     let seed = config.run.seed;
-    let ctx = ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: train.segment_len,
-    };
+    let ctx = ModelContext::of(config, task);
     let run_dir = &options.run_dir;
     let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
     let config_toml = config.to_toml();
-    let (_lock, replaced) = if peer.writes() {
-        fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(run_dir.clone(), e))?;
-        let lock = lock_run_dir(run_dir)?;
-        // What a replaced run leaves is removed only once the new one can start.
-        (Some(lock), check_run_dir(run_dir, options)?)
-    } else {
-        (None, Vec::new())
-    };
+    // Rank 0 holds the directory from here to the end of the run.
+    let directory = peer.writes().then(|| RunDir::claim(options)).transpose()?;
     // This peer's rows of every batch.
     let rows = peer.rows(train.batch_size);
 
@@ -603,36 +639,22 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             scheduler.step();
         }
     }
-    for path in replaced {
-        fs::remove_file(&path).map_err(|e| TrainError::Io(path, e))?;
-    }
-    let mut log = if peer.writes() {
-        write_atomically(&run_dir.join("config.toml"), config_toml.as_bytes())
-            .map_err(|e| TrainError::Io(run_dir.join("config.toml"), e))?;
-        for (name, contents) in task.artifacts() {
-            write_atomically(&run_dir.join(&name), contents.as_bytes())
-                .map_err(|e| TrainError::Io(run_dir.join(&name), e))?;
-        }
-        Some(MetricsLog::open(
-            run_dir.join("metrics.jsonl"),
-            Some(start_step),
-        )?)
-    } else {
-        None
+    let mut log = match &directory {
+        Some(directory) => Some(directory.start(&config_toml, task, start_step)?),
+        None => None,
     };
 
     let description = ModelDescription::of(A::NAME, &model);
-    let progress = if options.progress && peer.writes() {
-        ProgressBar::new(train.steps as u64)
-    } else {
-        ProgressBar::hidden()
+    let report = |event: TrainEvent<'_>| {
+        if let Some(progress) = options.progress.as_ref().filter(|_| peer.writes()) {
+            (progress.0)(event);
+        }
     };
-    progress.set_style(
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-            .expect("valid template"),
-    );
-    progress.set_prefix(description.name.clone());
-    progress.set_position(start_step as u64);
+    report(TrainEvent::Started {
+        name: &description.name,
+        steps: train.steps,
+        start_step,
+    });
 
     let mut train_time = Duration::ZERO;
     let mut trained_tokens = 0usize;
@@ -761,10 +783,12 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             train_time += started.elapsed();
             last_train_loss = figures.loss;
             let tps = trained_tokens as f64 / train_time.as_secs_f64();
-            progress.set_message(format!(
-                "loss {:.4} acc {:.3} {:.0} tok/s",
-                figures.loss, figures.accuracy, tps
-            ));
+            report(TrainEvent::Logged {
+                step: done,
+                loss: figures.loss,
+                accuracy: figures.accuracy,
+                tokens_per_second: tps,
+            });
             if let Some(log) = &mut log {
                 log.write(serde_json::json!({
                     "step": done, "split": "train", "loss": figures.loss,
@@ -777,7 +801,7 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             B::sync(device).ok();
             train_time += started.elapsed();
         }
-        progress.set_position(done as u64);
+        report(TrainEvent::Stepped { done });
 
         if let Some(log) = &mut log
             && train.eval_every > 0
@@ -794,7 +818,7 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             std::process::abort();
         }
     }
-    progress.finish_and_clear();
+    report(TrainEvent::Finished);
 
     // A run resumed when already complete re-reports its figures without
     // logging or saving them a second time.
@@ -911,6 +935,54 @@ pub const LOCK_FILE: &str = ".lock";
 
 /// Takes the run directory's lock (the OS releases it when the process
 /// ends, however it ends), or says who holds it.
+/// The run directory of a training run, held by it (the lock file) from
+/// [`RunDir::claim`] to the run's end: a run it replaces is removed only
+/// once the new one can start ([`RunDir::start`]), so that the directory
+/// never mixes two runs.
+pub struct RunDir {
+    path: PathBuf,
+    /// Files of the run being replaced.
+    replaced: Vec<PathBuf>,
+    _lock: fs::File,
+}
+
+impl RunDir {
+    /// Creates and locks `options.run_dir`, refusing a run it already
+    /// holds unless `overwrite` (or `resume`, which needs its checkpoint).
+    pub fn claim(options: &TrainOptions) -> Result<Self, TrainError> {
+        let path = options.run_dir.clone();
+        fs::create_dir_all(&path).map_err(|e| TrainError::Io(path.clone(), e))?;
+        let lock = lock_run_dir(&path)?;
+        let replaced = check_run_dir(&path, options)?;
+        Ok(Self {
+            path,
+            replaced,
+            _lock: lock,
+        })
+    }
+
+    /// Removes the run being replaced, writes `config.toml` and the task's
+    /// files, and opens `metrics.jsonl` from `start_step` on.
+    fn start(
+        &self,
+        config_toml: &str,
+        task: &dyn Task,
+        start_step: usize,
+    ) -> Result<MetricsLog, TrainError> {
+        for path in &self.replaced {
+            fs::remove_file(path).map_err(|e| TrainError::Io(path.clone(), e))?;
+        }
+        let config_path = self.path.join("config.toml");
+        write_atomically(&config_path, config_toml.as_bytes())
+            .map_err(|e| TrainError::Io(config_path, e))?;
+        for (name, contents) in task.artifacts() {
+            let path = self.path.join(&name);
+            write_atomically(&path, contents.as_bytes()).map_err(|e| TrainError::Io(path, e))?;
+        }
+        MetricsLog::open(self.path.join("metrics.jsonl"), Some(start_step))
+    }
+}
+
 fn lock_run_dir(dir: &Path) -> Result<fs::File, TrainError> {
     let path = dir.join(LOCK_FILE);
     let file = fs::OpenOptions::new()
@@ -936,10 +1008,7 @@ const RUN_FILES: [&str; 3] = [CHECKPOINT_FILE, "metrics.jsonl", "config.toml"];
 fn check_run_dir(dir: &Path, options: &TrainOptions) -> Result<Vec<PathBuf>, TrainError> {
     if options.resume {
         if !dir.join(CHECKPOINT_FILE).exists() {
-            return Err(TrainError::Resume(format!(
-                "{} holds no checkpoint ({CHECKPOINT_FILE}); drop --resume to start the run",
-                dir.display()
-            )));
+            return Err(TrainError::NoCheckpoint(dir.to_path_buf()));
         }
         return Ok(Vec::new());
     }

@@ -4,6 +4,7 @@ use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
+use memlab_core::testing::seeded_model;
 use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::{Architecture, MemoryState, ModelContext, SegmentModel};
 use memlab_infinity_former::basis::{GaussianBasis, contraction_positions, uniform_positions};
@@ -39,10 +40,7 @@ fn small() -> InfinityFormerConfig {
 }
 
 fn model<BB: Backend>(config: &InfinityFormerConfig, seed: u64) -> InfinityFormer<BB> {
-    let device = Default::default();
-    init_seeded::<BB, _>(&device, seed, || {
-        InfinityFormerArch::init::<BB>(config, &CTX, &device)
-    })
+    seeded_model::<InfinityFormerArch, BB>(config, &CTX, seed)
 }
 
 fn tokens<BB: Backend>(data: &[i64]) -> Tensor<BB, 2, Int> {

@@ -2,6 +2,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use memlab_core::config::TransformerSizes;
 use memlab_core::seed::init_seeded;
+use memlab_core::testing::seeded_model;
 use memlab_core::testing::{
     assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
 };
@@ -32,10 +33,7 @@ fn small() -> MemformerConfig {
 }
 
 fn model(config: &MemformerConfig, seed: u64) -> Memformer<B> {
-    let device = Default::default();
-    init_seeded::<B, _>(&device, seed, || {
-        MemformerArch::init::<B>(config, &CTX, &device)
-    })
+    seeded_model::<MemformerArch, B>(config, &CTX, seed)
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {

@@ -6,6 +6,7 @@ use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
+use memlab_core::testing::seeded_model;
 use memlab_core::testing::segment_logits;
 use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
@@ -21,8 +22,7 @@ const CTX: ModelContext = ModelContext {
 };
 
 fn rmt<BB: Backend>(config: &RmtConfig, seed: u64) -> Rmt<BB> {
-    let device = Default::default();
-    init_seeded::<BB, _>(&device, seed, || RmtArch::init::<BB>(config, &CTX, &device))
+    seeded_model::<RmtArch, BB>(config, &CTX, seed)
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {

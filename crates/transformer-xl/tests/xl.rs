@@ -7,6 +7,7 @@ use memlab_core::layers::PositionKind;
 use memlab_core::registry::parse_model_config;
 use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
+use memlab_core::testing::seeded_model;
 use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::train::{TrainOptions, train};
 use memlab_core::{
@@ -24,10 +25,7 @@ const CTX: ModelContext = ModelContext {
 };
 
 fn xl<BB: Backend>(config: &XlConfig, seed: u64) -> TransformerXl<BB> {
-    let device = Default::default();
-    init_seeded::<BB, _>(&device, seed, || {
-        TransformerXlArch::init::<BB>(config, &CTX, &device)
-    })
+    seeded_model::<TransformerXlArch, BB>(config, &CTX, seed)
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
@@ -375,7 +373,7 @@ pre_norm = true
         resume: false,
         overwrite: false,
         memory_limit: None,
-        progress: false,
+        progress: None,
     };
     let report = train::<TransformerXlArch, AB>(
         &config,

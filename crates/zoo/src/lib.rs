@@ -26,7 +26,7 @@ use memlab_core::{Architecture, ArchitectureVisitor};
 
 pub use backend::{BackendKind, BackendVisitor, with_backend};
 pub use run::{
-    LoadedRun, RunModelJob, build_task, check_model, model_context, run_train, train_model,
+    LoadedRun, RunModelJob, build_task, check_model, progress_bar, run_train, train_model,
     with_run_model,
 };
 

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::ConfigError;
 use memlab_core::distributed::{Nodes, Peers, peer_devices, train_parallel};
 use memlab_core::registry::parse_model_config;
-use memlab_core::train::{TrainOptions, TrainReport, run_dir, train};
+use memlab_core::train::{Progress, TrainEvent, TrainOptions, TrainReport, run_dir, train};
 use memlab_core::{
     Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Task,
 };
@@ -20,15 +21,6 @@ use crate::{BackendKind, ModelJob, registry, run_job};
 /// Builds the task of a config.
 pub fn build_task(config: &ExperimentConfig) -> Result<Box<dyn Task>, memlab_tasks::TaskError> {
     memlab_tasks::build_task(&config.task, config.run.seed)
-}
-
-/// What a model of `config` is built for: the task's vocabulary and the
-/// training segment length.
-pub fn model_context(config: &ExperimentConfig, task: &dyn Task) -> ModelContext {
-    ModelContext {
-        vocab_size: task.vocab_size(),
-        max_segment_len: config.train.segment_len,
-    }
 }
 
 /// Parses a model table against its architecture (so that errors surface
@@ -64,9 +56,42 @@ pub fn run_train(
         resume,
         overwrite,
         memory_limit: None,
-        progress,
+        progress: progress.then(progress_bar),
     };
     train_model(config, &spec, task.as_ref(), &options, backend, nodes)
+}
+
+/// A progress bar on the terminal for a training run: the architecture,
+/// the elapsed time, the steps, and the last logged loss, accuracy and
+/// throughput.
+pub fn progress_bar() -> Progress {
+    let bar = ProgressBar::hidden();
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    Progress::new(move |event| match event {
+        TrainEvent::Started {
+            name,
+            steps,
+            start_step,
+        } => {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            bar.set_length(steps as u64);
+            bar.set_prefix(name.to_string());
+            bar.set_position(start_step as u64);
+        }
+        TrainEvent::Logged {
+            loss,
+            accuracy,
+            tokens_per_second,
+            ..
+        } => bar.set_message(format!(
+            "loss {loss:.4} acc {accuracy:.3} {tokens_per_second:.0} tok/s"
+        )),
+        TrainEvent::Stepped { done } => bar.set_position(done as u64),
+        TrainEvent::Finished => bar.finish_and_clear(),
+    })
 }
 
 /// Trains `spec` (the model of `config`) on `task` on `backend`, with
@@ -130,7 +155,7 @@ pub fn train_model(
                 peers,
             } = self;
             let model_config =
-                parse_model_config::<A>(spec.fields.clone(), &model_context(config, task))?;
+                parse_model_config::<A>(spec.fields.clone(), &ModelContext::of(config, task))?;
             if peers.world() == 1 {
                 return Ok(Some(train::<A, B>(
                     config,
@@ -217,7 +242,7 @@ pub fn with_run_model<J: RunModelJob>(
         fn run<A: Architecture, AB: AutodiffBackend>(self, device: AB::Device) -> Self::Output {
             type B<AB> = <AB as AutodiffBackend>::InnerBackend;
             let Load { run, job } = self;
-            let ctx = model_context(&run.config, run.task.as_ref());
+            let ctx = ModelContext::of(&run.config, run.task.as_ref());
             let model_config = parse_model_config::<A>(run.spec.fields.clone(), &ctx)?;
             let checkpoint = Checkpoint::load(&run.dir.join(CHECKPOINT_FILE), A::NAME)?;
             checkpoint.check_config(&run.config)?;
