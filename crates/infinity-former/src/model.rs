@@ -33,8 +33,9 @@ pub struct InfinityFormer<B: Backend> {
     pub dropout: Dropout,
     pub d_model: usize,
     pub mem_len: usize,
-    /// `usize::MAX`: no clamping.
-    pub clamp_len: usize,
+    /// Distances beyond this use its sinusoid (`None`: no clamping).
+    #[module(skip)]
+    pub clamp_len: Option<usize>,
     pub kl_weight: f64,
     pub max_segment_len: usize,
     #[module(skip)]
@@ -61,7 +62,7 @@ impl InfinityFormerConfig {
             dropout: Dropout::new(t.dropout),
             d_model: t.d_model,
             mem_len: self.mem_len,
-            clamp_len: self.clamp_len.unwrap_or(usize::MAX),
+            clamp_len: self.clamp_len,
             kl_weight: self.kl_weight,
             max_segment_len: ctx.max_segment_len,
             context: LongTermContext::new(self),
@@ -104,7 +105,6 @@ impl<B: Backend> InfinityFormer<B> {
 
         let mask = causal_mask::<B>(q, memory.cache.len(), &device);
         let h = self.dropout.forward(self.embedding.embed(tokens));
-        let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
         let mut kl: Option<Tensor<B, 1>> = None;
         let mut density = vec![None; n];
         let (h, inputs) = relative_layers(
@@ -113,7 +113,7 @@ impl<B: Backend> InfinityFormer<B> {
             h,
             &memory.cache,
             mask,
-            clamp,
+            self.clamp_len,
             &self.dropout,
             |i, queries| {
                 let coefficients = coefficients[i].clone()?;

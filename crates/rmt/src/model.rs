@@ -35,6 +35,10 @@ pub struct Rmt<B: Backend> {
     pub memory_init: Option<Param<Tensor<B, 2>>>,
     /// Transformer backbone: absolute positions over the augmented segment.
     pub positions: AbsolutePositions<B>,
+    /// Which of `blocks` and `relative_blocks` the model runs (the other is empty).
+    #[module(skip)]
+    pub backbone: Backbone,
+    /// Transformer backbone.
     pub blocks: Vec<TransformerBlock<B>>,
     /// Final LayerNorm of a pre-LN Transformer backbone.
     pub final_norm: Option<LayerNorm<B>>,
@@ -47,7 +51,9 @@ pub struct Rmt<B: Backend> {
     pub read_mem_from_cache: bool,
     pub same_length: bool,
     pub mem_len: usize,
-    pub clamp_len: usize,
+    /// Distances beyond this use its sinusoid (`None`: no clamping).
+    #[module(skip)]
+    pub clamp_len: Option<usize>,
     pub d_model: usize,
     /// The task's vocabulary; the head has one more row, the special memory
     /// target, when the auxiliary memory loss is on.
@@ -103,6 +109,7 @@ impl RmtConfig {
                 .embedding(ctx.vocab_size + usize::from(self.memory_loss_weight > 0.0))
                 .init(device),
             memory_init,
+            backbone: self.backbone,
             positions: AbsolutePositions::new(
                 if xl {
                     PositionKind::None
@@ -128,7 +135,7 @@ impl RmtConfig {
             read_mem_from_cache: self.read_mem_from_cache,
             same_length: self.same_length,
             mem_len: self.mem_len,
-            clamp_len: self.clamp_len.unwrap_or(usize::MAX),
+            clamp_len: self.clamp_len,
             d_model: d,
             vocab_size: ctx.vocab_size,
             memory_loss_weight: self.memory_loss_weight,
@@ -138,7 +145,7 @@ impl RmtConfig {
 
 impl<B: Backend> Rmt<B> {
     fn is_xl(&self) -> bool {
-        !self.relative_blocks.is_empty()
+        self.backbone == Backbone::TransformerXl
     }
 
     /// Hidden states of the segment's tokens `[batch, s, d]` and the next memory.
@@ -186,7 +193,6 @@ impl<B: Backend> Rmt<B> {
                     &device,
                 )
             };
-            let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
             let h = self.dropout.forward(augmented);
             let (h, cache) = relative_stack(
                 &self.relative_blocks,
@@ -195,7 +201,7 @@ impl<B: Backend> Rmt<B> {
                 &memory.cache,
                 mask,
                 self.mem_len,
-                clamp,
+                self.clamp_len,
                 &self.dropout,
             );
             (self.dropout.forward(h), cache)

@@ -29,8 +29,9 @@ pub struct TransformerXl<B: Backend> {
     pub d_model: usize,
     pub mem_len: usize,
     pub eval_mem_len: usize,
-    /// Distances are clamped to this (`usize::MAX`: no clamping).
-    pub clamp_len: usize,
+    /// Distances beyond this use its sinusoid (`None`: no clamping).
+    #[module(skip)]
+    pub clamp_len: Option<usize>,
     pub same_length: bool,
 }
 
@@ -48,7 +49,7 @@ impl XlConfig {
             d_model: t.d_model,
             mem_len: self.mem_len,
             eval_mem_len: self.eval_mem_len(),
-            clamp_len: self.clamp_len.unwrap_or(usize::MAX),
+            clamp_len: self.clamp_len,
             same_length: self.same_length,
         }
     }
@@ -82,7 +83,6 @@ impl<B: Backend> TransformerXl<B> {
             &device,
         );
         let h = self.dropout.forward(self.embedding.embed(tokens));
-        let clamp = (self.clamp_len != usize::MAX).then_some(self.clamp_len);
         let (h, next) = relative_stack(
             &self.layers,
             &self.biases,
@@ -90,7 +90,7 @@ impl<B: Backend> TransformerXl<B> {
             &memory,
             mask,
             mem_len,
-            clamp,
+            self.clamp_len,
             &self.dropout,
         );
         (self.dropout.forward(h), next)
