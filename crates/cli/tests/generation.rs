@@ -7,8 +7,7 @@
 use burn::backend::Flex;
 use memlab_cli::registry;
 use memlab_core::registry::parse_model_config;
-use memlab_core::seed::init_seeded;
-use memlab_core::testing::assert_generation_matches_teacher_forcing;
+use memlab_core::testing::{assert_generation_matches_teacher_forcing, seeded_model};
 use memlab_core::{Architecture, ArchitectureVisitor, ModelContext};
 
 struct Check {
@@ -25,8 +24,7 @@ impl ArchitectureVisitor for Check {
         };
         let table = memlab_core::config::parse_toml(self.table).unwrap();
         let config = parse_model_config::<A>(table, &ctx).expect("valid test config");
-        let device = Default::default();
-        let model = init_seeded::<Flex, _>(&device, 3, || A::init::<Flex>(&config, &ctx, &device));
+        let model = seeded_model::<A, Flex>(&config, &ctx, 3);
         let (batch, len, start) = (2, 23, 7);
         let inputs: Vec<i64> = (0..batch * len)
             .map(|i| ((i * 7 + i / 5) % 11) as i64)

@@ -143,9 +143,7 @@ pub fn assert_seeded_and_round_trips<A: Architecture>(
 ) {
     type B = burn::backend::Flex;
     let device = Default::default();
-    let build = |seed| {
-        crate::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
-    };
+    let build = |seed| seeded_model::<A, B>(config, ctx, seed);
     let logits = |model: &A::Model<B>| -> Vec<u32> {
         segment_logits(model, data, segment_len)
             .concat()
