@@ -577,8 +577,10 @@ fn compare_segments<A: Architecture, B: Backend>(
             (nll_shape, theirs_nll),
         )?;
 
-        let mut state = out.memory.to_tensors();
-        let written = layout.memory_tokens.map(|_| state.remove(0));
+        let mut slots = out.memory.to_slots();
+        // RMT's first slot is its memory tokens; the rest, the cache.
+        let written = layout.memory_tokens.and_then(|_| slots.remove(0));
+        let state: Vec<Tensor<B, 3>> = slots.into_iter().flatten().collect();
         match (written, &segment.mem_tokens) {
             (Some(ours), Some(theirs)) => {
                 let [b, m, d] = ours.dims();

@@ -79,7 +79,8 @@ fn trained(run_dir: &Path) -> (Vec<f32>, Vec<f32>) {
             model.visit(&mut collect);
             let checkpoint = Checkpoint::load(&run.dir.join(CHECKPOINT_FILE), A::NAME)?;
             let memory = checkpoint
-                .memory::<B>(device)
+                .memory::<B>(device)?
+                .map(|parts| parts.tensors)
                 .unwrap_or_default()
                 .into_iter()
                 .flat_map(|t| t.into_data().to_vec::<f32>().unwrap())

@@ -78,14 +78,20 @@ impl<B: Backend> MemoryState<B> for LayerCache<B> {
         self.layers.iter().map(|t| t.shape().num_elements()).sum()
     }
 
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
-        self.layers.clone()
+    /// One slot per layer, each filled (none before the first segment).
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>> {
+        self.layers.iter().cloned().map(Some).collect()
     }
 
-    fn from_tensors(tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError> {
-        if let Some(first) = tensors.first() {
+    fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError> {
+        let layers = slots
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.ok_or_else(|| MemoryError(format!("layer {i} has no cache"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(first) = layers.first() {
             let [b, m, d] = first.dims();
-            if let Some((i, t)) = tensors
+            if let Some((i, t)) = layers
                 .iter()
                 .enumerate()
                 .find(|(_, t)| t.dims() != [b, m, d])
@@ -97,7 +103,7 @@ impl<B: Backend> MemoryState<B> for LayerCache<B> {
                 )));
             }
         }
-        Ok(Self { layers: tensors })
+        Ok(Self { layers })
     }
 }
 

@@ -16,13 +16,15 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use serde::{Deserialize, Serialize};
 
+use crate::model::{MemoryLayout, MemoryParts};
 use crate::seed::param_shapes;
 
 /// File name of the checkpoint inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.mpk";
 const MAGIC: &str = "memlab-checkpoint";
-/// 2: the carried memory and the checksum (version 1 had neither).
-const FORMAT_VERSION: u32 = 2;
+/// 3: the carried memory with its layout (`carried`); 2: the carried memory
+/// without it (`memory`) and the checksum; 1: neither.
+const FORMAT_VERSION: u32 = 3;
 
 /// A checkpoint that cannot be written or read, with the reason.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub enum CheckpointError {
         expected: String,
     },
     Record(String),
+    /// Written by an older memlab in a form this one cannot use.
+    Outdated(String),
 }
 
 impl std::fmt::Display for CheckpointError {
@@ -58,6 +62,7 @@ impl std::fmt::Display for CheckpointError {
             CheckpointError::Record(why) => {
                 write!(f, "checkpoint record does not fit the model: {why}")
             }
+            CheckpointError::Outdated(why) => write!(f, "the checkpoint is outdated: {why}"),
         }
     }
 }
@@ -81,10 +86,14 @@ pub struct Checkpoint {
     model: Vec<u8>,
     #[serde(with = "serde_bytes")]
     optimizer: Vec<u8>,
-    /// A streaming task's memory carried into the next step (detached):
-    /// the model's `MemoryState::to_tensors`; `None` where none is carried.
-    #[serde(default)]
+    /// Version 2's carried memory: tensors without their layout. Read only
+    /// to refuse it (see [`Checkpoint::memory`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     memory: Option<Vec<SavedTensor>>,
+    /// A streaming task's memory carried into the next step (detached):
+    /// the model's `MemoryState::to_parts`; `None` where none is carried.
+    #[serde(default)]
+    carried: Option<SavedMemory>,
     /// SHA-1 (hex) of everything above.
     #[serde(default)]
     checksum: String,
@@ -119,6 +128,13 @@ impl SavedTensor {
             .collect();
         Tensor::from_data(TensorData::new(values, self.shape), device)
     }
+}
+
+/// A memory's parts: its layout and its filled slots' tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedMemory {
+    pub layout: MemoryLayout,
+    pub tensors: Vec<SavedTensor>,
 }
 
 fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
@@ -190,21 +206,38 @@ impl Checkpoint {
             model: record_to_bytes::<B, _>(model.clone().into_record())?,
             optimizer: canonical(record_to_bytes::<B, _>(optimizer)?)?,
             memory: None,
+            carried: None,
             checksum: String::new(),
         })
     }
 
     /// With the memory a streaming task carries into the next step.
-    pub fn with_memory<B: Backend>(mut self, memory: Option<Vec<Tensor<B, 3>>>) -> Self {
-        self.memory = memory.map(|ts| ts.iter().map(SavedTensor::from_tensor).collect());
+    pub fn with_memory<B: Backend>(mut self, memory: Option<MemoryParts<B>>) -> Self {
+        self.carried = memory.map(|parts| SavedMemory {
+            tensors: parts.tensors.iter().map(SavedTensor::from_tensor).collect(),
+            layout: parts.layout,
+        });
         self
     }
 
-    /// The carried memory's tensors, if the checkpoint holds any.
-    pub fn memory<B: Backend>(&self, device: &B::Device) -> Option<Vec<Tensor<B, 3>>> {
-        self.memory
-            .as_ref()
-            .map(|ts| ts.iter().map(|t| t.to_tensor(device)).collect())
+    /// The carried memory's parts, if the checkpoint holds any. A version-2
+    /// checkpoint's memory has no layout, which the ∞-former and RMT
+    /// without memory tokens cannot be rebuilt without: it is refused.
+    pub fn memory<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<Option<MemoryParts<B>>, CheckpointError> {
+        if self.memory.is_some() {
+            return Err(CheckpointError::Outdated(format!(
+                "it was written in format {} and carries memory without its layout, which this \
+                 memlab cannot rebuild; start the run afresh",
+                self.format_version
+            )));
+        }
+        Ok(self.carried.as_ref().map(|saved| MemoryParts {
+            layout: saved.layout.clone(),
+            tensors: saved.tensors.iter().map(|t| t.to_tensor(device)).collect(),
+        }))
     }
 
     /// The config the checkpoint was trained with.
@@ -249,7 +282,13 @@ impl Checkpoint {
         field(format!("{:?}", self.param_shapes).as_bytes());
         field(&self.model);
         field(&self.optimizer);
-        match &self.memory {
+        // Version 2's fields as version 2 hashed them; the layout after.
+        let tensors = match (&self.memory, &self.carried) {
+            (Some(ts), _) => Some(ts),
+            (None, Some(saved)) => Some(&saved.tensors),
+            (None, None) => None,
+        };
+        match tensors {
             None => field(b"no memory"),
             Some(ts) => {
                 for t in ts {
@@ -257,6 +296,9 @@ impl Checkpoint {
                     field(&t.data);
                 }
             }
+        }
+        if let Some(saved) = &self.carried {
+            field(format!("{:?}", saved.layout.0).as_bytes());
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -380,6 +422,90 @@ mod tests {
         fs::write(target.join("inside"), b"x").unwrap();
         assert!(write_atomically(&target, b"new contents").is_err());
         assert!(!dir.path().join("checkpoint.mpk.tmp").exists());
+    }
+
+    fn bare(format_version: u32) -> Checkpoint {
+        Checkpoint {
+            magic: MAGIC.into(),
+            format_version,
+            arch: "baseline".into(),
+            step: 3,
+            config_toml: String::new(),
+            param_shapes: Vec::new(),
+            model: Vec::new(),
+            optimizer: Vec::new(),
+            memory: None,
+            carried: None,
+            checksum: String::new(),
+        }
+    }
+
+    /// The carried memory comes back with its layout (an empty slot first,
+    /// as RMT without memory tokens writes), and the layout is covered by
+    /// the checksum.
+    #[test]
+    fn carried_memory_keeps_its_layout() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHECKPOINT_FILE);
+        let cache = Tensor::<B, 3>::from_data(
+            TensorData::new((0..12).map(|i| i as f32).collect::<Vec<_>>(), [2, 3, 2]),
+            &device,
+        );
+        let parts = MemoryParts::from_slots(vec![None, Some(cache.clone())]);
+        bare(FORMAT_VERSION)
+            .with_memory(Some(parts))
+            .save(&path)
+            .unwrap();
+        let loaded = Checkpoint::load(&path, "baseline").unwrap();
+        let parts = loaded.memory::<B>(&device).unwrap().unwrap();
+        assert_eq!(parts.layout, MemoryLayout(vec![false, true]));
+        let slots = parts.into_slots().unwrap();
+        assert!(slots[0].is_none());
+        slots[1]
+            .clone()
+            .unwrap()
+            .into_data()
+            .assert_eq(&cache.into_data(), true);
+
+        let mut edited = loaded;
+        edited.carried.as_mut().unwrap().layout = MemoryLayout(vec![true, false]);
+        let bytes = rmp_serde::to_vec_named(&edited).unwrap();
+        fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            Checkpoint::load(&path, "baseline"),
+            Err(CheckpointError::Corrupt(..))
+        ));
+    }
+
+    /// A format-2 checkpoint still loads (its checksum is checked as format
+    /// 2 computed it), but memory it carries, which has no layout, is
+    /// refused with the reason instead of being rebuilt by guess.
+    #[test]
+    fn format_two_memory_is_refused_with_the_reason() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHECKPOINT_FILE);
+        let mut old = bare(2);
+        old.memory = Some(vec![SavedTensor {
+            shape: [1, 1, 1],
+            data: 1.0f32.to_le_bytes().to_vec(),
+        }]);
+        old.checksum = old.digest();
+        fs::write(&path, rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        let loaded = Checkpoint::load(&path, "baseline").unwrap();
+        let err = loaded.memory::<B>(&device).unwrap_err();
+        assert!(matches!(err, CheckpointError::Outdated(_)), "{err}");
+        assert!(err.to_string().contains("format 2"), "{err}");
+
+        // Without carried memory a format-2 checkpoint is whole.
+        let mut plain = bare(2);
+        plain.checksum = plain.digest();
+        fs::write(&path, rmp_serde::to_vec_named(&plain).unwrap()).unwrap();
+        let loaded = Checkpoint::load(&path, "baseline").unwrap();
+        assert!(loaded.memory::<B>(&device).unwrap().is_none());
     }
 
     #[test]

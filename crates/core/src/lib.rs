@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use data::{AnswerSpec, HostBatch, Metric, SequenceBatch, Split, Task, TextCodec};
 pub use model::{
-    MemoryError, MemoryState, ModelContext, ModelDescription, NoMemory, SegmentModel,
-    SegmentOutput, TensorMemory,
+    MemoryError, MemoryLayout, MemoryParts, MemoryState, ModelContext, ModelDescription, NoMemory,
+    SegmentModel, SegmentOutput, TensorMemory,
 };
 pub use registry::{Architecture, ArchitectureVisitor, ModelSpec};

@@ -14,12 +14,88 @@ pub trait MemoryState<B: Backend>: Clone + Send + Sized + 'static {
     /// Number of floats held, for the whole batch.
     fn num_floats(&self) -> usize;
 
-    /// The memory as a list of rank-3 tensors `[batch, n, d]` (used by memory
-    /// replay back-propagation and checkpoints of streaming state).
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>>;
+    /// The memory as a fixed list of slots in the memory's own order, each a
+    /// rank-3 tensor `[batch, n, d]` or empty (`None`: RMT without memory
+    /// tokens, a cache before the first segment). Which slots are filled is
+    /// the memory's layout; [`MemoryState::to_parts`] keeps it on the host.
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>>;
 
-    /// Rebuilds the memory from tensors produced by [`MemoryState::to_tensors`].
-    fn from_tensors(tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError>;
+    /// Rebuilds the memory from slots produced by [`MemoryState::to_slots`].
+    fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError>;
+
+    /// The memory taken apart (memory replay's leaves, checkpoints of
+    /// streaming state, a batch split between data-parallel peers): the
+    /// filled slots' tensors, and the layout on the host.
+    fn to_parts(&self) -> MemoryParts<B> {
+        MemoryParts::from_slots(self.to_slots())
+    }
+
+    /// Rebuilds the memory from [`MemoryState::to_parts`]'s parts.
+    fn from_parts(parts: MemoryParts<B>) -> Result<Self, MemoryError> {
+        Self::from_slots(parts.into_slots()?)
+    }
+}
+
+/// Which of a memory's slots hold a tensor, in the memory's slot order:
+/// host data, the same on every row of the batch and on every peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryLayout(pub Vec<bool>);
+
+/// A memory taken apart: the tensors of its filled slots, in slot order, and
+/// its layout. The tensors can be mapped (to the inner backend, to a peer's
+/// rows, to a file) and the memory rebuilt from them and the layout.
+#[derive(Debug, Clone)]
+pub struct MemoryParts<B: Backend> {
+    pub layout: MemoryLayout,
+    pub tensors: Vec<Tensor<B, 3>>,
+}
+
+impl<B: Backend> MemoryParts<B> {
+    pub fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Self {
+        let layout = MemoryLayout(slots.iter().map(Option::is_some).collect());
+        Self {
+            layout,
+            tensors: slots.into_iter().flatten().collect(),
+        }
+    }
+
+    /// The slots again; an error when the layout lists another number of
+    /// tensors than there are.
+    pub fn into_slots(self) -> Result<Vec<Option<Tensor<B, 3>>>, MemoryError> {
+        let filled = self.layout.0.iter().filter(|&&f| f).count();
+        if filled != self.tensors.len() {
+            return Err(MemoryError(format!(
+                "the layout lists {filled} tensors, {} are given",
+                self.tensors.len()
+            )));
+        }
+        let mut tensors = self.tensors.into_iter();
+        Ok(self
+            .layout
+            .0
+            .iter()
+            .map(|&f| if f { tensors.next() } else { None })
+            .collect())
+    }
+
+    /// The same layout with every tensor mapped (possibly to another backend).
+    pub fn map<B2: Backend>(self, f: impl FnMut(Tensor<B, 3>) -> Tensor<B2, 3>) -> MemoryParts<B2> {
+        MemoryParts {
+            layout: self.layout,
+            tensors: self.tensors.into_iter().map(f).collect(),
+        }
+    }
+
+    /// [`Self::map`] with a mapping that can fail.
+    pub fn try_map<B2: Backend, E>(
+        self,
+        f: impl FnMut(Tensor<B, 3>) -> Result<Tensor<B2, 3>, E>,
+    ) -> Result<MemoryParts<B2>, E> {
+        Ok(MemoryParts {
+            layout: self.layout,
+            tensors: self.tensors.into_iter().map(f).collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 /// A memory rebuilt from tensors that do not fit the model.
@@ -47,17 +123,17 @@ impl<B: Backend> MemoryState<B> for NoMemory {
         0
     }
 
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>> {
         Vec::new()
     }
 
-    fn from_tensors(tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError> {
-        if tensors.is_empty() {
+    fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError> {
+        if slots.is_empty() {
             Ok(NoMemory)
         } else {
             Err(MemoryError(format!(
-                "a model without memory takes no tensors, got {}",
-                tensors.len()
+                "a model without memory has no slots, got {}",
+                slots.len()
             )))
         }
     }
@@ -80,18 +156,19 @@ impl<B: Backend> MemoryState<B> for TensorMemory<B> {
         self.0.shape().num_elements()
     }
 
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
-        vec![self.0.clone()]
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>> {
+        vec![Some(self.0.clone())]
     }
 
-    fn from_tensors(mut tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError> {
-        if tensors.len() != 1 {
-            return Err(MemoryError(format!(
-                "expected exactly one memory tensor, got {}",
-                tensors.len()
-            )));
+    fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError> {
+        match <[_; 1]>::try_from(slots) {
+            Ok([Some(t)]) => Ok(TensorMemory(t)),
+            Ok([None]) => Err(MemoryError("the memory tensor is missing".into())),
+            Err(slots) => Err(MemoryError(format!(
+                "expected exactly one memory slot, got {}",
+                slots.len()
+            ))),
         }
-        Ok(TensorMemory(tensors.remove(0)))
     }
 }
 
@@ -160,14 +237,6 @@ pub trait SegmentModel<B: Backend>: Module<B> {
         tokens: Tensor<B, 2, Int>,
         memory: Self::Memory,
     ) -> SegmentOutput<B, Self::Memory>;
-
-    /// Rebuilds this model's memory from [`MemoryState::to_tensors`]'s
-    /// tensors (a checkpoint's carried memory, memory replay's leaves); a
-    /// model whose memory layout depends on its config (RMT without memory
-    /// tokens) overrides it.
-    fn memory_from_tensors(&self, tensors: Vec<Tensor<B, 3>>) -> Result<Self::Memory, MemoryError> {
-        Self::Memory::from_tensors(tensors)
-    }
 
     /// Floats carried per sequence between segments, in steady state.
     fn memory_floats_per_sequence(&self) -> usize;

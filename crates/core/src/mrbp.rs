@@ -1,6 +1,6 @@
 //! Memory Replay Back-Propagation (Wu et al., 2022, "Memformer", §3.3 and
 //! Algorithm 1), for any model whose memory flattens to tensors
-//! ([`MemoryState::to_tensors`]).
+//! ([`MemoryState::to_parts`]).
 //!
 //! Full BPTT through a rollout of T segments holds every segment's
 //! activations until the backward pass. MRBP holds one segment's at a time:
@@ -69,11 +69,12 @@ where
     // 1. Forward without autodiff (the inner module: no graph is recorded),
     //    keeping only the memory entering each segment.
     let inner = model.valid();
+    type InnerMemory<B, M> = <<M as AutodiffModule<B>>::InnerModule as SegmentModel<
+        <B as AutodiffBackend>::InnerBackend,
+    >>::Memory;
     let to_inner = |m: &M::Memory| {
-        let tensors = m.to_tensors().into_iter().map(|t| t.inner()).collect();
-        inner
-            .memory_from_tensors(tensors)
-            .expect("a memory rebuilds from its own tensors")
+        InnerMemory::<B, M>::from_parts(m.to_parts().map(|t| t.inner()))
+            .expect("a memory rebuilds from its own parts")
     };
     let mut entering = Vec::with_capacity(segments);
     let mut current = to_inner(&memory);
@@ -95,14 +96,11 @@ where
         let (start, leaves) = if t == 0 {
             (memory.clone(), None)
         } else {
-            let leaves: Vec<Tensor<B, 3>> = entering[t]
-                .to_tensors()
-                .into_iter()
-                .map(|x| Tensor::from_inner(x).require_grad())
-                .collect();
-            let start = model
-                .memory_from_tensors(leaves.clone())
-                .expect("a memory rebuilds from its own tensors");
+            let parts = entering[t]
+                .to_parts()
+                .map(|x| Tensor::from_inner(x).require_grad());
+            let leaves = parts.tensors.clone();
+            let start = M::Memory::from_parts(parts).expect("a memory rebuilds from its own parts");
             (start, Some(leaves))
         };
         let output = model.forward_segment(tokens, start);
@@ -120,7 +118,7 @@ where
         loss_total += loss.clone().into_scalar().elem::<f64>();
         let mut objective = loss;
         if let Some(upstream) = upstream.take() {
-            let outputs = output.memory.to_tensors();
+            let outputs = output.memory.to_parts().tensors;
             assert_eq!(outputs.len(), upstream.len(), "memory layout changed");
             for (out, grad) in outputs.into_iter().zip(upstream) {
                 objective = objective + (out * grad).sum();
@@ -138,15 +136,8 @@ where
         });
         accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
     }
-    let memory = model
-        .memory_from_tensors(
-            current
-                .to_tensors()
-                .into_iter()
-                .map(Tensor::from_inner)
-                .collect(),
-        )
-        .expect("a memory rebuilds from its own tensors");
+    let memory = M::Memory::from_parts(current.to_parts().map(Tensor::from_inner))
+        .expect("a memory rebuilds from its own parts");
     per_token.reverse();
     Replay {
         grads: accumulator.grads(),

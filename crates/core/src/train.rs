@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError, write_atomically};
 use crate::config::{BpttDepth, ClipMode, ExperimentConfig, GradientMethod, TrainConfig};
+use crate::data::BatchShare;
 use crate::data::{BatchError, Metric, SequenceBatch, Split, Task};
-use crate::data::{BatchShare, HostBatch};
 use crate::distributed::Peer;
 use crate::model::MemoryState;
 use crate::model::{ModelContext, ModelDescription, SegmentModel};
@@ -560,6 +560,9 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     Ok(report.expect("the only peer writes the run"))
 }
 
+/// What a peer trains, as one type: the model with its memory.
+type Memory<A, B> = <<A as Architecture>::TrainModel<B> as SegmentModel<B>>::Memory;
+
 /// The training loop of one peer (the only one, or one of several sharing
 /// each batch: [`crate::distributed`]). Rank 0 alone writes the run and
 /// evaluates, and returns the report; the other peers return `None`.
@@ -572,8 +575,6 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
     peer: &Peer,
 ) -> Result<Option<TrainReport>, TrainError> {
     let train = &config.train;
-    let seed = config.run.seed;
-    let ctx = ModelContext::of(config, task);
     let run_dir = &options.run_dir;
     let checkpoint_path = run_dir.join(CHECKPOINT_FILE);
     let config_toml = config.to_toml();
@@ -582,62 +583,28 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
     // This peer's rows of every batch.
     let rows = peer.rows(train.batch_size);
 
-    // Parameters are lazy: the size check counts them before any is drawn.
-    let model = seeded::<B, _>(device, seed, || {
-        let model = A::init_train::<B>(model_config, &ctx, device);
-        if let Some(available) = options.memory_limit {
-            let parameters = lazy_parameters::<B, _>(&model);
-            // The tokens a batch really holds (a text task's rows may be
-            // shorter than its `seq_len`).
-            let tokens = task.batch(Split::Train, 0, train.batch_size).len;
-            let batch = rows.len();
-            let needed = memory_estimate(parameters, batch, tokens, ctx.vocab_size);
-            if needed > available {
-                return Err(TrainError::TooLarge {
-                    parameters,
-                    needed,
-                    available,
-                });
-            }
-        }
-        Ok(materialize(model))
-    })?;
-    // Identical on every peer already (same seed); rank 0's, to be sure.
-    let mut model = peer.broadcast(model)?;
-    let mut optimizer = optimizer_config(train).init::<B, A::TrainModel<B>>();
-    let mut scheduler = lr_scheduler(train);
-
+    let model = initial_model::<A, B>(config, model_config, task, options, device, peer)?;
+    let optimizer = optimizer_config(train).init::<B, A::TrainModel<B>>();
     task.check_batch_size(train.batch_size)?;
-    let mut start_step = 0;
-    // A streaming task's batches continue each other: memory is carried
-    // (detached) from step to step, as Transformer-XL trains, and starts
-    // afresh at each epoch; a checkpoint holds the memory carried into its
-    // next step, so that a resumed run carries what an uninterrupted one would.
-    let mut carried = None;
-    if options.resume {
-        let checkpoint = Checkpoint::load(&checkpoint_path, A::NAME)?;
-        check_resumable(&checkpoint.saved_config()?, config)?;
-        if checkpoint.step > train.steps {
-            return Err(TrainError::Resume(format!(
-                "the checkpoint is at step {} but train.steps is {}; a run cannot be resumed \
-                 to fewer steps than it has taken (raise train.steps, or start a new run)",
-                checkpoint.step, train.steps
-            )));
+    let Resumed {
+        mut model,
+        mut optimizer,
+        start_step,
+        mut carried,
+    } = if options.resume {
+        resume::<A, B, _>(config, &checkpoint_path, model, optimizer, device, peer)?
+    } else {
+        Resumed {
+            model,
+            optimizer,
+            start_step: 0,
+            carried: None,
         }
-        model = checkpoint.load_model(model, device)?;
-        optimizer = optimizer.load_record(checkpoint.optimizer_record(device)?);
-        start_step = checkpoint.step;
-        if let Some(tensors) = checkpoint.memory::<B>(device) {
-            let tensors = tensors.into_iter().map(|t| peer.scatter(t, 0)).collect();
-            let memory = model
-                .memory_from_tensors(tensors)
-                .map_err(|e| TrainError::Resume(format!("the checkpoint's carried memory: {e}")))?;
-            carried = Some(memory);
-        }
-        // The schedule is a pure function of the step: replay it.
-        for _ in 0..start_step {
-            scheduler.step();
-        }
+    };
+    // The schedule is a pure function of the step: a resumed run replays it.
+    let mut scheduler = lr_scheduler(train);
+    for _ in 0..start_step {
+        scheduler.step();
     }
     let mut log = match &directory {
         Some(directory) => Some(directory.start(&config_toml, task, start_step)?),
@@ -663,19 +630,13 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
     let save = |model: &A::TrainModel<B>,
                 optimizer_record,
                 step,
-                carried: &Option<<A::TrainModel<B> as SegmentModel<B>>::Memory>|
+                carried: &Option<Memory<A, B>>|
      -> Result<(), TrainError> {
         let memory = match carried {
-            Some(memory) => Some(
-                memory
-                    .to_tensors()
-                    .into_iter()
-                    .map(|t| {
-                        peer.gather(t.inner(), 0, train.batch_size)
-                            .map(Tensor::from_inner)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+            Some(memory) => Some(memory.to_parts().try_map(|t| {
+                peer.gather(t.inner(), 0, train.batch_size)
+                    .map(Tensor::from_inner)
+            })?),
             None => None,
         };
         if peer.writes() {
@@ -690,10 +651,6 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             .save(&checkpoint_path)?;
         }
         Ok(())
-    };
-    let share = |host: &HostBatch| BatchShare {
-        tokens: host.mask.iter().map(|&m| m as f64).sum(),
-        peers: peer.world(),
     };
 
     let epoch_batches = task
@@ -712,63 +669,43 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
             let mut batch = whole
                 .rows(rows.clone())
                 .to_device::<B>(task.vocab_size(), device)?;
-            batch.share = Some(share(&whole));
+            batch.share = Some(BatchShare {
+                tokens: whole.mask.iter().map(|&m| m as f64).sum(),
+                peers: peer.world(),
+            });
             batch
         };
+        // A streaming task's batches continue each other: memory is carried
+        // (detached) from step to step, as Transformer-XL trains, and starts
+        // afresh at each epoch.
         if (step as u64).is_multiple_of(epoch_batches) {
             carried = None;
         }
-        // Dropout draws from the backend's generator, seeded per step so that
-        // a resumed run draws exactly what an uninterrupted one would.
-        // Each peer draws its own dropout masks.
-        let (grads, tallies, memory) =
-            seeded_step::<B, _>(device, peer_seed(step_seed(seed, step), peer), || {
-                let memory = match carried.take() {
-                    Some(memory) => memory,
-                    None => model.init_memory(rows.len(), device),
-                };
-                step_gradients(&model, &batch, train, memory)
-            });
-        let grads = peer.sum_gradients(&model, grads)?;
         let done = step + 1;
         let log_now = done % train.log_every == 0 || done == train.steps;
-        let (grads, norm) = clip_gradients(&model, grads, train);
-        // Several peers stop together: each checks the norm of the summed
-        // gradients (the same on all) and the number of finite losses.
-        let norm = norm.or_else(|| {
-            if log_now || peer.world() > 1 {
-                global_grad_norm(&model, &grads)
-            } else {
-                None
-            }
-        });
-        // Stop before a non-finite step reaches the model: the loss's flag
-        // and the gradient norm's, read back together once per step (the
-        // loop synchronises every step anyway).
-        let loss_finite = if peer.world() == 1 {
-            tallies.all_finite().inner()
-        } else {
-            let finite = peer.sum(tallies.all_finite().inner().float())?;
-            finite.equal_elem(peer.world() as f32)
-        };
-        let mut flags = vec![loss_finite];
-        flags.extend(norm.clone().map(|n| n.is_finite()));
-        let finite = Tensor::cat(flags, 0).into_data().to_vec::<bool>();
-        if let Some(what) = finite.ok().and_then(|f| {
-            let bad = f.iter().position(|ok| !ok)?;
-            Some(["loss", "gradient norm"][bad])
-        }) {
-            return Err(TrainError::NonFinite { step: done, what });
-        }
-        let norm = norm.filter(|_| log_now);
-        model = optimizer.step(lr, model, grads);
+        let stepped;
+        (model, stepped) = optimizer_step(
+            model,
+            &mut optimizer,
+            lr,
+            &batch,
+            carried.take(),
+            StepPlan {
+                train,
+                seed: peer_seed(step_seed(config.run.seed, step), peer),
+                step: done,
+                norm_needed: log_now,
+            },
+            peer,
+            device,
+        )?;
         if task.streaming() {
-            carried = Some(MemoryState::detach(memory));
+            carried = Some(stepped.memory);
         }
 
         if log_now {
             // The whole batch's figures (every peer's rows).
-            let tallies = tallies.gathered(
+            let tallies = stepped.tallies.gathered(
                 |t, dim| {
                     peer.gather(t.inner(), dim, train.batch_size)
                         .map(Tensor::from_inner)
@@ -779,7 +716,7 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
                 },
             )?;
             let figures = tallies.figures(); // synchronises
-            let grad_norm = norm.map(|n| n.into_scalar().elem::<f64>());
+            let grad_norm = stepped.norm.map(|n| n.into_scalar().elem::<f64>());
             train_time += started.elapsed();
             last_train_loss = figures.loss;
             let tps = trained_tokens as f64 / train_time.as_secs_f64();
@@ -797,7 +734,7 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
                 }))?;
             }
         } else {
-            drop(tallies);
+            drop(stepped.tallies);
             B::sync(device).ok();
             train_time += started.elapsed();
         }
@@ -846,6 +783,180 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
         },
         run_dir: run_dir.clone(),
     }))
+}
+
+/// The model a run starts from, drawn from the run's seed (the same on every
+/// peer; rank 0's is broadcast to be sure), after checking that a step of
+/// this size fits the memory available (`options.memory_limit`).
+fn initial_model<A: Architecture, B: AutodiffBackend>(
+    config: &ExperimentConfig,
+    model_config: &A::Config,
+    task: &dyn Task,
+    options: &TrainOptions,
+    device: &B::Device,
+    peer: &Peer,
+) -> Result<A::TrainModel<B>, TrainError> {
+    let train = &config.train;
+    let ctx = ModelContext::of(config, task);
+    // Parameters are lazy: the size check counts them before any is drawn.
+    let model = seeded::<B, _>(device, config.run.seed, || {
+        let model = A::init_train::<B>(model_config, &ctx, device);
+        if let Some(available) = options.memory_limit {
+            let parameters = lazy_parameters::<B, _>(&model);
+            // The tokens a batch really holds (a text task's rows may be
+            // shorter than its `seq_len`).
+            let tokens = task.batch(Split::Train, 0, train.batch_size).len;
+            let batch = peer.rows(train.batch_size).len();
+            let needed = memory_estimate(parameters, batch, tokens, ctx.vocab_size);
+            if needed > available {
+                return Err(TrainError::TooLarge {
+                    parameters,
+                    needed,
+                    available,
+                });
+            }
+        }
+        Ok(materialize(model))
+    })?;
+    peer.broadcast(model)
+}
+
+/// Where a run resumes: the model and AdamW's state at the checkpoint's
+/// step, and the memory carried into that step.
+struct Resumed<A: Architecture, B: AutodiffBackend, O> {
+    model: A::TrainModel<B>,
+    optimizer: O,
+    start_step: usize,
+    carried: Option<Memory<A, B>>,
+}
+
+/// Reads the run's checkpoint into `model` and `optimizer`, after checking
+/// that `config` may resume it (same task, model, seed, batch and peers; no
+/// fewer steps). A checkpoint holds the memory carried into its next step,
+/// so that a resumed run carries what an uninterrupted one would; each peer
+/// takes its rows of it.
+fn resume<A: Architecture, B: AutodiffBackend, O: Optimizer<A::TrainModel<B>, B>>(
+    config: &ExperimentConfig,
+    checkpoint_path: &Path,
+    model: A::TrainModel<B>,
+    optimizer: O,
+    device: &B::Device,
+    peer: &Peer,
+) -> Result<Resumed<A, B, O>, TrainError> {
+    let checkpoint = Checkpoint::load(checkpoint_path, A::NAME)?;
+    check_resumable(&checkpoint.saved_config()?, config)?;
+    if checkpoint.step > config.train.steps {
+        return Err(TrainError::Resume(format!(
+            "the checkpoint is at step {} but train.steps is {}; a run cannot be resumed \
+             to fewer steps than it has taken (raise train.steps, or start a new run)",
+            checkpoint.step, config.train.steps
+        )));
+    }
+    let model = checkpoint.load_model(model, device)?;
+    let optimizer = optimizer.load_record(checkpoint.optimizer_record(device)?);
+    let carried = match checkpoint.memory::<B>(device)? {
+        Some(parts) => Some(
+            MemoryState::from_parts(parts.map(|t| peer.scatter(t, 0)))
+                .map_err(|e| TrainError::Resume(format!("the checkpoint's carried memory: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(Resumed {
+        model,
+        optimizer,
+        start_step: checkpoint.step,
+        carried,
+    })
+}
+
+/// What [`optimizer_step`] needs to know of the step beside its batch.
+struct StepPlan<'a> {
+    train: &'a TrainConfig,
+    /// This peer's seed for the step's randomness (dropout).
+    seed: u64,
+    /// The step's number, counted from 1 (for the error of a non-finite one).
+    step: usize,
+    /// Whether the caller reports the gradient norm of this step.
+    norm_needed: bool,
+}
+
+/// What one optimizer step leaves.
+struct Stepped<B: AutodiffBackend, Mem> {
+    /// The rollout's figures (this peer's rows), on the device.
+    tallies: Tallies<B>,
+    /// The global gradient norm before clipping, when it was computed and
+    /// `norm_needed`.
+    norm: Option<Tensor<B::InnerBackend, 1>>,
+    /// The memory after the batch, detached.
+    memory: Mem,
+}
+
+/// One optimizer step of one peer: this peer's gradients on its rows
+/// `batch` from `memory` (the initial memory without one; dropout, and any
+/// draw of the initial memory, seeded per step and peer, so that a resumed
+/// run draws exactly what an uninterrupted one would), summed over
+/// the peers, clipped, checked finite, applied at learning rate `lr`.
+/// Returns the model after the step; a non-finite loss or gradient norm
+/// stops the run before it reaches the model.
+#[allow(clippy::too_many_arguments)]
+fn optimizer_step<B, M, O>(
+    model: M,
+    optimizer: &mut O,
+    lr: f64,
+    batch: &SequenceBatch<B>,
+    memory: Option<M::Memory>,
+    plan: StepPlan<'_>,
+    peer: &Peer,
+    device: &B::Device,
+) -> Result<(M, Stepped<B, M::Memory>), TrainError>
+where
+    B: AutodiffBackend,
+    M: SegmentModel<B> + AutodiffModule<B>,
+    M::InnerModule: SegmentModel<B::InnerBackend>,
+    O: Optimizer<M, B>,
+{
+    let (grads, tallies, memory) = seeded_step::<B, _>(device, plan.seed, || {
+        let memory = memory.unwrap_or_else(|| model.init_memory(batch.inputs.dims()[0], device));
+        step_gradients(&model, batch, plan.train, memory)
+    });
+    let grads = peer.sum_gradients(&model, grads)?;
+    let (grads, norm) = clip_gradients(&model, grads, plan.train);
+    // Several peers stop together: each checks the norm of the summed
+    // gradients (the same on all) and the number of finite losses.
+    let norm = norm.or_else(|| {
+        if plan.norm_needed || peer.world() > 1 {
+            global_grad_norm(&model, &grads)
+        } else {
+            None
+        }
+    });
+    // The loss's flag and the gradient norm's, read back together once per
+    // step (the loop synchronises every step anyway).
+    let loss_finite = if peer.world() == 1 {
+        tallies.all_finite().inner()
+    } else {
+        let finite = peer.sum(tallies.all_finite().inner().float())?;
+        finite.equal_elem(peer.world() as f32)
+    };
+    let mut flags = vec![loss_finite];
+    flags.extend(norm.clone().map(|n| n.is_finite()));
+    let finite = Tensor::cat(flags, 0).into_data().to_vec::<bool>();
+    if let Some(what) = finite.ok().and_then(|f| {
+        let bad = f.iter().position(|ok| !ok)?;
+        Some(["loss", "gradient norm"][bad])
+    }) {
+        return Err(TrainError::NonFinite {
+            step: plan.step,
+            what,
+        });
+    }
+    let model = optimizer.step(lr, model, grads);
+    let stepped = Stepped {
+        tallies,
+        norm: norm.filter(|_| plan.norm_needed),
+        memory: MemoryState::detach(memory),
+    };
+    Ok((model, stepped))
 }
 
 /// The seed of a peer's dropout in a step: rank 0 draws what a single

@@ -65,68 +65,38 @@ impl<B: Backend> MemoryState<B> for InfinityMemory<B> {
             .sum()
     }
 
-    /// A layout tensor `[batch, 4, layers]`, the same on every row (1 where a group — cache, pending,
-    /// coefficients, density — holds that layer's tensor), then the tensors
-    /// present, group by group. Empty before the first segment.
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
+    /// Four groups (cache, pending, coefficients, density) of one slot per
+    /// layer, group after group; empty before the first segment.
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>> {
         let groups = self.groups();
         let layers = groups.iter().map(Vec::len).max().unwrap_or(0);
-        let Some(device) = groups.iter().flatten().flatten().next().map(|t| t.device()) else {
-            return Vec::new();
-        };
-        let flags: Vec<f32> = groups
-            .iter()
-            .flat_map(|g| {
-                (0..layers).map(move |i| f32::from(u8::from(matches!(g.get(i), Some(Some(_))))))
+        groups
+            .into_iter()
+            .flat_map(|mut g| {
+                g.resize(layers, None);
+                g
             })
-            .collect();
-        let tensors: Vec<Tensor<B, 3>> = groups.into_iter().flatten().flatten().collect();
-        // The layout is repeated on every row, as [`MemoryState::to_tensors`]
-        // asks (`[batch, n, d]`): a batch's rows can be split (the peers of
-        // data parallelism take theirs) and each part still reads.
-        let batch = tensors[0].dims()[0];
-        let layout = Tensor::<B, 3>::from_data(TensorData::new(flags, [1, 4, layers]), &device)
-            .repeat_dim(0, batch);
-        let mut out = vec![layout];
-        out.extend(tensors);
-        out
+            .collect()
     }
 
-    fn from_tensors(tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError> {
-        let mut tensors = tensors.into_iter();
-        let Some(layout) = tensors.next() else {
-            return Ok(Self::empty());
-        };
-        let [rows, four, layers] = layout.dims();
-        if rows == 0 || four != 4 {
+    fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError> {
+        if !slots.len().is_multiple_of(4) {
             return Err(MemoryError(format!(
-                "the first tensor must be the [batch, 4, layers] layout, got {:?}",
-                layout.dims()
+                "the ∞-former's memory has four groups of one slot per layer, got {} slots",
+                slots.len()
             )));
         }
-        // Every row holds the same layout (checkpoints before data
-        // parallelism hold one row).
-        let flags: Vec<f32> = layout
-            .narrow(0, 0, 1)
-            .into_data()
-            .to_vec()
-            .map_err(|e| MemoryError(format!("layout tensor: {e:?}")))?;
-        let mut groups: [Vec<Option<Tensor<B, 3>>>; 4] = Default::default();
-        for (g, group) in groups.iter_mut().enumerate() {
-            for i in 0..layers {
-                group.push(if flags[g * layers + i] > 0.5 {
-                    Some(tensors.next().ok_or_else(|| {
-                        MemoryError(format!("group {g}, layer {i}: missing tensor"))
-                    })?)
-                } else {
-                    None
-                });
-            }
+        let layers = slots.len() / 4;
+        let mut slots = slots.into_iter();
+        let mut group = || slots.by_ref().take(layers).collect::<Vec<_>>();
+        let (cache, pending, coefficients, density) = (group(), group(), group(), group());
+        // The cache holds every layer or none (mem_len 0).
+        let cached = cache.iter().filter(|t| t.is_some()).count();
+        if cached != 0 && cached != layers {
+            return Err(MemoryError(format!(
+                "{cached} of {layers} layers have a short-term cache"
+            )));
         }
-        if tensors.next().is_some() {
-            return Err(MemoryError("more tensors than the layout lists".into()));
-        }
-        let [cache, pending, coefficients, density] = groups;
         Ok(Self {
             cache: LayerCache {
                 layers: cache.into_iter().flatten().collect(),

@@ -160,7 +160,7 @@ fn memory_is_bounded_after_10_and_1000_segments() {
     }
     assert_eq!(sizes[0], sizes[1]);
     assert_eq!(sizes[0], batch * m.memory_floats_per_sequence());
-    let rebuilt = InfinityMemory::<B>::from_tensors(memory.to_tensors()).unwrap();
+    let rebuilt = InfinityMemory::<B>::from_parts(memory.to_parts()).unwrap();
     assert_eq!(rebuilt.num_floats(), sizes[0]);
     assert_eq!(rebuilt.coefficients.len(), 2);
 }

@@ -29,24 +29,19 @@ impl<B: Backend> MemoryState<B> for MemformerMemory<B> {
                 .map_or(0, |e| e.shape().num_elements())
     }
 
-    /// `[slots]` or `[slots, encoded]`.
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
-        let mut out = vec![self.slots.clone()];
-        out.extend(self.encoded.clone());
-        out
+    /// `[slots, encoded]`, `encoded` empty before the first segment.
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>> {
+        vec![Some(self.slots.clone()), self.encoded.clone()]
     }
 
-    fn from_tensors(tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError> {
-        let mut it = tensors.into_iter();
-        let slots = it
-            .next()
-            .ok_or_else(|| MemoryError("Memformer memory needs its slots".into()))?;
-        let encoded = it.next();
-        if it.next().is_some() {
-            return Err(MemoryError(
-                "Memformer memory is [slots] or [slots, encoded]".into(),
-            ));
+    fn from_slots(slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError> {
+        match <[_; 2]>::try_from(slots) {
+            Ok([Some(slots), encoded]) => Ok(Self { slots, encoded }),
+            Ok([None, _]) => Err(MemoryError("Memformer memory needs its slots".into())),
+            Err(slots) => Err(MemoryError(format!(
+                "Memformer memory has two slots (memory slots, encoding), got {}",
+                slots.len()
+            ))),
         }
-        Ok(Self { slots, encoded })
     }
 }

@@ -198,7 +198,7 @@ fn memory_is_normalised_and_biased() {
     assert_eq!(out.logits.dims(), [2, 6, 12]);
     assert_eq!(out.memory.num_floats(), 2 * (3 + 6) * 16);
     assert_eq!(m.memory_floats_per_sequence(), (3 + 6) * 16);
-    let rebuilt = MemformerMemory::<B>::from_tensors(out.memory.to_tensors()).unwrap();
+    let rebuilt = MemformerMemory::<B>::from_parts(out.memory.to_parts()).unwrap();
     assert_eq!(rebuilt.encoded.unwrap().dims(), [2, 6, 16]);
 }
 

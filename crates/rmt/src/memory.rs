@@ -26,36 +26,23 @@ impl<B: Backend> MemoryState<B> for RmtMemory<B> {
         self.tokens.as_ref().map_or(0, |t| t.shape().num_elements()) + self.cache.num_floats()
     }
 
-    /// `[tokens, cache layers…]`; without memory tokens, the cache alone.
-    fn to_tensors(&self) -> Vec<Tensor<B, 3>> {
-        self.tokens
-            .iter()
-            .cloned()
-            .chain(self.cache.to_tensors())
-            .collect()
+    /// `[tokens, cache layers…]`, `tokens` empty without memory tokens.
+    fn to_slots(&self) -> Vec<Option<Tensor<B, 3>>> {
+        let mut slots = vec![self.tokens.clone()];
+        slots.extend(self.cache.to_slots());
+        slots
     }
 
-    /// Takes the first tensor as the memory tokens and the rest as the
-    /// cache; a model without memory tokens must rebuild its state with
-    /// [`RmtMemory::cache_only`].
-    fn from_tensors(mut tensors: Vec<Tensor<B, 3>>) -> Result<Self, MemoryError> {
-        if tensors.is_empty() {
-            return Err(MemoryError("RMT memory needs its memory tokens".into()));
+    fn from_slots(mut slots: Vec<Option<Tensor<B, 3>>>) -> Result<Self, MemoryError> {
+        if slots.is_empty() {
+            return Err(MemoryError(
+                "RMT memory's first slot is its memory tokens (empty without them)".into(),
+            ));
         }
-        let tokens = tensors.remove(0);
+        let tokens = slots.remove(0);
         Ok(Self {
-            tokens: Some(tokens),
-            cache: LayerCache::from_tensors(tensors)?,
+            tokens,
+            cache: LayerCache::from_slots(slots)?,
         })
-    }
-}
-
-impl<B: Backend> RmtMemory<B> {
-    /// The state of a model without memory tokens.
-    pub fn cache_only(cache: LayerCache<B>) -> Self {
-        Self {
-            tokens: None,
-            cache,
-        }
     }
 }

@@ -21,7 +21,7 @@ use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
     TransformerBlock, absolute_stack,
 };
-use memlab_core::{MemoryState, ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
 use crate::config::{Backbone, MemoryInit, RmtConfig};
 use crate::mask::rmt_mask;
@@ -275,17 +275,6 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
             return SegmentOutput::new(logits, next).with_aux_loss(aux);
         }
         SegmentOutput::new(logits, next)
-    }
-
-    /// `[tokens, cache layers…]`, or the cache alone without memory tokens.
-    fn memory_from_tensors(
-        &self,
-        tensors: Vec<Tensor<B, 3>>,
-    ) -> Result<RmtMemory<B>, memlab_core::MemoryError> {
-        if self.num_mem_tokens == 0 {
-            return Ok(RmtMemory::cache_only(LayerCache::from_tensors(tensors)?));
-        }
-        RmtMemory::from_tensors(tensors)
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

@@ -119,7 +119,7 @@ fn shapes_memory_and_initial_memory() {
     assert_eq!(out.memory.tokens.as_ref().unwrap().dims(), [2, 3, 64]);
     assert_eq!(out.memory.num_floats(), 2 * 3 * 64);
     assert_eq!(model.memory_floats_per_sequence(), 3 * 64);
-    let rebuilt = RmtMemory::<B>::from_tensors(out.memory.to_tensors()).unwrap();
+    let rebuilt = RmtMemory::<B>::from_parts(out.memory.to_parts()).unwrap();
     assert_eq!(rebuilt.tokens.unwrap().dims(), [2, 3, 64]);
 }
 
@@ -433,7 +433,9 @@ fn auxiliary_memory_loss_is_the_weighted_special_token_cross_entropy() {
 }
 
 /// Memory replay back-propagation (memlab-core) gives full BPTT's gradients
-/// through RMT's memory tokens over 4 segments, on both backbones.
+/// through RMT's memory tokens over 4 segments, on both backbones; and
+/// through the Tr-XL backbone's cache alone when there are no memory tokens
+/// (the memory's layout says the tokens' slot is empty).
 #[test]
 fn memory_replay_backprop_matches_full_bptt() {
     let inputs = seq(2 * 24, 5);
@@ -461,6 +463,51 @@ fn memory_replay_backprop_matches_full_bptt() {
         };
         memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
     }
+    let cache_only = RmtConfig {
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            ..RmtConfig::default().transformer
+        },
+        backbone: Backbone::TransformerXl,
+        num_mem_tokens: 0,
+        mem_len: 6,
+        ..RmtConfig::default()
+    };
+    memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(&cache_only, &CTX, &batch, 6, 1e-4);
+}
+
+/// Without memory tokens the tokens' slot is empty, and the memory rebuilt
+/// from its parts is the cache alone (not the first cache layer taken for
+/// memory tokens).
+#[test]
+fn memory_without_tokens_rebuilds_from_its_parts() {
+    let device = Default::default();
+    let config = RmtConfig {
+        transformer: TransformerSizes {
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            ..RmtConfig::default().transformer
+        },
+        backbone: Backbone::TransformerXl,
+        num_mem_tokens: 0,
+        mem_len: 4,
+        ..RmtConfig::default()
+    };
+    let model = materialize(rmt::<B>(&config, 4));
+    let out = model.forward_segment(
+        tokens::<B>(&seq(2 * 5, 1), 2),
+        model.init_memory(2, &device),
+    );
+    let parts = out.memory.to_parts();
+    assert!(!parts.layout.0[0], "the tokens' slot is empty");
+    assert_eq!(parts.tensors.len(), config.n_layers);
+    let rebuilt = RmtMemory::<B>::from_parts(parts).unwrap();
+    assert!(rebuilt.tokens.is_none());
+    assert_eq!(rebuilt.cache.layers.len(), config.n_layers);
+    assert_eq!(rebuilt.cache.layers[0].dims(), [2, 4, 16]);
 }
 
 /// `preset = "paper"` is LM-RMT's code path for RMT (`run_copy.sh` et al.:

@@ -69,7 +69,7 @@ fn shapes_and_a_cache_bounded_by_mem_len() {
         model.memory_floats_per_sequence(),
         2 * 5 * config.transformer.d_model
     );
-    let again = XlMemory::<B>::from_tensors(memory.to_tensors()).unwrap();
+    let again = XlMemory::<B>::from_parts(memory.to_parts()).unwrap();
     assert_eq!(again.len(), 5);
 }
 
