@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
-use memlab_core::config::{ConfigError, set_path};
+use memlab_core::compare::compared_runs;
 use memlab_core::runner::SegmentStream;
 use memlab_core::train::{EvalFigures, TrainOptions, evaluate, run_dir};
 use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec, Split, Task};
@@ -267,83 +267,39 @@ pub struct PlannedRun {
     pub task: Rc<dyn Task>,
 }
 
-/// The runs a comparison trains: one per (setting, model), every model
-/// table parsed against its task before any training starts.
+/// The runs a comparison trains: one per (setting, model)
+/// ([`memlab_core::compare::compared_runs`]), every model table parsed
+/// against its task before any training starts.
 pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
-    let compare = config.compare.as_ref().ok_or_else(|| {
-        ConfigError::new(
-            "compare",
-            "is missing (`memlab compare` needs a [compare] table)",
-        )
-    })?;
-    let settings = if compare.settings.is_empty() {
-        vec![memlab_core::config::CompareSetting {
-            label: "default".into(),
-            set: toml::Table::new(),
-        }]
-    } else {
-        compare.settings.clone()
-    };
-    let base = toml::Table::try_from(config).context("re-serialising the config")?;
     let mut plan = Vec::new();
     // A task (a text corpus: read from disk) is built once per
     // (task table, seed); the models of a setting share it.
     let mut tasks: Vec<(String, Rc<dyn Task>)> = Vec::new();
-    for setting in &settings {
-        for (i, table) in compare.models.iter().enumerate() {
-            let section = format!("compare.models[{i}]");
-            let spec = ModelSpec::from_table(table, &section)?;
-            let mut doc = base.clone();
-            doc.remove("compare");
-            doc.insert("model".into(), toml::Value::Table(table.clone()));
-            for (key, value) in &setting.set {
-                set_path(&mut doc, key, value.clone())?;
+    for run in compared_runs(config)? {
+        let key = format!(
+            "{}\n{}",
+            toml::to_string(&run.config.task).context("re-serialising the task")?,
+            run.config.run.seed
+        );
+        let task = match tasks.iter().find(|(k, _)| *k == key) {
+            Some((_, task)) => task.clone(),
+            None => {
+                let task: Rc<dyn Task> = Rc::from(build_task(&run.config)?);
+                tasks.push((key, task.clone()));
+                task
             }
-            let name = format!(
-                "{}/{}-{}",
-                config.run.name,
-                slug(&setting.label),
-                slug(&spec.label)
-            );
-            let mut run_config = ExperimentConfig::from_table(doc)
-                .map_err(|e| anyhow!("{e} (in setting `{}`)", setting.label))?;
-            run_config.run.name = name;
-            let key = format!(
-                "{}\n{}",
-                toml::to_string(&run_config.task).context("re-serialising the task")?,
-                run_config.run.seed
-            );
-            let task = match tasks.iter().find(|(k, _)| *k == key) {
-                Some((_, task)) => task.clone(),
-                None => {
-                    let task: Rc<dyn Task> = Rc::from(build_task(&run_config)?);
-                    tasks.push((key, task.clone()));
-                    task
-                }
-            };
-            check_model(&spec, &ModelContext::of(&run_config, task.as_ref()))
-                .map_err(|e| anyhow!("{e} (in `{section}`)"))?;
-            plan.push(PlannedRun {
-                setting: setting.label.clone(),
-                spec,
-                config: run_config,
-                task,
-            });
-        }
+        };
+        let section = format!("compare.models[{}]", run.model);
+        check_model(&run.spec, &ModelContext::of(&run.config, task.as_ref()))
+            .map_err(|e| anyhow!("{e} (in `{section}`)"))?;
+        plan.push(PlannedRun {
+            setting: run.setting,
+            spec: run.spec,
+            config: run.config,
+            task,
+        });
     }
     Ok(plan)
-}
-
-fn slug(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// `memlab compare`: trains every model of `[compare]` under every setting on

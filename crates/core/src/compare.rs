@@ -85,3 +85,78 @@ fn slug(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_toml;
+
+    fn config(text: &str) -> ExperimentConfig {
+        ExperimentConfig::from_table(parse_toml(text).unwrap()).unwrap()
+    }
+
+    const BASE: &str = r#"
+[run]
+name = "cmp"
+[task]
+kind = "copy"
+[train]
+segment_len = 24
+[compare]
+settings = [
+    { label = "1 segment", set = { "train.segment_len" = 24 } },
+    { label = "3 segments", set = { "train.segment_len" = 8 } },
+]
+[[compare.models]]
+arch = "baseline"
+[[compare.models]]
+arch = "rmt"
+label = "rmt (8)"
+num_mem_tokens = 8
+"#;
+
+    /// Settings are the outer loop; each run is a whole config with the
+    /// model's table as `[model]`, the setting applied, no `[compare]`.
+    #[test]
+    fn every_setting_runs_every_model() {
+        let runs = compared_runs(&config(BASE)).unwrap();
+        let seen: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.setting.as_str(),
+                    r.model,
+                    r.config.run.name.as_str(),
+                    r.config.train.segment_len,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("1 segment", 0, "cmp/1_segment-baseline", 24),
+                ("1 segment", 1, "cmp/1_segment-rmt__8_", 24),
+                ("3 segments", 0, "cmp/3_segments-baseline", 8),
+                ("3 segments", 1, "cmp/3_segments-rmt__8_", 8),
+            ]
+        );
+        let rmt = &runs[1].config;
+        assert!(rmt.compare.is_none());
+        let model = rmt.model.as_ref().unwrap();
+        assert_eq!(model["arch"].as_str(), Some("rmt"));
+        assert_eq!(model["num_mem_tokens"].as_integer(), Some(8));
+        assert_eq!(runs[1].spec.label, "rmt (8)");
+    }
+
+    /// A setting that names a field no config has is an error naming the
+    /// field and the setting; no `[compare]` is an error naming it.
+    #[test]
+    fn a_wrong_setting_is_named() {
+        let text = BASE.replace("\"train.segment_len\" = 8", "\"train.segment_length\" = 8");
+        let err = compared_runs(&config(&text)).unwrap_err();
+        assert!(err.to_string().contains("segment_length"), "{err}");
+        assert!(err.to_string().contains("in setting `3 segments`"), "{err}");
+        let plain = config("[task]\nkind = \"copy\"\n");
+        assert_eq!(compared_runs(&plain).unwrap_err().field, "compare");
+    }
+}

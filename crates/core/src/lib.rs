@@ -13,6 +13,7 @@
 pub mod agreement;
 pub mod cache;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod distributed;
