@@ -463,7 +463,19 @@ fn memory_replay_backprop_matches_full_bptt() {
         };
         memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
     }
-    let cache_only = RmtConfig {
+    memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(
+        &cache_only(6),
+        &CTX,
+        &batch,
+        6,
+        1e-4,
+    );
+}
+
+/// A small RMT on the Tr-XL backbone without memory tokens: its memory is
+/// the cache of `mem_len` positions alone.
+fn cache_only(mem_len: usize) -> RmtConfig {
+    RmtConfig {
         transformer: TransformerSizes {
             d_model: 16,
             n_heads: 2,
@@ -472,10 +484,9 @@ fn memory_replay_backprop_matches_full_bptt() {
         },
         backbone: Backbone::TransformerXl,
         num_mem_tokens: 0,
-        mem_len: 6,
+        mem_len,
         ..RmtConfig::default()
-    };
-    memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(&cache_only, &CTX, &batch, 6, 1e-4);
+    }
 }
 
 /// Without memory tokens the tokens' slot is empty, and the memory rebuilt
@@ -484,18 +495,7 @@ fn memory_replay_backprop_matches_full_bptt() {
 #[test]
 fn memory_without_tokens_rebuilds_from_its_parts() {
     let device = Default::default();
-    let config = RmtConfig {
-        transformer: TransformerSizes {
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
-            ..RmtConfig::default().transformer
-        },
-        backbone: Backbone::TransformerXl,
-        num_mem_tokens: 0,
-        mem_len: 4,
-        ..RmtConfig::default()
-    };
+    let config = cache_only(4);
     let model = materialize(rmt::<B>(&config, 4));
     let out = model.forward_segment(
         tokens::<B>(&seq(2 * 5, 1), 2),
