@@ -111,64 +111,37 @@ pub fn scaling_csv(report: &BenchReport) -> String {
 /// The scaling plot: tokens/s against sequence length, both axes
 /// logarithmic, one line per model and backend.
 pub fn scaling_svg(report: &BenchReport, title: &str) -> Result<String> {
-    use plotters::prelude::*;
+    use crate::plot::{Chart, Point, Series};
 
-    let points = &report.scaling;
-    if points.is_empty() {
+    if report.scaling.is_empty() {
         return Err(anyhow!("nothing to plot: no scaling points"));
     }
-    let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, 0f64, f64::MAX, 0f64);
-    for p in points {
-        x_lo = x_lo.min(p.sequence_len as f64);
-        x_hi = x_hi.max(p.sequence_len as f64);
-        y_lo = y_lo.min(p.tokens_per_s);
-        y_hi = y_hi.max(p.tokens_per_s);
-    }
-    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-    for p in points {
+    let mut series: Vec<Series> = Vec::new();
+    for p in &report.scaling {
         let name = format!("{} ({})", p.series, p.backend);
-        let xy = (p.sequence_len as f64, p.tokens_per_s);
-        match series.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, v)) => v.push(xy),
-            None => series.push((name, vec![xy])),
+        let point = Point {
+            x: p.sequence_len as f64,
+            y: p.tokens_per_s,
+            err: None,
+        };
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push(point),
+            None => series.push(Series {
+                name,
+                points: vec![point],
+            }),
         }
     }
-
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                (x_lo * 0.8..x_hi * 1.25).log_scale(),
-                (y_lo * 0.5..y_hi * 2.0).log_scale(),
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc("sequence length (tokens)")
-            .y_desc("tokens/s (forward, one segment)")
-            .draw()?;
-        for (i, (name, xy)) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(xy.iter().copied(), color.stroke_width(2)))?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
-            chart.draw_series(xy.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerLeft)
-            .draw()?;
-        root.present()?;
+    Chart {
+        title: title.to_string(),
+        x_desc: "sequence length (tokens)".into(),
+        y_desc: "tokens/s (forward, one segment)".into(),
+        log_x: true,
+        log_y: true,
+        x_ticks: None,
+        series,
     }
-    Ok(svg)
+    .svg()
 }
 
 /// Writes bench.md, bench.csv, scaling.csv and scaling.svg into `dir`.

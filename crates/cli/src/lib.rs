@@ -3,22 +3,24 @@
 //! memlab-zoo's (re-exported here).
 
 pub mod bench;
+pub mod compare;
 pub mod crosscheck;
 pub mod data;
 pub mod lm_rmt;
+pub mod plot;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use burn::prelude::*;
-use memlab_core::compare::compared_runs;
 use memlab_core::runner::SegmentStream;
-use memlab_core::train::{EvalFigures, TrainOptions, evaluate, run_dir};
-use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec, Split, Task};
+use memlab_core::train::{EvalFigures, evaluate};
+use memlab_core::{Architecture, Split};
 use serde::Serialize;
 
+pub use compare::{
+    CompareOptions, CompareRow, PlannedRun, compare_plan, csv_table, markdown_table, run_compare,
+};
 pub use memlab_zoo::{
     BackendKind, BackendVisitor, LoadedRun, ModelJob, RunModelJob, alloc, backend, build_task,
     check_model, progress_bar, registry, run_job, run_train, threads, train_model, with_backend,
@@ -235,183 +237,6 @@ pub fn run_generate(
         generated_tokens: tokens,
         tokens_per_second,
     })
-}
-
-/// One row of a comparison.
-#[derive(Debug, Clone, Serialize)]
-pub struct CompareRow {
-    pub setting: String,
-    pub model: String,
-    pub arch: String,
-    pub parameters: usize,
-    pub memory_floats_per_sequence: usize,
-    pub segments: usize,
-    pub metric: memlab_core::Metric,
-    pub value: f64,
-    pub loss: f64,
-    /// Teacher-forced token accuracy.
-    pub accuracy: f64,
-    /// Token accuracy and exact match of the generated answer (tasks with
-    /// an answer; see [`memlab_core::Task::answer`]).
-    pub generated_accuracy: Option<f64>,
-    pub generated_exact_match: Option<f64>,
-    pub tokens_per_second: f64,
-}
-
-/// One run of a comparison: a model under a setting, its config, and its
-/// task (built once for every run that reads the same one).
-pub struct PlannedRun {
-    pub setting: String,
-    pub spec: ModelSpec,
-    pub config: ExperimentConfig,
-    pub task: Rc<dyn Task>,
-}
-
-/// The runs a comparison trains: one per (setting, model)
-/// ([`memlab_core::compare::compared_runs`]), every model table parsed
-/// against its task before any training starts.
-pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
-    let mut plan = Vec::new();
-    // A task (a text corpus: read from disk) is built once per
-    // (task table, seed); the models of a setting share it.
-    let mut tasks: Vec<(String, Rc<dyn Task>)> = Vec::new();
-    for run in compared_runs(config)? {
-        let key = format!(
-            "{}\n{}",
-            toml::to_string(&run.config.task).context("re-serialising the task")?,
-            run.config.run.seed
-        );
-        let task = match tasks.iter().find(|(k, _)| *k == key) {
-            Some((_, task)) => task.clone(),
-            None => {
-                let task: Rc<dyn Task> = Rc::from(build_task(&run.config)?);
-                tasks.push((key, task.clone()));
-                task
-            }
-        };
-        let section = format!("compare.models[{}]", run.model);
-        check_model(&run.spec, &ModelContext::of(&run.config, task.as_ref()))
-            .map_err(|e| anyhow!("{e} (in `{section}`)"))?;
-        plan.push(PlannedRun {
-            setting: run.setting,
-            spec: run.spec,
-            config: run.config,
-            task,
-        });
-    }
-    Ok(plan)
-}
-
-/// `memlab compare`: trains every model of `[compare]` under every setting on
-/// the same task and seed; returns the rows.
-pub fn run_compare(
-    config: &ExperimentConfig,
-    backend: BackendKind,
-    progress: bool,
-    mut on_row: impl FnMut(&CompareRow),
-) -> Result<Vec<CompareRow>> {
-    let plan = compare_plan(config)?;
-    let mut rows = Vec::with_capacity(plan.len());
-    for PlannedRun {
-        setting,
-        spec,
-        config: run_config,
-        task,
-    } in plan
-    {
-        let options = TrainOptions {
-            run_dir: run_dir(&run_config),
-            resume: false,
-            // A comparison trains its runs afresh each time it is run.
-            overwrite: true,
-            memory_limit: None,
-            progress: progress.then(progress_bar),
-        };
-        let report = train_model(&run_config, &spec, task.as_ref(), &options, backend, None)
-            .with_context(|| format!("training `{}` in setting `{setting}`", spec.label))?
-            .expect("a run of this process alone reports");
-        let row = CompareRow {
-            setting,
-            model: spec.label.clone(),
-            arch: spec.arch.clone(),
-            parameters: report.model.parameters,
-            memory_floats_per_sequence: report.model.memory_floats_per_sequence,
-            segments: task.seq_len().div_ceil(run_config.train.segment_len),
-            metric: report.eval.metric,
-            value: report.eval.value,
-            loss: report.eval.loss,
-            accuracy: report.eval.accuracy,
-            generated_accuracy: report.eval.generated_accuracy,
-            generated_exact_match: report.eval.generated_exact_match,
-            tokens_per_second: report.tokens_per_second,
-        };
-        on_row(&row);
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-/// A figure that a row may lack, for tables.
-fn optional(value: Option<f64>) -> String {
-    value.map_or_else(|| "—".into(), |v| format!("{v:.4}"))
-}
-
-/// The comparison as a Markdown table. For a task scored on its generated
-/// answer (copy, reverse, quadratic equations), the generated accuracy and
-/// exact match come first: they are the papers' figures; the teacher-forced
-/// accuracy follows.
-pub fn markdown_table(rows: &[CompareRow]) -> String {
-    let mut out = String::from(
-        "| setting | model | segments | parameters | memory floats/seq | metric | valid value | generated accuracy | generated exact match | teacher-forced accuracy | valid loss | train tokens/s |\n\
-         | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.4} | {:.4} | {:.0} |",
-            r.setting,
-            r.model,
-            r.segments,
-            r.parameters,
-            r.memory_floats_per_sequence,
-            metric_name(r.metric),
-            r.value,
-            optional(r.generated_accuracy),
-            optional(r.generated_exact_match),
-            r.accuracy,
-            r.loss,
-            r.tokens_per_second
-        );
-    }
-    out
-}
-
-/// The comparison as CSV (an absent figure is an empty field).
-pub fn csv_table(rows: &[CompareRow]) -> String {
-    let mut out = String::from(
-        "setting,model,arch,segments,parameters,memory_floats_per_sequence,metric,value,loss,accuracy,generated_accuracy,generated_exact_match,tokens_per_second\n",
-    );
-    let field = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            csv_field(&r.setting),
-            csv_field(&r.model),
-            csv_field(&r.arch),
-            r.segments,
-            r.parameters,
-            r.memory_floats_per_sequence,
-            metric_name(r.metric),
-            r.value,
-            r.loss,
-            r.accuracy,
-            field(r.generated_accuracy),
-            field(r.generated_exact_match),
-            r.tokens_per_second
-        );
-    }
-    out
 }
 
 pub(crate) fn csv_field(s: &str) -> String {

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use memlab_cli::bench::{BenchPlan, bench_markdown, run_bench, write_bench_outputs};
+use memlab_cli::compare::{CellOutcome, plan_table, write_compare_outputs};
 use memlab_cli::crosscheck;
+use memlab_cli::plot::{CurveRequest, training_curves};
 use memlab_cli::{
-    BackendKind, csv_table, data, markdown_table, metric_name, registry, run_compare, run_eval,
-    run_train,
+    BackendKind, CompareOptions, data, metric_name, registry, run_compare, run_eval, run_train,
 };
 use memlab_core::checkpoint::write_atomically;
 use memlab_core::distributed::Nodes;
@@ -123,8 +124,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Train every model of [compare] under every setting on the same task and
-    /// seed; print a Markdown table and write compare.md and compare.csv.
+    /// Train every model of [compare] under every setting with every seed
+    /// (compare.seeds); print mean ± std tables and write compare.md,
+    /// compare.csv (every cell), summary.csv and compare.svg. Run again, it
+    /// keeps the cells that finished and resumes the one interrupted.
     Compare {
         #[arg(long)]
         config: PathBuf,
@@ -132,6 +135,41 @@ enum Command {
         backend: BackendKind,
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Train every cell afresh, replacing the runs their directories hold.
+        #[arg(long)]
+        fresh: bool,
+        /// Also write the tables and the figure (compare.md, compare.csv,
+        /// summary.csv, compare.svg) into this directory: a small copy to
+        /// publish, e.g. under docs/, without the runs' checkpoints.
+        #[arg(long, value_name = "DIR")]
+        publish: Option<PathBuf>,
+        /// List the cells and what their directories hold (finished,
+        /// interrupted, to train), check every model against its task,
+        /// and train nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Draw training curves from runs' metrics.jsonl, one line per run
+    /// (a directory of runs, such as a comparison's, stands for them all).
+    Plot {
+        /// Run directories (repeatable).
+        #[arg(long = "run", required = true)]
+        runs: Vec<PathBuf>,
+        /// The field to draw: loss, accuracy, grad_norm, lr, value...
+        #[arg(long, default_value = "loss")]
+        field: String,
+        /// The lines to read: train or valid.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Average each point with the N - 1 logged before it.
+        #[arg(long, default_value_t = 1, value_parser = parse_positive)]
+        smooth: usize,
+        /// A logarithmic y axis.
+        #[arg(long)]
+        log_y: bool,
+        /// The SVG file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measure every model of a bench config on every chosen backend:
     /// forward and training tokens/s, peak memory, model FLOPs, and forward
@@ -497,25 +535,68 @@ fn run(cli: Cli) -> Result<()> {
             config,
             backend,
             overrides,
+            fresh,
+            publish,
+            dry_run,
         } => {
             note_defaults(&config);
             let config = ExperimentConfig::load(&config, &overrides)?;
-            let rows = run_compare(&config, backend, progress, |row| {
+            if dry_run {
+                out!("{}", plan_table(&config)?);
+                return Ok(());
+            }
+            let options = CompareOptions { fresh, progress };
+            let rows = run_compare(&config, backend, options, |row, outcome| {
+                let how = match outcome {
+                    CellOutcome::Trained => "done",
+                    CellOutcome::Resumed => "resumed and done",
+                    CellOutcome::Kept => "kept (finished before)",
+                };
                 eprintln!(
-                    "done: {} / {}: {} {:.4}",
+                    "{how}: {} / {} / seed {}: {} {:.4}",
                     row.setting,
                     row.model,
+                    row.seed,
                     metric_name(row.metric),
                     row.value
                 );
             })?;
-            let table = markdown_table(&rows);
-            out!("{table}");
             let dir = run_dir(&config);
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            write_atomically(&dir.join("compare.md"), table.as_bytes())?;
-            write_atomically(&dir.join("compare.csv"), csv_table(&rows).as_bytes())?;
-            out!("wrote {} and compare.csv", dir.join("compare.md").display());
+            let x_label = config.compare.as_ref().and_then(|c| c.x_label.as_deref());
+            let title = config
+                .compare
+                .as_ref()
+                .and_then(|c| c.title.clone())
+                .unwrap_or_else(|| config.run.name.clone());
+            let (tables, _) = write_compare_outputs(&dir, &rows, &title, x_label)?;
+            out!("{tables}");
+            out!(
+                "wrote {}, compare.csv, summary.csv and compare.svg",
+                dir.join("compare.md").display()
+            );
+            if let Some(publish) = publish {
+                write_compare_outputs(&publish, &rows, &title, x_label)?;
+                out!("and the same four files into {}", publish.display());
+            }
+        }
+        Command::Plot {
+            runs,
+            field,
+            split,
+            smooth,
+            log_y,
+            out,
+        } => {
+            let chart = training_curves(&CurveRequest {
+                runs,
+                field,
+                split,
+                smooth,
+                log_y,
+            })?;
+            write_atomically(&out, chart.svg()?.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+            out!("wrote {} ({} runs)", out.display(), chart.series.len());
         }
         Command::Bench {
             config,

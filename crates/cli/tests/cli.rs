@@ -219,16 +219,14 @@ fn eval_of_a_directory_without_a_run_is_a_clear_error() {
     );
 }
 
-#[test]
-fn compare_prints_a_table_and_writes_csv() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cmp.toml");
+fn write_compare_config(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
         format!(
             r#"
 [run]
-name = "cmp"
+name = "{name}"
 out_dir = "{}"
 [task]
 kind = "copy"
@@ -240,7 +238,9 @@ batch_size = 4
 segment_len = 6
 warmup_steps = 1
 eval_batches = 1
+checkpoint_every = 2
 [compare]
+seeds = [1, 2]
 settings = [{{ label = "one", set = {{ "train.segment_len" = 6 }} }},
             {{ label = "three", set = {{ "train.segment_len" = 2 }} }}]
 [[compare.models]]
@@ -257,14 +257,43 @@ n_heads = 2
 d_ff = 16
 pre_norm = false
 "#,
-            dir.path().display()
+            dir.display()
         ),
     )
     .unwrap();
+    path
+}
+
+/// The figures of a compare.csv, without the throughput, heap and time
+/// (which vary).
+fn compare_figures(csv: &Path) -> Vec<String> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split(',').collect();
+            // tokens_per_second, peak_heap_bytes and seconds are the last three.
+            fields[..fields.len() - 3].join(",")
+        })
+        .collect()
+}
+
+/// The matrix: 2 settings × 2 models × 2 seeds, tables of mean ± std, the
+/// per-cell CSV, the summary CSV and the figure.
+#[test]
+fn compare_runs_a_matrix_of_seeds_and_writes_tables_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_compare_config(dir.path(), "cmp");
     let out = run(&["compare", "--config", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("| setting | model |"), "{stdout}");
+    assert!(
+        stdout.contains("(mean ± std, 2 seeds) | one | three |"),
+        "{stdout}"
+    );
+    for model in ["| small | ", "| post-ln | "] {
+        assert!(stdout.contains(model), "{model} missing from\n{stdout}");
+    }
     for row in [
         "| one | small | 1 |",
         "| one | post-ln | 1 |",
@@ -283,9 +312,48 @@ pre_norm = false
         "a copy row lacks a generated figure:\n{stdout}"
     );
     let csv = std::fs::read_to_string(dir.path().join("cmp/compare.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 5);
-    assert!(dir.path().join("cmp/compare.md").exists());
-    assert!(dir.path().join("cmp/three-post-ln/checkpoint.mpk").exists());
+    assert_eq!(csv.lines().count(), 9, "{csv}");
+    let summary = std::fs::read_to_string(dir.path().join("cmp/summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 5, "{summary}");
+    assert!(
+        summary.lines().skip(1).all(|l| l.contains(",2,")),
+        "{summary}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("cmp/compare.md")).unwrap();
+    assert!(md.contains("## Every cell"), "{md}");
+    let svg = std::fs::read_to_string(dir.path().join("cmp/compare.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("post-ln") && svg.contains("segments"));
+    let cell = dir.path().join("cmp/three-post-ln-seed2");
+    assert!(cell.join("checkpoint.mpk").exists() && cell.join("cell.toml").exists());
+
+    // `memlab plot` draws the cells' training curves from their metrics.
+    let plot = dir.path().join("curves.svg");
+    let cmp_dir = dir.path().join("cmp");
+    let out = run(&[
+        "plot",
+        "--run",
+        cmp_dir.to_str().unwrap(),
+        "--out",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(8 runs)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("three-post-ln-seed2") && svg.contains("step"));
+    let out = run(&[
+        "plot",
+        "--run",
+        cell.to_str().unwrap(),
+        "--field",
+        "bpc",
+        "--out",
+        plot.to_str().unwrap(),
+    ]);
+    common::assert_fails_with(&out, "no `bpc`");
 
     // A bad model in the list is caught before anything trains.
     let bad = std::fs::read_to_string(&path)
@@ -293,12 +361,78 @@ pre_norm = false
         .replace("pre_norm = false", "pre_norm = 3");
     std::fs::write(&path, bad).unwrap();
     let out = run(&["compare", "--config", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    common::assert_fails_with(&out, "compare.models[1]");
+    assert!(text(&out.stderr).contains("model.pre_norm"));
+}
+
+/// A comparison killed in its first cell, run again, resumes that cell
+/// from its checkpoint and trains the rest; run once more, it keeps them all; its
+/// figures equal those of an uninterrupted comparison. A changed config is
+/// refused, naming the field, until --fresh.
+#[test]
+fn an_interrupted_comparison_resumes_without_redoing_finished_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_compare_config(dir.path(), "cmp");
+    let config = path.to_str().unwrap();
+    // Kill (no cleanup) when a cell finishes step 3 of 4: in the first
+    // cell. Checkpoints are written every 2 steps.
+    let out = memlab()
+        .args(["compare", "--config", config])
+        .env("MEMLAB_TEST_ABORT_AFTER_STEP", "3")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let first = dir.path().join("cmp/one-small-seed1");
+    assert!(first.join("checkpoint.mpk").exists() && !first.join("cell.toml").exists());
+
+    let out = run(&["compare", "--config", config]);
     let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("model.pre_norm") && stderr.contains("compare.models[1]"),
+        stderr.contains("resumed and done: one / small / seed 1"),
         "{stderr}"
     );
+    let trained = stderr.lines().filter(|l| l.starts_with("done: ")).count();
+    assert_eq!(trained, 7, "{stderr}");
+
+    // Again: every cell is kept, nothing trains.
+    let metrics = std::fs::read_to_string(first.join("metrics.jsonl")).unwrap();
+    let out = run(&["compare", "--config", config]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("kept (finished before)").count(),
+        8,
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+
+    // The same comparison, never interrupted, in another directory.
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean = write_compare_config(clean_dir.path(), "cmp");
+    let out = run(&["compare", "--config", clean.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        compare_figures(&dir.path().join("cmp/compare.csv")),
+        compare_figures(&clean_dir.path().join("cmp/compare.csv"))
+    );
+
+    // Another config over the same cells: refused, naming the field.
+    let out = run(&["compare", "--config", config, "--set", "train.steps=5"]);
+    common::assert_fails_with(&out, "`train.steps` differs");
+    assert!(text(&out.stderr).contains("--fresh"));
+    let out = run(&[
+        "compare",
+        "--config",
+        config,
+        "--set",
+        "train.steps=5",
+        "--fresh",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// A word-level run end to end: the vocabulary is saved with the run, the

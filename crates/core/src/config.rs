@@ -533,13 +533,26 @@ impl Validate for TrainConfig {
 }
 
 /// One setting of a comparison: a label and `key=value` overrides applied to
-/// the whole config (e.g. `task.length = 24`).
+/// the whole config (e.g. `task.length = 24`), and to single models.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CompareSetting {
     pub label: String,
     #[serde(default)]
     pub set: toml::Table,
+    /// Fields of single models in this setting, by model label:
+    /// `models = { "rmt" = { num_mem_tokens = 8 }, "tr-xl" = { mem_len = 8 } }`
+    /// (a memory size that each architecture names its own way).
+    #[serde(default)]
+    pub models: toml::Table,
+    /// Where the setting lies on the plot's x axis (its memory size,
+    /// sequence length...); without it, the number of segments.
+    #[serde(default)]
+    pub x: Option<f64>,
+    /// The labels of the models this setting runs (all of them when
+    /// absent): `only = ["baseline"]` for a "no memory" column.
+    #[serde(default)]
+    pub only: Option<Vec<String>>,
 }
 
 /// `[compare]`: which models and settings `memlab compare` runs.
@@ -551,6 +564,17 @@ pub struct CompareConfig {
     /// Settings (columns of the matrix); one unnamed setting when empty.
     #[serde(default)]
     pub settings: Vec<CompareSetting>,
+    /// Seeds every (setting, model) cell is trained with (`run.seed` each
+    /// time, for parameters, data and dropout); `[run.seed]` when empty.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// The plot's x axis: what the settings' `x` measure (default: the
+    /// number of segments).
+    #[serde(default)]
+    pub x_label: Option<String>,
+    /// The title of the tables and the figure (default: `run.name`).
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 /// A whole experiment file. Task and model tables stay raw here: the tasks
@@ -589,6 +613,30 @@ impl ExperimentConfig {
                         "must not be empty",
                     ));
                 }
+                if compare.settings[..i].iter().any(|t| t.label == s.label) {
+                    return Err(ConfigError::new(
+                        format!("compare.settings[{i}].label"),
+                        format!("`{}` names two settings", s.label),
+                    ));
+                }
+                if s.only.as_ref().is_some_and(|only| only.is_empty()) {
+                    return Err(ConfigError::new(
+                        format!("compare.settings[{i}].only"),
+                        "must name at least one model (leave it out to run them all)",
+                    ));
+                }
+                if s.x.is_some_and(|x| !x.is_finite()) {
+                    return Err(ConfigError::new(
+                        format!("compare.settings[{i}].x"),
+                        "must be a finite number",
+                    ));
+                }
+            }
+            if (1..compare.seeds.len()).any(|i| compare.seeds[..i].contains(&compare.seeds[i])) {
+                return Err(ConfigError::new(
+                    "compare.seeds",
+                    format!("lists a seed twice: {:?}", compare.seeds),
+                ));
             }
         }
         Ok(config)
