@@ -129,6 +129,7 @@ pub fn scaling_svg(report: &BenchReport, title: &str) -> Result<String> {
             None => series.push(Series {
                 name,
                 points: vec![point],
+                ..Series::default()
             }),
         }
     }
@@ -140,6 +141,7 @@ pub fn scaling_svg(report: &BenchReport, title: &str) -> Result<String> {
         log_y: true,
         x_ticks: None,
         series,
+        ..Chart::default()
     }
     .svg()
 }

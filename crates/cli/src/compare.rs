@@ -605,11 +605,8 @@ pub fn summary_csv(summaries: &[CompareSummary]) -> String {
 /// standard deviation) against the settings' `x` — or, where some setting
 /// gives none, the number of segments when the settings differ in it, and
 /// else the settings in order, by label.
-pub fn compare_chart(
-    summaries: &[CompareSummary],
-    title: &str,
-    x_label: Option<&str>,
-) -> Result<Chart> {
+pub fn compare_chart(rows: &[CompareRow], title: &str, x_label: Option<&str>) -> Result<Chart> {
+    let summaries = &summarize(rows)[..];
     if summaries.is_empty() {
         bail!("nothing to plot: the comparison has no cells");
     }
@@ -622,48 +619,67 @@ pub fn compare_chart(
     let mut segments: Vec<usize> = settings.iter().map(|s| s.segments).collect();
     segments.sort_unstable();
     segments.dedup();
-    let (x_of, x_desc, ticks): (Box<dyn Fn(&CompareSummary) -> f64>, String, _) =
-        if settings.iter().all(|s| s.x.is_some()) {
-            (
-                Box::new(|s| s.x.expect("checked")),
-                x_label.unwrap_or("x").to_string(),
-                None,
-            )
-        } else if segments.len() == settings.len() {
-            (
-                Box::new(|s| s.segments as f64),
-                x_label.unwrap_or("segments").to_string(),
-                None,
-            )
-        } else {
-            let labels: Vec<String> = settings.iter().map(|s| s.setting.clone()).collect();
-            let order = labels.clone();
-            (
-                Box::new(move |s| {
-                    order
-                        .iter()
-                        .position(|l| *l == s.setting)
-                        .expect("a setting of the table") as f64
-                }),
-                x_label.unwrap_or("setting").to_string(),
-                Some(labels),
-            )
-        };
+    /// Where a (setting, model) lies on the x axis.
+    type Position = Box<dyn Fn(&CompareSummary) -> f64>;
+    let (x_of, x_desc, ticks): (Position, String, _) = if settings.iter().all(|s| s.x.is_some()) {
+        (
+            Box::new(|s| s.x.expect("checked")),
+            x_label.unwrap_or("x").to_string(),
+            None,
+        )
+    } else if segments.len() == settings.len() {
+        (
+            Box::new(|s| s.segments as f64),
+            x_label.unwrap_or("segments").to_string(),
+            None,
+        )
+    } else {
+        let labels: Vec<String> = settings.iter().map(|s| s.setting.clone()).collect();
+        let order = labels.clone();
+        (
+            Box::new(move |s| {
+                order
+                    .iter()
+                    .position(|l| *l == s.setting)
+                    .expect("a setting of the table") as f64
+            }),
+            x_label.unwrap_or("setting").to_string(),
+            Some(labels),
+        )
+    };
     let mut series: Vec<Series> = Vec::new();
     for s in summaries {
+        let x = x_of(s);
         let point = Point {
-            x: x_of(s),
+            x,
             y: s.value.mean,
             err: (s.value.n > 1).then_some(s.value.std),
         };
+        // Each seed's value beside the mean: a bimodal cell (some seeds
+        // learn, some stay at chance) shows as two groups, not as one
+        // mean with a wide bar.
+        let seeds = rows
+            .iter()
+            .filter(|r| r.setting == s.setting && r.model == s.model)
+            .map(|r| (x, r.value));
         match series.iter_mut().find(|t| t.name == s.model) {
-            Some(t) => t.points.push(point),
+            Some(t) => {
+                t.points.push(point);
+                t.samples.extend(seeds);
+            }
             None => series.push(Series {
                 name: s.model.clone(),
                 points: vec![point],
+                samples: seeds.collect(),
             }),
         }
     }
+    let mut marks: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.x))
+        .collect();
+    marks.sort_by(f64::total_cmp);
+    marks.dedup();
     for s in &mut series {
         s.points.sort_by(|a, b| a.x.total_cmp(&b.x));
     }
@@ -683,6 +699,7 @@ pub fn compare_chart(
         },
         log_x: false,
         log_y: false,
+        x_marks: ticks.is_none().then_some(marks),
         x_ticks: ticks,
         series,
     })
@@ -716,7 +733,7 @@ pub fn write_compare_outputs(
         (dir.join("summary.csv"), summary_csv(&summaries)),
         (
             dir.join("compare.svg"),
-            compare_chart(&summaries, title, x_label)?.svg()?,
+            compare_chart(rows, title, x_label)?.svg()?,
         ),
     ];
     for (path, text) in &files {
@@ -779,7 +796,7 @@ mod tests {
         );
         assert!(table.contains("| b | 0.1250 (1 of 2) | — |"), "{table}");
         // The settings differ in their segments: those are the x axis.
-        let chart = compare_chart(&s, "t", None).unwrap();
+        let chart = compare_chart(&rows, "t", None).unwrap();
         assert_eq!(chart.x_desc, "segments");
         let a = &chart.series[0];
         assert_eq!(
@@ -789,6 +806,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(1.0, true), (3.0, true)]
         );
+        // Every seed is drawn beside the mean, and only the settings'
+        // positions are labelled.
+        assert_eq!(a.samples, [(1.0, 1.0), (1.0, 0.5), (3.0, 0.2), (3.0, 0.4)]);
+        assert_eq!(chart.x_marks.as_deref(), Some(&[1.0, 3.0][..]));
         assert!(chart.series[1].points[0].err.is_none());
     }
 
@@ -800,7 +821,7 @@ mod tests {
             row("depth 0", "a", 1, 0.5, 3),
             row("depth 2", "a", 1, 0.6, 3),
         ];
-        let chart = compare_chart(&summarize(&rows), "t", None).unwrap();
+        let chart = compare_chart(&rows, "t", None).unwrap();
         assert_eq!(
             chart.x_ticks.as_deref(),
             Some(&["depth 0".to_string(), "depth 2".to_string()][..])

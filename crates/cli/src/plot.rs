@@ -15,14 +15,17 @@ pub struct Point {
 }
 
 /// One line of a chart, named in its legend.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Series {
     pub name: String,
     pub points: Vec<Point>,
+    /// Single values drawn as small hollow marks beside the line (a
+    /// comparison's seeds, whose mean the line joins).
+    pub samples: Vec<(f64, f64)>,
 }
 
 /// A chart of lines.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Chart {
     pub title: String,
     pub x_desc: String,
@@ -32,8 +35,26 @@ pub struct Chart {
     /// Names for the x positions 0, 1, 2…, for settings that have no
     /// position of their own.
     pub x_ticks: Option<Vec<String>>,
+    /// The only x values to label (the settings' positions), instead of
+    /// evenly spaced ones.
+    pub x_marks: Option<Vec<f64>>,
     pub series: Vec<Series>,
 }
+
+/// Line colours (Tableau 10): distinct on white, unlike plotters'
+/// `Palette99`, whose third colour is a pale yellow.
+const COLORS: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
 
 /// The range an axis shows: a margin around the values (a factor on a
 /// logarithmic axis), and some width when they are all equal.
@@ -52,14 +73,16 @@ impl Chart {
         use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
         use plotters::prelude::*;
 
-        let points = self.series.iter().flat_map(|s| &s.points);
+        let points = self.series.iter().flat_map(|s| {
+            let lines = s.points.iter().map(|p| (p.x, p.y, p.err.unwrap_or(0.0)));
+            lines.chain(s.samples.iter().map(|&(x, y)| (x, y, 0.0)))
+        });
         let (mut x_lo, mut x_hi, mut y_lo, mut y_hi) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for p in points {
-            let e = p.err.unwrap_or(0.0);
-            x_lo = x_lo.min(p.x);
-            x_hi = x_hi.max(p.x);
-            y_lo = y_lo.min(p.y - e);
-            y_hi = y_hi.max(p.y + e);
+        for (x, y, e) in points {
+            x_lo = x_lo.min(x);
+            x_hi = x_hi.max(x);
+            y_lo = y_lo.min(y - e);
+            y_hi = y_hi.max(y + e);
         }
         if x_lo > x_hi {
             bail!("nothing to plot: the chart has no points");
@@ -89,8 +112,9 @@ impl Chart {
                 .y_label_area_size(70)
                 .build_cartesian_2d(x, y)?;
             let ticks = chart.x_ticks.clone();
-            let label = move |v: &f64| match &ticks {
-                Some(names) => {
+            let marks = chart.x_marks.clone();
+            let label = move |v: &f64| match (&ticks, &marks) {
+                (Some(names), _) => {
                     let i = v.round();
                     if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
                         names[i as usize].clone()
@@ -98,7 +122,11 @@ impl Chart {
                         String::new()
                     }
                 }
-                None => format!("{}", (v * 1e4).round() / 1e4),
+                (None, Some(marks)) => match marks.iter().find(|m| (*m - v).abs() < 1e-6) {
+                    Some(m) => format!("{}", (m * 1e4).round() / 1e4),
+                    None => String::new(),
+                },
+                (None, None) => format!("{}", (v * 1e4).round() / 1e4),
             };
             let mut mesh = plot.configure_mesh();
             mesh.x_desc(&chart.x_desc)
@@ -107,9 +135,17 @@ impl Chart {
             if let Some(names) = &chart.x_ticks {
                 mesh.x_labels(names.len() * 2 + 1);
             }
+            if chart.x_marks.is_some() {
+                // Fine candidate positions, of which only the marks are
+                // labelled; the x grid lines would be as fine, so none.
+                mesh.x_labels(400)
+                    .disable_x_mesh()
+                    .set_tick_mark_size(LabelAreaPosition::Bottom, 0);
+            }
             mesh.draw()?;
             for (i, s) in chart.series.iter().enumerate() {
-                let color = Palette99::pick(i).to_rgba();
+                let (r, g, b) = COLORS[i % COLORS.len()];
+                let color = RGBColor(r, g, b).to_rgba();
                 let xy: Vec<(f64, f64)> = s.points.iter().map(|p| (p.x, p.y)).collect();
                 plot.draw_series(LineSeries::new(xy.iter().copied(), color.stroke_width(2)))?
                     .label(s.name.clone())
@@ -117,6 +153,11 @@ impl Chart {
                 if s.points.len() <= 64 {
                     plot.draw_series(xy.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
                 }
+                plot.draw_series(
+                    s.samples
+                        .iter()
+                        .map(|&p| Circle::new(p, 2, color.mix(0.6).stroke_width(1))),
+                )?;
                 plot.draw_series(s.points.iter().filter_map(|p| {
                     p.err.map(|e| {
                         ErrorBar::new_vertical(p.x, p.y - e, p.y, p.y + e, color.stroke_width(1), 8)
@@ -266,7 +307,11 @@ pub fn training_curves(request: &CurveRequest) -> Result<Chart> {
                 }
             })
             .collect();
-        series.push(Series { name, points });
+        series.push(Series {
+            name,
+            points,
+            ..Series::default()
+        });
     }
     Ok(Chart {
         title: format!("{} {}", request.split, request.field),
@@ -283,6 +328,7 @@ pub fn training_curves(request: &CurveRequest) -> Result<Chart> {
         log_y: request.log_y,
         x_ticks: None,
         series,
+        ..Chart::default()
     })
 }
 
@@ -301,8 +347,10 @@ mod tests {
             log_x: false,
             log_y: false,
             x_ticks: None,
+            x_marks: Some(vec![1.0, 3.0]),
             series: vec![Series {
                 name: "rmt (8)".into(),
+                samples: vec![(1.0, 1.0), (3.0, 0.4), (3.0, 0.6)],
                 points: vec![
                     Point {
                         x: 1.0,
@@ -328,6 +376,7 @@ mod tests {
                     y: 0.0,
                     err: None,
                 }],
+                ..Series::default()
             }],
             ..chart
         };

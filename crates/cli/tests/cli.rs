@@ -819,3 +819,71 @@ fn bench_config_errors_name_the_field() {
         );
     }
 }
+
+/// Every config of configs/paper/ plans as written: it parses, its tasks
+/// build (text corpora from $MEMLAB_DATA_DIR), every model is checked
+/// against its task, and `--dry-run` lists its cells (at least 3 seeds
+/// each) without training.
+#[test]
+fn every_paper_config_plans_as_written() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/paper");
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    configs.sort();
+    assert!(configs.len() >= 8, "{configs:?}");
+    let data = std::env::var_os("MEMLAB_DATA_DIR");
+    let out_dir = tempfile::tempdir().unwrap();
+    let set_out = format!("run.out_dir={}", out_dir.path().display());
+    for config in &configs {
+        let text_task = std::fs::read_to_string(config)
+            .unwrap()
+            .lines()
+            .any(|l| l == "kind = \"bytes\"" || l == "kind = \"words\"");
+        if text_task && data.is_none() {
+            eprintln!(
+                "skipped {}: set MEMLAB_DATA_DIR to the shared data directory",
+                config.display()
+            );
+            continue;
+        }
+        let out = run(&[
+            "compare",
+            "--config",
+            config.to_str().unwrap(),
+            "--dry-run",
+            "--set",
+            &set_out,
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            text(&out.stderr)
+        );
+        let summary = stdout.lines().last().unwrap();
+        let cells: usize = summary.split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            summary.ends_with(&format!("0 finished, 0 interrupted, {cells} to train")),
+            "{}: {summary}",
+            config.display()
+        );
+        let body = std::fs::read_to_string(config).unwrap();
+        assert!(
+            body.contains("seeds = [1, 2, 3]"),
+            "{}: fewer than 3 seeds",
+            config.display()
+        );
+        assert!(
+            body.contains(&format!(
+                "--config configs/paper/{}",
+                config.file_name().unwrap().to_str().unwrap()
+            )),
+            "{} does not give the command that runs it",
+            config.display()
+        );
+    }
+}
