@@ -103,9 +103,14 @@ impl Chart {
             X::CoordDescType: ValueFormatter<f64>,
             Y::CoordDescType: ValueFormatter<f64>,
         {
-            let root = SVGBackend::with_string(svg, (900, 560)).into_drawing_area();
+            // The legend gets a panel of its own right of the plot, where
+            // it can never hide a point.
+            let longest = chart.series.iter().map(|s| s.name.chars().count()).max();
+            let legend_width = (longest.unwrap_or(0) as u32 * 7 + 50).clamp(120, 420);
+            let root = SVGBackend::with_string(svg, (820 + legend_width, 560)).into_drawing_area();
             root.fill(&WHITE)?;
-            let mut plot = ChartBuilder::on(&root)
+            let (area, legend) = root.split_horizontally(820);
+            let mut plot = ChartBuilder::on(&area)
                 .caption(&chart.title, ("sans-serif", 20))
                 .margin(12)
                 .x_label_area_size(40)
@@ -147,9 +152,17 @@ impl Chart {
                 let (r, g, b) = COLORS[i % COLORS.len()];
                 let color = RGBColor(r, g, b).to_rgba();
                 let xy: Vec<(f64, f64)> = s.points.iter().map(|p| (p.x, p.y)).collect();
-                plot.draw_series(LineSeries::new(xy.iter().copied(), color.stroke_width(2)))?
-                    .label(s.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+                plot.draw_series(LineSeries::new(xy.iter().copied(), color.stroke_width(2)))?;
+                let y = 60 + 22 * i as i32;
+                legend.draw(&PathElement::new(
+                    vec![(4, y), (26, y)],
+                    color.stroke_width(2),
+                ))?;
+                legend.draw(&Text::new(
+                    s.name.clone(),
+                    (32, y - 7),
+                    ("sans-serif", 13).into_font(),
+                ))?;
                 if s.points.len() <= 64 {
                     plot.draw_series(xy.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
                 }
@@ -164,11 +177,6 @@ impl Chart {
                     })
                 }))?;
             }
-            plot.configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerLeft)
-                .draw()?;
             root.present()?;
             Ok(())
         }

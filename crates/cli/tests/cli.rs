@@ -864,7 +864,7 @@ fn every_paper_config_plans_as_written() {
             config.display(),
             text(&out.stderr)
         );
-        let summary = stdout.lines().last().unwrap();
+        let summary = stdout.lines().rfind(|l| !l.is_empty()).unwrap();
         let cells: usize = summary.split(' ').next().unwrap().parse().unwrap();
         assert!(
             summary.ends_with(&format!("0 finished, 0 interrupted, {cells} to train")),
