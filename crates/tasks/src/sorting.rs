@@ -12,9 +12,10 @@
 //! occur follow in ascending order, as the official generator appends them.
 //!
 //! The model reads `seq[:-1]` and predicts `seq[1:]`; loss and token accuracy
-//! count the `symbols` answer positions. (The official code trains a language
-//! model on the whole stream and scores the answers; memlab trains on the
-//! answers only.)
+//! count the `symbols` answer positions, as in the official code
+//! (`sorting/train.py`'s `load_sequences` gives every other position the
+//! padding target 21, which its `CrossEntropyLoss(ignore_index=21)` skips;
+//! it also runs every segment but the last without gradient).
 //!
 //! Example, `symbols = 4`, `length = 8`:
 //!
