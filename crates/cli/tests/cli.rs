@@ -838,8 +838,8 @@ fn every_paper_config_plans_as_written() {
     let out_dir = tempfile::tempdir().unwrap();
     let set_out = format!("run.out_dir={}", out_dir.path().display());
     for config in &configs {
-        let text_task = std::fs::read_to_string(config)
-            .unwrap()
+        let body = std::fs::read_to_string(config).unwrap();
+        let text_task = body
             .lines()
             .any(|l| l == "kind = \"bytes\"" || l == "kind = \"words\"");
         if text_task && data.is_none() {
@@ -871,7 +871,6 @@ fn every_paper_config_plans_as_written() {
             "{}: {summary}",
             config.display()
         );
-        let body = std::fs::read_to_string(config).unwrap();
         assert!(
             body.contains("seeds = [1, 2, 3]"),
             "{}: fewer than 3 seeds",
