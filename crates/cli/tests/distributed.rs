@@ -192,15 +192,12 @@ impl Drop for Killed {
     }
 }
 
-// Not in the default run: once in a fresh-clone CI run (2026-12-02) node 0's
-// gradient sum of step 2 differed from the single process's by 1e-3 (step
-// 1 bit-identical, step-2 loss bit-identical, so the sum between the
-// processes was wrong), a race in burn-collective's transfers between
-// processes not yet found; it passed every run here (10 of 10, with and
-// without load). docs/distributed.md, "Known problem". Run it with
-// `cargo test -p memlab-cli --test distributed -- --ignored`.
+// Exact equality: two processes with one peer each sum the same gradients
+// in the same order as one process with two peers. (This test was once
+// ignored as flaky; the culprit was the one-process run, whose peers lost a
+// gradient to burn-autodiff's cross-thread sweep, patched in
+// vendor/burn-autodiff: docs/distributed.md.)
 #[test]
-#[ignore = "flaky: a race between processes in burn-collective (docs/distributed.md)"]
 fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), "nodes", MODELS[2], 4);

@@ -469,3 +469,86 @@ pub fn peer_devices<B: Backend>(first: &B::Device, n: usize) -> Vec<B::Device> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    // Concurrent backward passes in one process keep every gradient. The
+    // peers of this module are threads of one process that build and differentiate their graphs at the same time, on
+    // Burn's one process-wide autodiff graph locator. burn-autodiff 0.21.0
+    // lost gradients there (tracel-ai/burn#5573): at the end of every
+    // `backward()` it sweeps *every* graph for nodes no tensor refers to any
+    // more, and `float_cat` let go of its inputs' references before
+    // registering its own step. An input that was the only node of its graph
+    // (a leaf's first operation after an earlier backward) could be swept by
+    // another thread in that window, and the gradient through the
+    // concatenation silently went missing. memlab patches the concatenation
+    // (vendor/README.md); without the patch this test fails within a few
+    // hundred rounds.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use burn::backend::{Autodiff, Flex};
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    type B = Autodiff<Flex>;
+    type Device = burn::backend::flex::FlexDevice;
+
+    /// Large enough that the copy in the concatenation takes a while.
+    const SIZE: usize = 256;
+    const ROUNDS: usize = 150;
+    const THREADS: usize = 3;
+
+    /// One round: a leaf goes through a throwaway backward (which takes it out
+    /// of the graph locator), then into `exp` (a graph of one node) and a
+    /// concatenation. The leaf's gradient must exist and equal `exp(leaf)`.
+    fn round(device: &Device) -> Result<(), String> {
+        let leaf = Tensor::<B, 2>::random([SIZE, SIZE], Distribution::Normal(0.0, 0.5), device)
+            .require_grad();
+        let _ = (leaf.clone() * 2.0).sum().backward();
+        let grown = leaf.clone().exp();
+        let other = Tensor::<B, 2>::zeros([SIZE, SIZE], device);
+        let grads = Tensor::cat(vec![grown, other], 0).sum().backward();
+        let Some(grad) = leaf.grad(&grads) else {
+            return Err("the leaf has no gradient".into());
+        };
+        // d/dx Σ exp(x) = exp(x).
+        let expected = leaf.inner().exp();
+        let worst = (grad - expected).abs().max().into_scalar();
+        if worst > 1e-5 {
+            return Err(format!("the leaf's gradient is off by {worst}"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_backward_passes_keep_every_gradient() {
+        let device = Default::default();
+        let done = Arc::new(AtomicBool::new(false));
+        // Sweepers: backward passes of their own small graphs, as fast as
+        // they can; each ends with the sweep of every graph.
+        let sweepers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let x = Tensor::<B, 1>::ones([4], &device).require_grad();
+                        let _ = (x * 3.0).sum().backward();
+                    }
+                })
+            })
+            .collect();
+        let victims: Vec<_> = (0..THREADS)
+            .map(|_| std::thread::spawn(move || (0..ROUNDS).try_for_each(|_| round(&device))))
+            .collect();
+        let results: Vec<_> = victims.into_iter().map(|v| v.join().unwrap()).collect();
+        done.store(true, Ordering::Relaxed);
+        for sweeper in sweepers {
+            sweeper.join().unwrap();
+        }
+        for result in results {
+            result.unwrap();
+        }
+    }
+}
