@@ -193,10 +193,11 @@ impl Drop for Killed {
 }
 
 // Exact equality: two processes with one peer each sum the same gradients
-// in the same order as one process with two peers. (This test was once
-// ignored as flaky; the culprit was the one-process run, whose peers lost a
-// gradient to burn-autodiff's cross-thread sweep, patched in
-// vendor/burn-autodiff: docs/distributed.md.)
+// in the same order as one process with two peers. It was once ignored
+// after a single failure in CI; the one-process run's peers could then lose
+// a gradient to burn-autodiff's sweep across threads, since patched
+// (vendor/burn-autodiff; docs/distributed.md says what is and is not known
+// of that failure).
 #[test]
 fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() {
     let dir = tempfile::tempdir().unwrap();
