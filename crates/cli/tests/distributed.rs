@@ -160,13 +160,12 @@ fn two_peers_with_half_the_batch_train_as_one_device_for_every_architecture() {
     }
 }
 
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct ports nobody listens on now (all bound at once, so that
+/// the system cannot hand out one of them twice).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 /// Kills the child when dropped (the orchestrator runs until interrupted,
@@ -204,7 +203,7 @@ fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() 
     let path = config(dir.path(), "nodes", MODELS[2], 4);
     train(&path, &["--devices", "2", "--set", "run.name=peers"]);
 
-    let port = free_port();
+    let [port, data_ports @ ..] = free_ports::<3>();
     let _orchestrator = Killed::new(
         memlab()
             .args(["orchestrator", "--port", &port.to_string()])
@@ -214,9 +213,11 @@ fn two_processes_through_the_orchestrator_train_as_one_process_with_two_peers() 
             .unwrap(),
     );
     let orchestrator = format!("ws://127.0.0.1:{port}");
-    let nodes: Vec<Killed> = (0..2)
-        .map(|rank| {
-            let data_port = free_port().to_string();
+    let nodes: Vec<Killed> = data_ports
+        .iter()
+        .enumerate()
+        .map(|(rank, data_port)| {
+            let data_port = data_port.to_string();
             Killed::new(
                 memlab()
                     .args(["train", "--config", path.to_str().unwrap(), "--overwrite"])
