@@ -8,10 +8,10 @@
 
 use burn::backend::{Autodiff, Flex};
 use memlab_core::config::BpttDepth;
-use memlab_core::mrbp::memory_replay_backprop;
 use memlab_core::registry::parse_model_config;
-use memlab_core::runner::run_segments;
 use memlab_core::{Architecture, HostBatch, ModelContext, SegmentModel};
+use memlab_train::mrbp::memory_replay_backprop;
+use memlab_train::runner::run_segments;
 use memlab_zoo::alloc::{self, Counting};
 
 #[global_allocator]

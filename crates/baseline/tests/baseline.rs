@@ -1,15 +1,15 @@
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_baseline::{BaselineArch, BaselineConfig};
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError};
 use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
-use memlab_core::testing::assert_config_errors;
-use memlab_core::testing::seeded_model;
-use memlab_core::train::{TrainOptions, train};
 use memlab_core::{Architecture, ExperimentConfig, ModelContext, SegmentModel};
 use memlab_tasks::{CopyConfig, CopyTask};
+use memlab_train::checkpoint::{CHECKPOINT_FILE, Checkpoint, CheckpointError};
+use memlab_train::testing::assert_config_errors;
+use memlab_train::testing::seeded_model;
+use memlab_train::{TrainOptions, train};
 
 type B = Flex;
 type AB = Autodiff<Flex>;
@@ -225,7 +225,7 @@ dropout = {dropout}
 fn train_copy(
     config: &ExperimentConfig,
     run_dir: std::path::PathBuf,
-) -> memlab_core::train::TrainReport {
+) -> memlab_train::train::TrainReport {
     let task = CopyTask::new(
         CopyConfig {
             length: 8,

@@ -163,7 +163,7 @@ pub fn write_bench_outputs(
         files.push((dir.join("scaling.svg"), scaling_svg(report, title)?));
     }
     for (path, text) in &files {
-        memlab_core::checkpoint::write_atomically(path, text.as_bytes())
+        memlab_train::checkpoint::write_atomically(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(files.into_iter().map(|(p, _)| p).collect())

@@ -1,5 +1,5 @@
 //! `memlab compare`: a matrix of models × settings × seeds from one config
-//! ([`memlab_core::compare::compared_runs`]). Each cell is a run directory;
+//! ([`memlab_train::compare::compared_runs`]). Each cell is a run directory;
 //! a finished cell leaves its figures in `cell.toml` beside its checkpoint,
 //! so that running the comparison again keeps it and trains only the cells
 //! still missing (an interrupted cell resumes from its last checkpoint).
@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use memlab_core::checkpoint::write_atomically;
-use memlab_core::compare::{Spread, compared_runs};
-use memlab_core::train::{TrainOptions, run_dir};
 use memlab_core::{ExperimentConfig, Metric, ModelContext, ModelSpec, Task};
+use memlab_train::TrainOptions;
+use memlab_train::checkpoint::write_atomically;
+use memlab_train::compare::{Spread, compared_runs};
+use memlab_train::run_dir::run_dir;
 use serde::{Deserialize, Serialize};
 
 use crate::plot::{Chart, Point, Series};
@@ -73,7 +74,7 @@ pub struct PlannedRun {
     pub task: Rc<dyn Task>,
 }
 
-/// The runs a comparison trains ([`memlab_core::compare::compared_runs`]),
+/// The runs a comparison trains ([`memlab_train::compare::compared_runs`]),
 /// every model table parsed against its task before any training starts.
 pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
     let mut plan = Vec::new();
@@ -173,7 +174,7 @@ fn cell_state(dir: &Path, config: &ExperimentConfig) -> Result<CellState> {
             ),
         }
     }
-    if dir.join(memlab_core::checkpoint::CHECKPOINT_FILE).exists() {
+    if dir.join(memlab_train::checkpoint::CHECKPOINT_FILE).exists() {
         Ok(CellState::Interrupted)
     } else {
         Ok(CellState::Empty)

@@ -17,16 +17,16 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use memlab_core::agreement::{parameter_gradients, relative_error, values, worst_parameter_error};
-use memlab_core::checkpoint::{record_from_bytes, record_to_bytes};
 use memlab_core::layers::without_dropout;
 use memlab_core::registry::parse_model_config;
-use memlab_core::runner::{run_segments, segment_logits};
 use memlab_core::seed::init_seeded;
 use memlab_core::{
     Architecture, ArchitectureVisitor, BpttDepth, ModelContext, ModelSpec, SegmentModel,
     SequenceBatch,
 };
+use memlab_train::agreement::{parameter_gradients, relative_error, values, worst_parameter_error};
+use memlab_train::checkpoint::{record_from_bytes, record_to_bytes};
+use memlab_train::runner::{run_segments, segment_logits};
 use serde::Serialize;
 
 use crate::backend::{BackendKind, BackendVisitor, with_backend};

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use burn::prelude::*;
-use memlab_core::runner::SegmentStream;
-use memlab_core::train::{EvalFigures, evaluate};
 use memlab_core::{Architecture, Split};
+use memlab_train::runner::SegmentStream;
+use memlab_train::{EvalFigures, evaluate};
 use serde::Serialize;
 
 pub use compare::{
@@ -140,7 +140,7 @@ pub struct GenerateReport {
 
 /// `memlab generate`: streams `tokens` tokens from a text run's model after
 /// `prompt`, memory carried across segments exactly as in training
-/// ([`memlab_core::runner::SegmentStream`]); once the run is loaded,
+/// ([`memlab_train::runner::SegmentStream`]); once the run is loaded,
 /// `on_token` receives the prompt, then each token's bytes as it is
 /// generated.
 pub fn run_generate(

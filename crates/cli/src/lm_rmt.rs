@@ -1,6 +1,6 @@
 //! `memlab import --from lm-rmt`, `memlab export --to lm-rmt` and `memlab
 //! parity`: weights shared with booydar/LM-RMT's `MemTransformerLM`
-//! ([`memlab_core::lm_rmt`] maps them) and the check that memlab computes
+//! ([`memlab_interop::lm_rmt`] maps them) and the check that memlab computes
 //! what the official code computes, on the cases it produced
 //! (`../shared/parity/`, format in its README).
 
@@ -12,14 +12,15 @@ use burn::optim::Optimizer;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint, write_atomically};
-use memlab_core::lm_rmt::{LmRmtLayout, Weights, load_official, read_weights, save_official};
 use memlab_core::registry::parse_model_config;
-use memlab_core::train::{optimizer_config, run_dir};
 use memlab_core::{
     Architecture, ArchitectureVisitor, ExperimentConfig, MemoryState, ModelContext, ModelSpec,
     SegmentModel,
 };
+use memlab_interop::lm_rmt::{LmRmtLayout, Weights, encode_official, load_official, read_weights};
+use memlab_train::checkpoint::{CHECKPOINT_FILE, Checkpoint, write_atomically};
+use memlab_train::run_dir::run_dir;
+use memlab_train::step::optimizer_config;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -145,7 +146,9 @@ pub fn run_export(run: &Path, out: &Path) -> Result<String> {
             _: &LoadedRun,
             _: &B::Device,
         ) -> Result<String> {
-            save_official::<B, _>(model, &layout::<A>(config)?, self.out)?;
+            let bytes = encode_official::<B, _>(model, &layout::<A>(config)?)?;
+            write_atomically(self.out, &bytes)
+                .with_context(|| format!("writing {}", self.out.display()))?;
             Ok(A::NAME.to_string())
         }
     }

@@ -12,10 +12,10 @@ use memlab_cli::plot::{CurveRequest, training_curves};
 use memlab_cli::{
     BackendKind, CompareOptions, data, metric_name, registry, run_compare, run_eval, run_train,
 };
-use memlab_core::checkpoint::write_atomically;
-use memlab_core::distributed::Nodes;
-use memlab_core::train::run_dir;
 use memlab_core::{ExperimentConfig, Split};
+use memlab_train::checkpoint::write_atomically;
+use memlab_train::distributed::Nodes;
+use memlab_train::run_dir::run_dir;
 
 /// Counts heap bytes, for `memlab bench`'s peak-memory column on the CPU.
 #[global_allocator]
@@ -360,7 +360,7 @@ fn quiet_collective_logs() {
 /// A training error in the words of this command line: the flags that
 /// resume or replace a run.
 fn with_flags(err: anyhow::Error) -> anyhow::Error {
-    use memlab_core::train::TrainError;
+    use memlab_train::TrainError;
     match err.downcast_ref::<TrainError>() {
         Some(TrainError::RunExists(dir)) => anyhow::anyhow!(
             "{} already holds a run; continue it with --resume, or replace it with --overwrite",
@@ -369,7 +369,7 @@ fn with_flags(err: anyhow::Error) -> anyhow::Error {
         Some(TrainError::NoCheckpoint(dir)) => anyhow::anyhow!(
             "cannot resume: {} holds no checkpoint ({}); drop --resume to start the run",
             dir.display(),
-            memlab_core::checkpoint::CHECKPOINT_FILE
+            memlab_train::checkpoint::CHECKPOINT_FILE
         ),
         _ => err,
     }

@@ -15,7 +15,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use memlab_cli::{BackendKind, LoadedRun, RunModelJob, with_run_model};
 use memlab_core::Architecture;
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
+use memlab_train::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 
 mod common;
 use common::{assert_fails_with, corpus, experiment, memlab, run, text};

@@ -7,8 +7,8 @@
 use burn::backend::Flex;
 use memlab_cli::registry;
 use memlab_core::registry::parse_model_config;
-use memlab_core::testing::{assert_generation_matches_teacher_forcing, seeded_model};
 use memlab_core::{Architecture, ArchitectureVisitor, ModelContext};
+use memlab_train::testing::{assert_generation_matches_teacher_forcing, seeded_model};
 
 struct Check {
     table: &'static str,

@@ -14,7 +14,7 @@ use std::process::Output;
 
 use memlab_cli::BackendKind;
 use memlab_cli::lm_rmt::{ParityReport, read_case, run_export, run_import, run_parity};
-use memlab_core::lm_rmt::read_weights;
+use memlab_interop::lm_rmt::read_weights;
 
 mod common;
 use common::{run as memlab, text};

@@ -280,7 +280,7 @@ pub enum GradientMethod {
     /// Back-propagation through the rollout (truncated as `bptt_depth` says).
     #[default]
     Bptt,
-    /// Memory replay back-propagation (Memformer §3.3, `memlab_core::mrbp`):
+    /// Memory replay back-propagation (Memformer §3.3, `memlab_train::mrbp`):
     /// full BPTT's gradients with one segment's activations alive at a time.
     Replay,
 }

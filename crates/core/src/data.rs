@@ -171,7 +171,7 @@ impl HostBatch {
     }
 
     /// Rows `rows` of the batch (a data-parallel peer's share of it,
-    /// [`crate::distributed`]).
+    /// memlab-train's `distributed`).
     pub fn rows(&self, rows: std::ops::Range<usize>) -> HostBatch {
         assert!(
             rows.end <= self.batch,
@@ -217,7 +217,7 @@ pub struct SequenceBatch<B: Backend> {
     pub targets: Tensor<B, 2, Int>,
     pub mask: Tensor<B, 2>,
     /// Set when these rows are one data-parallel peer's share of a larger
-    /// batch ([`crate::distributed`]); `None` for a whole batch.
+    /// batch (memlab-train's `distributed`); `None` for a whole batch.
     pub share: Option<BatchShare>,
 }
 

@@ -1,34 +1,29 @@
-//! memlab-core: the contract between memlab's crates and what they share.
+//! memlab-core: the contract between memlab's crates and the layers they
+//! share. What an architecture's author needs, and nothing else:
 //!
 //! - [`model`]: [`SegmentModel`] and [`MemoryState`], what every architecture implements;
-//! - [`layers`]: attention, positions, feed-forward, blocks, embeddings;
-//! - [`runner`]: the segment runner (segmenting, memory, BPTT depth, masked loss);
-//! - [`train`]: the training loop, evaluation, checkpoints and resume;
-//! - [`distributed`]: data-parallel training on several devices and machines;
-//! - [`registry`]: how architecture crates make themselves known;
-//! - [`config`]: strict TOML configs with field-named errors;
+//! - [`registry`]: [`Architecture`], how an architecture crate makes itself known;
+//! - [`config`]: strict TOML configs with field-named errors (the shared types);
 //! - [`data`]: the [`Task`] interface tasks implement;
-//! - [`lm_rmt`]: weights shared with the official LM-RMT code (import, export).
+//! - [`layers`]: attention, positions, feed-forward, blocks, embeddings;
+//! - [`cache`]: Transformer-XL's per-layer cache and its masks;
+//! - [`seed`]: seeded initialisation and dropout masks;
+//! - [`flops`]: the model FLOPs a description reports;
+//! - [`interop`]: what an architecture declares for external weight formats.
+//!
+//! Training (the segment runner, the loop, checkpoints, data parallelism,
+//! the compare matrix) lives in memlab-train; external formats (LM-RMT's
+//! keys) in memlab-interop.
 
-pub mod agreement;
 pub mod cache;
-pub mod checkpoint;
-pub mod compare;
 pub mod config;
 pub mod data;
-pub mod distributed;
 pub mod flops;
+pub mod interop;
 pub mod layers;
-pub mod lm_rmt;
 pub mod model;
-pub mod mrbp;
 pub mod registry;
-pub mod runner;
 pub mod seed;
-/// Checks every architecture must pass (feature `testing`; test builds only).
-#[cfg(feature = "testing")]
-pub mod testing;
-pub mod train;
 
 /// Burn, for the paths [`architecture!`] expands to.
 #[doc(hidden)]

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, Validate, parse_section, take_tag};
+use crate::interop::LmRmtLayout;
 use crate::layers::TransformerSizes;
-use crate::lm_rmt::LmRmtLayout;
 use crate::model::{ModelContext, SegmentModel, SegmentOutput};
 
 /// An architecture: its registry name, config type and constructors.

@@ -33,7 +33,7 @@ static RNG_LOCK: Mutex<()> = Mutex::new(());
 thread_local! {
     /// The generator of the CPU backends' dropout masks
     /// ([`crate::layers::Dropout`]), seeded with the backend's by [`seeded`].
-    /// One per thread: data-parallel peers ([`crate::distributed`]) are
+    /// One per thread: data-parallel peers (memlab-train's `distributed`) are
     /// threads that each draw their own masks, at the same time.
     static MASK_RNG: RefCell<Option<Xoshiro256PlusPlus>> = const { RefCell::new(None) };
 }
@@ -52,7 +52,7 @@ pub fn seeded<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> 
 /// the peers run their steps at the same time; on the others, which draw
 /// from the backend's own generator, one after the other, under the lock.
 pub fn seeded_step<B: Backend, R>(device: &B::Device, seed: u64, f: impl FnOnce() -> R) -> R {
-    if crate::layers::dropout::host_backend::<B>() {
+    if host_backend::<B>() {
         seed_masks(seed);
         f()
     } else {
@@ -68,6 +68,13 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether `B` keeps its tensors in host memory (Burn's CPU backends, with or
+/// without autodiff): its type name is a compile-time constant.
+pub fn host_backend<B: Backend>() -> bool {
+    let name = std::any::type_name::<B>();
+    name.contains("burn_flex::") || name.contains("burn_ndarray::")
 }
 
 /// `n` dropout factors: `1 / keep` with probability `keep`, else 0, from the

@@ -4,14 +4,14 @@ use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
-use memlab_core::testing::seeded_model;
-use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::{Architecture, MemoryState, ModelContext, SegmentModel};
 use memlab_infinity_former::basis::{GaussianBasis, contraction_positions, uniform_positions};
 use memlab_infinity_former::long_term::quantiles;
 use memlab_infinity_former::{
     InfinityFormer, InfinityFormerArch, InfinityFormerConfig, InfinityMemory,
 };
+use memlab_train::testing::seeded_model;
+use memlab_train::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
 
 type B = Flex;
@@ -44,7 +44,7 @@ fn model<BB: Backend>(config: &InfinityFormerConfig, seed: u64) -> InfinityForme
 }
 
 fn tokens<BB: Backend>(data: &[i64]) -> Tensor<BB, 2, Int> {
-    memlab_core::testing::tokens(data, 1, &Default::default())
+    memlab_train::testing::tokens(data, 1, &Default::default())
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
@@ -55,7 +55,7 @@ fn seq(len: usize, seed: i64) -> Vec<i64> {
 
 /// Logits of each 4-token segment of `data`.
 fn run<BB: Backend, M: SegmentModel<BB>>(model: &M, data: &[i64]) -> Vec<Vec<f32>> {
-    memlab_core::testing::segment_logits(model, data, 4)
+    memlab_train::testing::segment_logits(model, data, 4)
 }
 
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -414,7 +414,7 @@ num_samples = 16
         },
         3,
     );
-    let report = memlab_core::testing::train_for_test::<InfinityFormerArch>(
+    let report = memlab_train::testing::train_for_test::<InfinityFormerArch>(
         text,
         &task,
         dir.path().join("inf"),

@@ -2,14 +2,14 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use memlab_core::config::TransformerSizes;
 use memlab_core::seed::init_seeded;
-use memlab_core::testing::seeded_model;
-use memlab_core::testing::{
-    assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
-};
 use memlab_core::{Architecture, HostBatch, MemoryState, ModelContext, SegmentModel};
 use memlab_memformer::model::normalize;
 use memlab_memformer::writer::writer_mask;
 use memlab_memformer::{Memformer, MemformerArch, MemformerConfig, MemformerMemory};
+use memlab_train::testing::seeded_model;
+use memlab_train::testing::{
+    assert_config_errors, assert_mrbp_matches_bptt, assert_seeded_and_round_trips,
+};
 
 type B = Flex;
 
@@ -43,7 +43,7 @@ fn seq(len: usize, seed: i64) -> Vec<i64> {
 }
 
 fn run(m: &Memformer<B>, data: &[i64]) -> Vec<Vec<f32>> {
-    memlab_core::testing::segment_logits(m, data, 6)
+    memlab_train::testing::segment_logits(m, data, 6)
 }
 
 #[test]
@@ -294,7 +294,7 @@ num_slots = 4
         },
         3,
     );
-    let report = memlab_core::testing::train_for_test::<MemformerArch>(text, &task, dir.clone());
+    let report = memlab_train::testing::train_for_test::<MemformerArch>(text, &task, dir.clone());
     std::fs::remove_dir_all(&dir).ok();
     // 450 steps: with gradients clipped by their global norm at 1.0 (the
     // official codes' clip_grad_norm_, memlab's default), gradient norms of
@@ -315,7 +315,7 @@ num_slots = 4
 fn detached_memory_stops_the_gradient() {
     use burn::backend::Autodiff;
     use memlab_core::BpttDepth;
-    use memlab_core::runner::run_segments;
+    use memlab_train::runner::run_segments;
     type AB = Autodiff<B>;
     let grad = |depth: BpttDepth| -> f32 {
         let config = MemformerConfig {

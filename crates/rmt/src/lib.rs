@@ -22,7 +22,7 @@ pub use model::Rmt;
 
 use burn::prelude::*;
 use memlab_core::SegmentOutput;
-use memlab_core::lm_rmt::{LmRmtLayout, lm_rmt_compatible};
+use memlab_core::interop::{LmRmtLayout, lm_rmt_compatible};
 
 memlab_core::architecture! {
     /// The registry entry.

@@ -4,13 +4,13 @@ use memlab_baseline::{BaselineArch, BaselineConfig};
 use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
-use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
-use memlab_core::testing::seeded_model;
-use memlab_core::testing::segment_logits;
-use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
 use memlab_rmt::{Backbone, MemoryInit, Rmt, RmtArch, RmtConfig, RmtMemory, rmt_masked};
+use memlab_train::runner::run_segments;
+use memlab_train::testing::seeded_model;
+use memlab_train::testing::segment_logits;
+use memlab_train::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
 
 type B = Flex;
@@ -26,7 +26,7 @@ fn rmt<BB: Backend>(config: &RmtConfig, seed: u64) -> Rmt<BB> {
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
-    memlab_core::testing::tokens(data, b, &Default::default())
+    memlab_train::testing::tokens(data, b, &Default::default())
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
@@ -461,9 +461,9 @@ fn memory_replay_backprop_matches_full_bptt() {
             memory_loss_weight: 0.01,
             ..RmtConfig::default()
         };
-        memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
+        memlab_train::testing::assert_mrbp_matches_bptt::<RmtArch>(&config, &CTX, &batch, 6, 1e-4);
     }
-    memlab_core::testing::assert_mrbp_matches_bptt::<RmtArch>(
+    memlab_train::testing::assert_mrbp_matches_bptt::<RmtArch>(
         &cache_only(6),
         &CTX,
         &batch,

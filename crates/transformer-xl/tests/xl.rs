@@ -5,15 +5,15 @@ use memlab_core::config::TransformerSizes;
 use memlab_core::config::parse_toml;
 use memlab_core::layers::PositionKind;
 use memlab_core::registry::parse_model_config;
-use memlab_core::runner::run_segments;
 use memlab_core::seed::{init_seeded, materialize};
-use memlab_core::testing::seeded_model;
-use memlab_core::testing::{assert_config_errors, assert_seeded_and_round_trips};
-use memlab_core::train::{TrainOptions, train};
 use memlab_core::{
     Architecture, BpttDepth, ExperimentConfig, HostBatch, MemoryState, ModelContext, SegmentModel,
 };
 use memlab_tasks::{CopyConfig, CopyTask};
+use memlab_train::runner::run_segments;
+use memlab_train::testing::seeded_model;
+use memlab_train::testing::{assert_config_errors, assert_seeded_and_round_trips};
+use memlab_train::train::{TrainOptions, train};
 use memlab_transformer_xl::{TransformerXl, TransformerXlArch, XlConfig, XlMemory, xl_mask};
 
 type B = Flex;
@@ -29,7 +29,7 @@ fn xl<BB: Backend>(config: &XlConfig, seed: u64) -> TransformerXl<BB> {
 }
 
 fn tokens<BB: Backend>(data: &[i64], b: usize) -> Tensor<BB, 2, Int> {
-    memlab_core::testing::tokens(data, b, &Default::default())
+    memlab_train::testing::tokens(data, b, &Default::default())
 }
 
 fn seq(len: usize, seed: i64) -> Vec<i64> {
@@ -40,7 +40,7 @@ fn seq(len: usize, seed: i64) -> Vec<i64> {
 
 /// Logits of every position of `data` `[1, len]` read in segments of `seg`.
 fn stream_logits(model: &TransformerXl<B>, data: &[i64], seg: usize) -> Vec<f32> {
-    memlab_core::testing::segment_logits(model, data, seg).concat()
+    memlab_train::testing::segment_logits(model, data, seg).concat()
 }
 
 #[test]
@@ -401,9 +401,9 @@ pre_norm = true
 /// equal that loop written out here, and differ from fresh memory per batch.
 #[test]
 fn streaming_evaluation_carries_the_cache_from_batch_to_batch() {
-    use memlab_core::train::evaluate;
     use memlab_core::{Metric, Split, Task};
     use memlab_tasks::text::{Corpus, LmTask};
+    use memlab_train::evaluate::evaluate;
     use std::sync::Arc;
 
     let stream: Vec<u32> = (0..1200u32).map(|i| (i * 7 + i / 13) % 12).collect();

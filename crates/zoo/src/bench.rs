@@ -26,10 +26,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use memlab_core::config::{ConfigError, Validate, check, parse_section, read_toml};
 use memlab_core::flops::TRAIN_STEP_FORWARDS;
 use memlab_core::registry::parse_model_config;
-use memlab_core::runner::token_nll_and_correct;
 use memlab_core::seed::init_seeded;
-use memlab_core::train::{clip_gradients, optimizer_config};
 use memlab_core::{Architecture, MemoryState, ModelContext, ModelSpec, SegmentModel};
+use memlab_train::runner::token_nll_and_correct;
+use memlab_train::step::{clip_gradients, optimizer_config};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{BackendKind, BackendVisitor, with_backend};
@@ -132,7 +132,7 @@ impl<B: Backend, A: Architecture> Prepared<B, A> {
 /// A model being trained one segment per step: forward from the detached
 /// carried memory, next-token cross-entropy (plus the model's auxiliary
 /// loss), backward, global-norm clipping and memlab's AdamW, as
-/// `memlab train` steps (`memlab_core::train::{clip_gradients, optimizer_config}`).
+/// `memlab train` steps (`memlab_train::step::{clip_gradients, optimizer_config}`).
 pub struct TrainPrepared<B: AutodiffBackend, A: Architecture> {
     model: Option<A::TrainModel<B>>,
     optimizer: OptimizerAdaptor<AdamW, A::TrainModel<B>, B>,

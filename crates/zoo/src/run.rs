@@ -7,14 +7,15 @@ use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use memlab_core::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use memlab_core::config::ConfigError;
-use memlab_core::distributed::{Nodes, Peers, peer_devices, train_parallel};
 use memlab_core::registry::parse_model_config;
-use memlab_core::train::{Progress, TrainEvent, TrainOptions, TrainReport, run_dir, train};
 use memlab_core::{
     Architecture, ArchitectureVisitor, ExperimentConfig, ModelContext, ModelSpec, Task,
 };
+use memlab_train::checkpoint::{CHECKPOINT_FILE, Checkpoint};
+use memlab_train::distributed::{Nodes, Peers, peer_devices, train_parallel};
+use memlab_train::run_dir::run_dir;
+use memlab_train::{Progress, TrainEvent, TrainOptions, TrainReport, train};
 
 use crate::{BackendKind, ModelJob, registry, run_job};
 
@@ -130,7 +131,7 @@ pub fn train_model(
     let limited;
     let options = if backend.is_cpu() && options.memory_limit.is_none() {
         limited = TrainOptions {
-            memory_limit: memlab_core::train::host_available_memory(),
+            memory_limit: memlab_train::budget::host_available_memory(),
             ..options.clone()
         };
         &limited

@@ -2,7 +2,7 @@
 //! lists it (its config, its model and its registry entry, here in one
 //! file instead of a crate's three), checked by everything that is
 //! generic over an architecture: config parsing with the shared Transformer
-//! fields flat in `[model]`, the checks of `memlab_core::testing`, the
+//! fields flat in `[model]`, the checks of `memlab_train::testing`, the
 //! measuring engine of `memlab bench` and the criterion benches, and
 //! dispatch by name from a registry that lists it.
 //!
@@ -14,11 +14,11 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
-use memlab_core::testing::{
+use memlab_core::{Architecture, ArchitectureVisitor, HostBatch, ModelContext};
+use memlab_train::testing::{
     assert_config_errors, assert_generation_matches_teacher_forcing, assert_mrbp_matches_bptt,
     assert_seeded_and_round_trips, segment_logits,
 };
-use memlab_core::{Architecture, ArchitectureVisitor, HostBatch, ModelContext};
 use memlab_zoo::bench::{Prepared, Shape, TrainPrepared};
 
 /// `src/config.rs` of the doc.

@@ -9,7 +9,8 @@
 use burn::module::Initializer;
 use burn::nn::{Linear, LinearConfig};
 
-use super::dropout::{Dropout, host_backend};
+use super::dropout::Dropout;
+use crate::seed::host_backend;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;

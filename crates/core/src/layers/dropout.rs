@@ -17,7 +17,7 @@
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::seed::host_mask;
+use crate::seed::{host_backend, host_mask};
 
 thread_local! {
     static DISABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -79,11 +79,4 @@ impl From<&burn::nn::Dropout> for Dropout {
     fn from(dropout: &burn::nn::Dropout) -> Self {
         Self::new(dropout.prob)
     }
-}
-
-/// Whether `B` keeps its tensors in host memory (Burn's CPU backends, with or
-/// without autodiff): its type name is a compile-time constant.
-pub(crate) fn host_backend<B: Backend>() -> bool {
-    let name = std::any::type_name::<B>();
-    name.contains("burn_flex::") || name.contains("burn_ndarray::")
 }

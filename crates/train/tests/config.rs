@@ -2,8 +2,8 @@
 //! the learning-rate schedule against its closed form.
 
 use memlab_core::config::{apply_override, parse_toml};
-use memlab_core::train::lr_scheduler;
 use memlab_core::{BpttDepth, ExperimentConfig};
+use memlab_train::step::lr_scheduler;
 
 use burn::optim::lr_scheduler::LrScheduler;
 
@@ -114,7 +114,7 @@ fn bptt_depth_k_is_the_sliding_window_unless_blocks_are_asked_for() {
     // Only per-tensor clipping is left to Burn's optimizer (the config's
     // Debug output is the only public view of its clipping field).
     let clipping =
-        |c: &ExperimentConfig| format!("{:?}", memlab_core::train::optimizer_config(&c.train));
+        |c: &ExperimentConfig| format!("{:?}", memlab_train::step::optimizer_config(&c.train));
     assert!(
         clipping(&config).contains("grad_clipping: Some"),
         "{}",

@@ -11,9 +11,9 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
-use crate::config::BpttDepth;
-use crate::data::{AnswerSpec, SequenceBatch};
-use crate::model::{MemoryState, SegmentModel};
+use memlab_core::config::BpttDepth;
+use memlab_core::data::{AnswerSpec, SequenceBatch};
+use memlab_core::model::{MemoryState, SegmentModel};
 
 /// Segment boundaries `[start, end)` of a sequence of `len` tokens; the last
 /// segment may be shorter.
@@ -119,7 +119,7 @@ impl<B: Backend> Tallies<B> {
     /// The tallies of a whole batch from one part's: `rows` puts every
     /// part's rows of a `[3, batch, segment]` tally together along the given
     /// dimension (1), `aux` averages the parts' mean auxiliary losses (data
-    /// parallelism: [`crate::distributed::Peer::gather`]).
+    /// parallelism: [`crate::peer::Peer::gather`]).
     pub fn gathered<E>(
         self,
         mut rows: impl FnMut(Tensor<B, 3>, usize) -> Result<Tensor<B, 3>, E>,

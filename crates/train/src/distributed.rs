@@ -6,7 +6,7 @@
 //! rows; a row's memory stays with the peer that reads it (its streaming
 //! memory included). Before every optimizer step the peers' gradients are
 //! summed (`all_reduce`), each peer's loss being normalised by the whole
-//! batch's token count ([`crate::data::BatchShare`]), so that the sum is the
+//! batch's token count ([`memlab_core::data::BatchShare`]), so that the sum is the
 //! whole batch's gradient, as one device computes it up to the order of the
 //! float additions. Burn's optimizer then takes the same step on every
 //! peer, and the parameters, which start identical (broadcast from rank 0),
@@ -25,22 +25,18 @@
 //! gather is each peer's rows summed with zeros elsewhere. Adding zeros is
 //! exact, so both are exact copies.
 
-use std::ops::Range;
 use std::sync::Mutex;
 
-use burn::collective::{
-    self, CollectiveConfig, CollectiveError, PeerId, ReduceOperation, all_reduce,
-};
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::GradientsParams;
+use burn::collective::{self, CollectiveConfig};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::config::ExperimentConfig;
-use crate::data::Task;
-use crate::registry::Architecture;
-use crate::train::{TrainError, TrainOptions, TrainReport, train_peer};
+use crate::error::TrainError;
+use crate::peer::{Peer, failed};
+use crate::train::{TrainOptions, TrainReport, train_peer};
+use memlab_core::config::ExperimentConfig;
+use memlab_core::data::Task;
+use memlab_core::registry::Architecture;
 
 /// Where the peers of a run are: `devices` in this process, times the nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,220 +94,6 @@ impl Peers {
     }
 }
 
-/// One peer's place among those sharing each batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    rank: usize,
-    world: usize,
-}
-
-/// An error of the collective engine (a peer that stopped ends the others'
-/// operations with one).
-fn failed(e: CollectiveError) -> TrainError {
-    TrainError::Collective(format!("{e:?}"))
-}
-
-impl Peer {
-    /// The only peer: every collective operation is the identity.
-    pub fn solo() -> Self {
-        Self { rank: 0, world: 1 }
-    }
-
-    /// Rank among all peers (`0..world`).
-    pub fn rank(&self) -> usize {
-        self.rank
-    }
-
-    /// Peers in all.
-    pub fn world(&self) -> usize {
-        self.world
-    }
-
-    /// Whether this peer writes the run and evaluates (rank 0).
-    pub fn writes(&self) -> bool {
-        self.rank == 0
-    }
-
-    /// This peer's rows of a batch of `batch` rows.
-    pub fn rows(&self, batch: usize) -> Range<usize> {
-        let share = batch / self.world;
-        self.rank * share..(self.rank + 1) * share
-    }
-
-    fn id(&self) -> PeerId {
-        PeerId::from(self.rank as u32)
-    }
-
-    /// The sum over all peers of `tensor` (same shape on every peer).
-    pub fn sum<B: Backend, const D: usize>(
-        &self,
-        tensor: Tensor<B, D>,
-    ) -> Result<Tensor<B, D>, TrainError> {
-        if self.world == 1 {
-            return Ok(tensor);
-        }
-        let summed = all_reduce::<B>(
-            self.id(),
-            tensor.into_primitive().tensor(),
-            ReduceOperation::Sum,
-        )
-        .map_err(failed)?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
-    }
-
-    /// Every peer's rows of `tensor` along `dim`, put together in rank
-    /// order: the whole batch's tensor, on every peer (`batch` rows).
-    pub fn gather<B: Backend, const D: usize>(
-        &self,
-        tensor: Tensor<B, D>,
-        dim: usize,
-        batch: usize,
-    ) -> Result<Tensor<B, D>, TrainError> {
-        if self.world == 1 {
-            return Ok(tensor);
-        }
-        let rows = self.rows(batch);
-        let device = tensor.device();
-        let zeros = |n: usize| {
-            let mut dims = tensor.dims();
-            dims[dim] = n;
-            Tensor::<B, D>::zeros(dims, &device)
-        };
-        let mut parts = Vec::with_capacity(3);
-        if rows.start > 0 {
-            parts.push(zeros(rows.start));
-        }
-        parts.push(tensor.clone());
-        if rows.end < batch {
-            parts.push(zeros(batch - rows.end));
-        }
-        self.sum(Tensor::cat(parts, dim))
-    }
-
-    /// This peer's rows (along `dim`) of a whole batch's `tensor`.
-    pub fn scatter<B: Backend, const D: usize>(
-        &self,
-        tensor: Tensor<B, D>,
-        dim: usize,
-    ) -> Tensor<B, D> {
-        let rows = self.rows(tensor.dims()[dim]);
-        tensor.narrow(dim, rows.start, rows.len())
-    }
-
-    /// The gradients of `model`'s parameters summed over all peers.
-    ///
-    /// Burn's `GradientsParams::all_reduce` sums each parameter's gradient
-    /// in an operation of its own; each costs a round of messages through
-    /// the collective's server and, between processes, a barrier over the
-    /// network. Here every gradient is flattened into one vector (in module
-    /// order, the same on every peer), summed in one operation and cut back:
-    /// the same sums, element by element.
-    pub fn sum_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
-        &self,
-        model: &M,
-        grads: GradientsParams,
-    ) -> Result<GradientsParams, TrainError> {
-        if self.world == 1 {
-            return Ok(grads);
-        }
-        struct Flatten<'a, B: AutodiffBackend> {
-            grads: &'a GradientsParams,
-            parts: Vec<Tensor<B::InnerBackend, 1>>,
-        }
-        impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_, B> {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                    let n = g.shape().num_elements();
-                    self.parts.push(g.reshape([n]));
-                }
-            }
-        }
-        struct Unflatten<'a, B: AutodiffBackend> {
-            grads: &'a mut GradientsParams,
-            summed: Tensor<B::InnerBackend, 1>,
-            offset: usize,
-        }
-        impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_, B> {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                    let shape = g.shape();
-                    let n = shape.num_elements();
-                    let part = self.summed.clone().narrow(0, self.offset, n);
-                    self.offset += n;
-                    self.grads
-                        .register::<B::InnerBackend, D>(param.id, part.reshape(shape));
-                }
-            }
-        }
-        let mut flatten = Flatten::<B> {
-            grads: &grads,
-            parts: Vec::new(),
-        };
-        model.visit(&mut flatten);
-        if flatten.parts.is_empty() {
-            return Ok(grads);
-        }
-        let summed = self.sum(Tensor::cat(flatten.parts, 0))?;
-        let mut grads = grads;
-        model.visit(&mut Unflatten::<B> {
-            grads: &mut grads,
-            summed,
-            offset: 0,
-        });
-        Ok(grads)
-    }
-
-    /// `module` with rank 0's parameters on every peer.
-    pub fn broadcast<B: AutodiffBackend, M: AutodiffModule<B>>(
-        &self,
-        module: M,
-    ) -> Result<M, TrainError> {
-        if self.world == 1 {
-            return Ok(module);
-        }
-        struct FromRankZero<'a> {
-            peer: &'a Peer,
-            error: Option<TrainError>,
-        }
-        impl<B: AutodiffBackend> ModuleMapper<B> for FromRankZero<'_> {
-            fn map_float<const D: usize>(
-                &mut self,
-                param: Param<Tensor<B, D>>,
-            ) -> Param<Tensor<B, D>> {
-                let (id, tensor, mapper) = param.consume();
-                if self.error.is_some() {
-                    return Param::from_mapped_value(id, tensor, mapper);
-                }
-                let grad = tensor.is_require_grad();
-                let inner = tensor.clone().inner();
-                let mine = if self.peer.writes() {
-                    inner
-                } else {
-                    inner.zeros_like()
-                };
-                let value = match self.peer.sum(mine) {
-                    Ok(value) => Tensor::from_inner(value),
-                    Err(e) => {
-                        self.error = Some(e);
-                        tensor
-                    }
-                };
-                let value = if grad { value.require_grad() } else { value };
-                Param::from_mapped_value(id, value, mapper)
-            }
-        }
-        let mut mapper = FromRankZero {
-            peer: self,
-            error: None,
-        };
-        let module = module.map(&mut mapper);
-        match mapper.error {
-            Some(e) => Err(e),
-            None => Ok(module),
-        }
-    }
-}
-
 /// One run of the collective at a time in a process: burn-collective keeps
 /// one server per backend type, which two runs (two tests) would share.
 static COLLECTIVE: Mutex<()> = Mutex::new(());
@@ -319,10 +101,7 @@ static COLLECTIVE: Mutex<()> = Mutex::new(());
 /// Registers local peer `local` (of `peers.devices`) on `device`.
 fn join<B: Backend>(peers: &Peers, local: usize, device: &B::Device) -> Result<Peer, TrainError> {
     let node = peers.nodes.as_ref().map_or(0, |n| n.rank);
-    let peer = Peer {
-        rank: node * peers.devices + local,
-        world: peers.world(),
-    };
+    let peer = Peer::new(node * peers.devices + local, peers.world());
     let mut config = CollectiveConfig::default().with_num_devices(peers.devices);
     if let Some(nodes) = &peers.nodes {
         let address = |s: &str| {
@@ -379,8 +158,8 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
     // its share of the threads (one each for two peers on two cores), and
     // runs its operations there, instead of all of them queueing for the
     // process's one pool. Results do not depend on the number of threads
-    // (`crate::seed` says why).
-    let cpu_threads = crate::layers::dropout::host_backend::<B>()
+    // (`memlab_core::seed` says why).
+    let cpu_threads = memlab_core::seed::host_backend::<B>()
         .then(|| (rayon::current_num_threads() / peers.devices).max(1));
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
@@ -396,43 +175,67 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
                             .map_err(failed)?;
                         Ok(report)
                     };
-                    let run = std::panic::AssertUnwindSafe(run);
-                    let pool = cpu_threads.and_then(|threads| {
-                        rayon::ThreadPoolBuilder::new()
-                            .num_threads(threads)
-                            .use_current_thread()
-                            .build()
-                            .ok()
-                    });
-                    let result = match pool {
-                        Some(pool) => pool.install(|| std::panic::catch_unwind(run)),
-                        None => std::panic::catch_unwind(run),
-                    };
-                    if !matches!(result, Ok(Ok(_))) {
-                        // Ends the other peers' pending and next operations.
-                        collective::reset_collective::<B::InnerBackend>();
-                    }
-                    result
+                    run_peer::<B>(run, cpu_threads)
                 })
             })
             .collect();
-        // The calling thread may be a worker of rayon's pool, on which the
-        // CPU backends' parallel operations (the peers' too) rely: the
-        // `memlab` binary makes its main thread worker 0
-        // (crates/zoo/src/threads.rs), the only one with
-        // `RAYON_NUM_THREADS=1`. Blocked in a join, it would leave the
-        // peers' jobs to the other workers, or to none; so it takes the
-        // pool's jobs while it waits.
-        while !handles.iter().all(|h| h.is_finished()) {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(Err))
-            .collect()
+        join_helping_rayon(handles)
     });
+    first_failure(results)
+}
+
+/// What a peer's thread ends with: its report or error, or its panic.
+type PeerOutcome = std::thread::Result<Result<Option<TrainReport>, TrainError>>;
+
+/// Runs one peer's training `run` on this thread, in a rayon pool of its
+/// own of `cpu_threads` threads where given; a peer that fails or panics
+/// resets the collective, which ends the other peers' pending and next
+/// operations.
+fn run_peer<B: AutodiffBackend>(
+    run: impl FnOnce() -> Result<Option<TrainReport>, TrainError> + Send,
+    cpu_threads: Option<usize>,
+) -> PeerOutcome {
+    let run = std::panic::AssertUnwindSafe(run);
+    let pool = cpu_threads.and_then(|threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .use_current_thread()
+            .build()
+            .ok()
+    });
+    let result = match pool {
+        Some(pool) => pool.install(|| std::panic::catch_unwind(run)),
+        None => std::panic::catch_unwind(run),
+    };
+    if !matches!(result, Ok(Ok(_))) {
+        collective::reset_collective::<B::InnerBackend>();
+    }
+    result
+}
+
+/// Waits for the peers' threads. The calling thread may be a worker of
+/// rayon's pool, on which the CPU backends' parallel operations (the
+/// peers' too) rely: the `memlab` binary makes its main thread worker 0
+/// (crates/zoo/src/threads.rs), the only one with `RAYON_NUM_THREADS=1`.
+/// Blocked in a join, it would leave the peers' jobs to the other workers,
+/// or to none; so it takes the pool's jobs while it waits.
+fn join_helping_rayon(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, PeerOutcome>>,
+) -> Vec<PeerOutcome> {
+    while !handles.iter().all(|h| h.is_finished()) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(Err))
+        .collect()
+}
+
+/// Rank 0's report, or the failing peer's error before the collective
+/// errors it caused in the others; a peer's panic goes on unwinding here.
+fn first_failure(results: Vec<PeerOutcome>) -> Result<Option<TrainReport>, TrainError> {
     let mut outcomes = Vec::with_capacity(results.len());
     for result in results {
         match result {
@@ -440,7 +243,6 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
-    // The failing peer's error, before the collective errors it caused.
     if let Some(position) = outcomes
         .iter()
         .position(|o| matches!(o, Err(e) if !matches!(e, TrainError::Collective(_))))
@@ -456,7 +258,7 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
 /// devices of the same kind from `first`'s index on (GPUs 0, 1, …).
 pub fn peer_devices<B: Backend>(first: &B::Device, n: usize) -> Vec<B::Device> {
     use burn::tensor::backend::{Device, DeviceId};
-    if crate::layers::dropout::host_backend::<B>() {
+    if memlab_core::seed::host_backend::<B>() {
         return vec![first.clone(); n];
     }
     let id = first.to_id();

@@ -5,8 +5,8 @@
 
 use burn::prelude::*;
 
-use crate::model::{ModelContext, SegmentModel};
-use crate::registry::{Architecture, parse_model_config};
+use memlab_core::model::{ModelContext, SegmentModel};
+use memlab_core::registry::{Architecture, parse_model_config};
 
 /// Architecture `A` built from `config` for `ctx` with its parameters drawn
 /// under `seed` (on any backend: autodiff ones included).
@@ -16,7 +16,7 @@ pub fn seeded_model<A: Architecture, B: Backend>(
     seed: u64,
 ) -> A::Model<B> {
     let device = Default::default();
-    crate::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
+    memlab_core::seed::init_seeded::<B, _>(&device, seed, || A::init::<B>(config, ctx, &device))
 }
 
 /// Token ids `data` as a `[batch, data.len() / batch]` tensor.
@@ -121,7 +121,7 @@ pub fn assert_generation_matches_teacher_forcing<B: Backend, M: SegmentModel<B>>
 /// must be rejected with an error that names `field` (e.g. `model.n_heads`).
 pub fn assert_config_errors<A: Architecture>(cases: &[(&str, &str)], ctx: &ModelContext) {
     for (text, field) in cases {
-        let table = crate::config::parse_toml(text)
+        let table = memlab_core::config::parse_toml(text)
             .unwrap_or_else(|e| panic!("case {text:?} is not TOML: {e}"));
         match parse_model_config::<A>(table, ctx) {
             Ok(config) => panic!("{}: {text:?} was accepted as {config:?}", A::NAME),
@@ -187,7 +187,7 @@ pub fn assert_seeded_and_round_trips<A: Architecture>(
 pub fn assert_mrbp_matches_bptt<A: Architecture>(
     config: &A::Config,
     ctx: &ModelContext,
-    batch: &crate::data::HostBatch,
+    batch: &memlab_core::data::HostBatch,
     segment_len: usize,
     tolerance: f64,
 ) {
@@ -195,8 +195,9 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
     type AB = burn::backend::Autodiff<burn::backend::Flex>;
 
     let device = Default::default();
-    let model =
-        crate::seed::init_seeded::<AB, _>(&device, 3, || A::init_train::<AB>(config, ctx, &device));
+    let model = memlab_core::seed::init_seeded::<AB, _>(&device, 3, || {
+        A::init_train::<AB>(config, ctx, &device)
+    });
     let sequences = batch
         .to_device::<AB>(ctx.vocab_size, &device)
         .expect("valid batch");
@@ -206,7 +207,7 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
         &model,
         &sequences,
         segment_len,
-        crate::config::BpttDepth::Full,
+        memlab_core::config::BpttDepth::Full,
         model.init_memory(batch.batch, &device),
     );
     let full_loss = full.loss.clone().into_scalar().elem::<f64>();
@@ -240,12 +241,12 @@ pub fn assert_mrbp_matches_bptt<A: Architecture>(
 /// experiment config `text` says, writing the run into `run_dir`.
 pub fn train_for_test<A: Architecture>(
     text: &str,
-    task: &dyn crate::data::Task,
+    task: &dyn memlab_core::data::Task,
     run_dir: std::path::PathBuf,
 ) -> crate::train::TrainReport {
     type AB = burn::backend::Autodiff<burn::backend::Flex>;
-    let config = crate::config::ExperimentConfig::from_table(
-        crate::config::parse_toml(text).expect("test config is TOML"),
+    let config = memlab_core::config::ExperimentConfig::from_table(
+        memlab_core::config::parse_toml(text).expect("test config is TOML"),
     )
     .expect("valid test config");
     let ctx = ModelContext::of(&config, task);

@@ -6,10 +6,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use memlab_core::runner::{run_segments, segment_bounds, token_nll_and_correct};
 use memlab_core::{
     BpttDepth, HostBatch, MemoryState, SegmentModel, SegmentOutput, SequenceBatch, TensorMemory,
 };
+use memlab_train::runner::{run_segments, segment_bounds, token_nll_and_correct};
 
 type AB = Autodiff<Flex>;
 
@@ -458,9 +458,9 @@ fn sliding_bptt_gives_each_loss_its_own_window() {
 /// `"bptt"` through the training step's own dispatch.
 #[test]
 fn replay_and_bptt_give_the_same_step_gradients() {
-    use memlab_core::agreement::{parameter_gradients, worst_parameter_error};
     use memlab_core::config::{GradientMethod, TrainConfig};
-    use memlab_core::train::step_gradients;
+    use memlab_train::agreement::{parameter_gradients, worst_parameter_error};
+    use memlab_train::step::step_gradients;
     let device = Default::default();
     let model = Toy::<AB>::new(8, 4, &device);
     let (b, len) = (2, 9);
@@ -500,8 +500,8 @@ fn replay_and_bptt_give_the_same_step_gradients() {
 /// clipping would have left `[3, 4]` (norm 5) alone.
 #[test]
 fn global_norm_clipping_matches_the_hand_computed_norm() {
-    use memlab_core::agreement::parameter_gradients;
-    use memlab_core::train::{clip_global_norm, global_grad_norm};
+    use memlab_train::agreement::parameter_gradients;
+    use memlab_train::step::{clip_global_norm, global_grad_norm};
 
     #[derive(Module, Debug)]
     struct Two<B: Backend> {

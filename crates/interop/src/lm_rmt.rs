@@ -27,51 +27,10 @@ use burn_store::{
     SafetensorsStore, TensorSnapshot,
 };
 
+pub use memlab_core::interop::LmRmtLayout;
+
 /// An official weight file's tensors by key, as burn-store reads them.
 pub type Weights = BTreeMap<String, TensorSnapshot>;
-
-/// Where a memlab model keeps the parts of `MemTransformerLM`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LmRmtLayout {
-    /// Module path of the list of relative blocks (`layers` in
-    /// Transformer-XL, `relative_blocks` in RMT).
-    pub blocks: &'static str,
-    pub n_layers: usize,
-    /// Module path of the learned memory tokens `[m, d_model]`, when the
-    /// model has memory tokens (`num_mem_tokens` > 0).
-    pub memory_tokens: Option<&'static str>,
-    /// The output weight is the embedding (`tie_weight`).
-    pub tied: bool,
-    pub d_model: usize,
-}
-
-/// The settings every `MemTransformerLM` has and memlab leaves open: one
-/// `r_w_bias`/`r_r_bias` pair shared by all layers, embeddings times
-/// √d_model, ReLU; the reason when a config departs from them.
-pub fn lm_rmt_compatible(
-    untie_r: bool,
-    scale_embeddings: bool,
-    activation: crate::layers::Activation,
-) -> Result<(), String> {
-    if untie_r {
-        return Err(
-            "`untie_r = true`: LM-RMT's MemTransformerLM shares one r_w_bias/r_r_bias \
-                    pair by all layers"
-                .into(),
-        );
-    }
-    if !scale_embeddings {
-        return Err(
-            "`scale_embeddings = false`: MemTransformerLM multiplies embeddings by \
-                    √d_model"
-                .into(),
-        );
-    }
-    if activation != crate::layers::Activation::Relu {
-        return Err("`activation`: MemTransformerLM's feed-forward network uses ReLU".into());
-    }
-    Ok(())
-}
 
 /// A weight file that cannot be read or does not fit the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -519,13 +478,13 @@ pub fn official_tensors<B: Backend, M: Module<B>>(
     Ok(out)
 }
 
-/// Writes the model's weights as an official `.safetensors` (f32), the
-/// file `load_official` and the official code read.
-pub fn save_official<B: Backend, M: Module<B>>(
+/// The model's weights as the bytes of an official `.safetensors` (f32),
+/// the file `load_official` and the official code read; the caller writes
+/// them where and how it keeps files (memlab's CLI: atomically).
+pub fn encode_official<B: Backend, M: Module<B>>(
     model: &M,
     layout: &LmRmtLayout,
-    path: &Path,
-) -> Result<(), LmRmtError> {
+) -> Result<Vec<u8>, LmRmtError> {
     let tensors = official_tensors::<B, M>(model, layout)?;
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .into_iter()
@@ -543,8 +502,6 @@ pub fn save_official<B: Backend, M: Module<B>>(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let encoded = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))?;
-    crate::checkpoint::write_atomically(path, &encoded)
-        .map_err(|e| LmRmtError::Read(format!("writing {}: {e}", path.display())))
+    safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))
 }

@@ -3,8 +3,8 @@
 //! its own. Building their tasks (the tasks crate) and training them is the
 //! caller's.
 
-use crate::config::{ConfigError, ExperimentConfig, set_path};
-use crate::registry::ModelSpec;
+use memlab_core::config::{CompareSetting, ConfigError, ExperimentConfig, set_path};
+use memlab_core::registry::ModelSpec;
 
 /// One run of a comparison: a model under a setting with a seed, and the
 /// run's config.
@@ -40,7 +40,7 @@ pub fn compared_runs(config: &ExperimentConfig) -> Result<Vec<ComparedRun>, Conf
         )
     })?;
     let settings = if compare.settings.is_empty() {
-        vec![crate::config::CompareSetting {
+        vec![CompareSetting {
             label: "default".into(),
             set: toml::Table::new(),
             models: toml::Table::new(),
@@ -55,12 +55,42 @@ pub fn compared_runs(config: &ExperimentConfig) -> Result<Vec<ComparedRun>, Conf
     } else {
         compare.seeds.clone()
     };
-    // A model's own `set`: dotted overrides of the whole config for its
-    // runs alone (`set = { "train.bptt_depth" = 0 }`), applied after the
-    // setting's.
-    let mut tables = Vec::with_capacity(compare.models.len());
-    let mut model_sets = Vec::with_capacity(compare.models.len());
-    for (i, table) in compare.models.iter().enumerate() {
+    let models = compared_models(&compare.models)?;
+    check_setting_labels(&settings, &models)?;
+
+    let mut base = toml::Table::try_from(config)
+        .map_err(|e| ConfigError::new("", format!("re-serialising the config: {e}")))?;
+    base.remove("compare");
+    let mut runs = Vec::new();
+    for &seed in &seeds {
+        for setting in &settings {
+            for (i, model) in models.iter().enumerate() {
+                let skipped = setting
+                    .only
+                    .as_ref()
+                    .is_some_and(|only| !only.contains(&model.spec.label));
+                if !skipped {
+                    runs.push(compared_run(&base, config, setting, i, model, seed)?);
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// One of `[compare]`'s models: its table without `set`, its own `set`
+/// (dotted overrides of the whole config for its runs alone, `set = {
+/// "train.bptt_depth" = 0 }`, applied after the setting's), and its spec.
+struct ComparedModel {
+    table: toml::Table,
+    set: toml::Table,
+    spec: ModelSpec,
+}
+
+/// `compare.models`, each with a label no other model has.
+fn compared_models(tables: &[toml::Table]) -> Result<Vec<ComparedModel>, ConfigError> {
+    let mut split = Vec::with_capacity(tables.len());
+    for (i, table) in tables.iter().enumerate() {
         let mut table = table.clone();
         let set = match table.remove("set") {
             None => toml::Table::new(),
@@ -74,13 +104,12 @@ pub fn compared_runs(config: &ExperimentConfig) -> Result<Vec<ComparedRun>, Conf
                 ));
             }
         };
-        tables.push(table);
-        model_sets.push(set);
+        split.push((table, set));
     }
-    let mut specs = Vec::with_capacity(compare.models.len());
-    for (i, table) in tables.iter().enumerate() {
-        let spec = ModelSpec::from_table(table, &format!("compare.models[{i}]"))?;
-        if let Some(j) = specs.iter().position(|s: &ModelSpec| s.label == spec.label) {
+    let mut models: Vec<ComparedModel> = Vec::with_capacity(split.len());
+    for (i, (table, set)) in split.into_iter().enumerate() {
+        let spec = ModelSpec::from_table(&table, &format!("compare.models[{i}]"))?;
+        if let Some(j) = models.iter().position(|m| m.spec.label == spec.label) {
             return Err(ConfigError::new(
                 format!("compare.models[{i}].label"),
                 format!(
@@ -89,8 +118,16 @@ pub fn compared_runs(config: &ExperimentConfig) -> Result<Vec<ComparedRun>, Conf
                 ),
             ));
         }
-        specs.push(spec);
+        models.push(ComparedModel { table, set, spec });
     }
+    Ok(models)
+}
+
+/// Every label a setting's `models` or `only` names is a model's label.
+fn check_setting_labels(
+    settings: &[CompareSetting],
+    models: &[ComparedModel],
+) -> Result<(), ConfigError> {
     for (s, setting) in settings.iter().enumerate() {
         let only = setting.only.iter().flatten();
         if let Some((label, field)) = setting
@@ -98,94 +135,92 @@ pub fn compared_runs(config: &ExperimentConfig) -> Result<Vec<ComparedRun>, Conf
             .keys()
             .map(|l| (l, "models"))
             .chain(only.map(|l| (l, "only")))
-            .find(|(label, _)| !specs.iter().any(|spec| &spec.label == *label))
+            .find(|(label, _)| !models.iter().any(|m| &m.spec.label == *label))
         {
             return Err(ConfigError::new(
                 format!("compare.settings[{s}].{field}"),
                 format!(
                     "names `{label}`, which no model is labelled (the labels: {})",
-                    specs
+                    models
                         .iter()
-                        .map(|s| format!("`{}`", s.label))
+                        .map(|m| format!("`{}`", m.spec.label))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             ));
         }
     }
-    let mut base = toml::Table::try_from(config)
-        .map_err(|e| ConfigError::new("", format!("re-serialising the config: {e}")))?;
-    base.remove("compare");
-    let mut runs = Vec::new();
-    for &seed in &seeds {
-        for setting in &settings {
-            let in_setting = |e: ConfigError| ConfigError {
-                message: format!("{} (in setting `{}`)", e.message, setting.label),
+    Ok(())
+}
+
+/// The run of model `i` under `setting` with `seed`: `base` (the config
+/// without `[compare]`) with the model's table (the setting's fields for
+/// it over its own) as `[model]`, the setting's `set`, then the model's,
+/// then `run.seed`; named `<name>/<setting>-<model label>-seed<seed>`.
+fn compared_run(
+    base: &toml::Table,
+    config: &ExperimentConfig,
+    setting: &CompareSetting,
+    i: usize,
+    model: &ComparedModel,
+    seed: u64,
+) -> Result<ComparedRun, ConfigError> {
+    let in_setting = |e: ConfigError| ConfigError {
+        message: format!("{} (in setting `{}`)", e.message, setting.label),
+        ..e
+    };
+    let label = &model.spec.label;
+    let mut table = model.table.clone();
+    if let Some(fields) = setting.models.get(label) {
+        let fields = fields.as_table().ok_or_else(|| {
+            in_setting(ConfigError::new(
+                format!("models.\"{label}\""),
+                "must be a table of the model's fields",
+            ))
+        })?;
+        table.extend(fields.clone());
+    }
+    let spec =
+        ModelSpec::from_table(&table, &format!("compare.models[{i}]")).map_err(in_setting)?;
+    let mut doc = base.clone();
+    doc.insert("model".into(), toml::Value::Table(table));
+    for (key, value) in &setting.set {
+        set_path(&mut doc, key, value.clone()).map_err(in_setting)?;
+    }
+    for (key, value) in &model.set {
+        set_path(&mut doc, key, value.clone()).map_err(|e| ConfigError {
+            message: format!("{} (in `compare.models[{i}].set`)", e.message),
+            ..e
+        })?;
+    }
+    set_path(&mut doc, "run.seed", toml::Value::Integer(seed as i64))?;
+    let mut run_config = ExperimentConfig::from_table(doc).map_err(|e| {
+        if model.set.is_empty() {
+            in_setting(e)
+        } else {
+            ConfigError {
+                message: format!(
+                    "{} (in setting `{}` with `compare.models[{i}].set`)",
+                    e.message, setting.label
+                ),
                 ..e
-            };
-            for (i, (table, spec)) in tables.iter().zip(&specs).enumerate() {
-                if setting
-                    .only
-                    .as_ref()
-                    .is_some_and(|only| !only.contains(&spec.label))
-                {
-                    continue;
-                }
-                let mut table = table.clone();
-                if let Some(fields) = setting.models.get(&spec.label) {
-                    let fields = fields.as_table().ok_or_else(|| {
-                        in_setting(ConfigError::new(
-                            format!("models.\"{}\"", spec.label),
-                            "must be a table of the model's fields",
-                        ))
-                    })?;
-                    table.extend(fields.clone());
-                }
-                let spec = ModelSpec::from_table(&table, &format!("compare.models[{i}]"))
-                    .map_err(in_setting)?;
-                let mut doc = base.clone();
-                doc.insert("model".into(), toml::Value::Table(table));
-                for (key, value) in &setting.set {
-                    set_path(&mut doc, key, value.clone()).map_err(in_setting)?;
-                }
-                for (key, value) in &model_sets[i] {
-                    set_path(&mut doc, key, value.clone()).map_err(|e| ConfigError {
-                        message: format!("{} (in `compare.models[{i}].set`)", e.message),
-                        ..e
-                    })?;
-                }
-                set_path(&mut doc, "run.seed", toml::Value::Integer(seed as i64))?;
-                let mut run_config = ExperimentConfig::from_table(doc).map_err(|e| {
-                    if model_sets[i].is_empty() {
-                        in_setting(e)
-                    } else {
-                        ConfigError {
-                            message: format!(
-                                "{} (in setting `{}` with `compare.models[{i}].set`)",
-                                e.message, setting.label
-                            ),
-                            ..e
-                        }
-                    }
-                })?;
-                run_config.run.name = format!(
-                    "{}/{}-{}-seed{seed}",
-                    config.run.name,
-                    slug(&setting.label),
-                    slug(&spec.label)
-                );
-                runs.push(ComparedRun {
-                    setting: setting.label.clone(),
-                    x: setting.x,
-                    spec,
-                    model: i,
-                    seed,
-                    config: run_config,
-                });
             }
         }
-    }
-    Ok(runs)
+    })?;
+    run_config.run.name = format!(
+        "{}/{}-{}-seed{seed}",
+        config.run.name,
+        slug(&setting.label),
+        slug(&spec.label)
+    );
+    Ok(ComparedRun {
+        setting: setting.label.clone(),
+        x: setting.x,
+        spec,
+        model: i,
+        seed,
+        config: run_config,
+    })
 }
 
 /// The mean and spread of one figure over a cell's seeds.
@@ -242,7 +277,7 @@ fn slug(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BpttDepth, parse_toml};
+    use memlab_core::config::{BpttDepth, parse_toml};
 
     fn config(text: &str) -> ExperimentConfig {
         ExperimentConfig::from_table(parse_toml(text).unwrap()).unwrap()

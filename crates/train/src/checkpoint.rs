@@ -16,8 +16,8 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MemoryLayout, MemoryParts};
-use crate::seed::param_shapes;
+use memlab_core::model::{MemoryLayout, MemoryParts};
+use memlab_core::seed::param_shapes;
 
 /// File name of the checkpoint inside a run directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.mpk";
@@ -241,7 +241,7 @@ impl Checkpoint {
     }
 
     /// The config the checkpoint was trained with.
-    pub fn saved_config(&self) -> Result<crate::ExperimentConfig, CheckpointError> {
+    pub fn saved_config(&self) -> Result<memlab_core::ExperimentConfig, CheckpointError> {
         toml::from_str(&self.config_toml).map_err(|e| {
             CheckpointError::Record(format!("the checkpoint's config does not parse: {e}"))
         })
@@ -250,7 +250,10 @@ impl Checkpoint {
     /// Refuses a run config whose `[model]` or `[task]` is not the one the
     /// checkpoint was trained with (an edited `config.toml` can keep every
     /// weight's shape and still describe another model, e.g. `n_heads`).
-    pub fn check_config(&self, config: &crate::ExperimentConfig) -> Result<(), CheckpointError> {
+    pub fn check_config(
+        &self,
+        config: &memlab_core::ExperimentConfig,
+    ) -> Result<(), CheckpointError> {
         let saved = self.saved_config()?;
         for (section, same) in [
             ("[model]", saved.model == config.model),
