@@ -222,10 +222,7 @@ dropout = {dropout}
     ExperimentConfig::from_table(parse_toml(&text).unwrap()).unwrap()
 }
 
-fn train_copy(
-    config: &ExperimentConfig,
-    run_dir: std::path::PathBuf,
-) -> memlab_train::train::TrainReport {
+fn train_copy(config: &ExperimentConfig, run_dir: std::path::PathBuf) -> memlab_train::TrainReport {
     let task = CopyTask::new(
         CopyConfig {
             length: 8,

@@ -22,9 +22,9 @@ use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use crate::error::TrainError;
 use crate::evaluate::evaluate_on_valid;
 use crate::peer::Peer;
+use crate::run::{Memory, TrainEvent, TrainOptions, TrainReport};
 use crate::run_dir::{MetricsLog, RunDir, log_eval};
 use crate::runner::Tallies;
-use crate::train::{Memory, TrainEvent, TrainOptions, TrainReport};
 
 /// What a peer records of its run as it goes.
 pub(crate) struct Bookkeeping<'a> {

@@ -33,7 +33,8 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::error::TrainError;
 use crate::peer::{Peer, failed};
-use crate::train::{TrainOptions, TrainReport, train_peer};
+use crate::run::{TrainOptions, TrainReport};
+use crate::train::train_peer;
 use memlab_core::config::ExperimentConfig;
 use memlab_core::data::Task;
 use memlab_core::registry::Architecture;

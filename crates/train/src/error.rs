@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use memlab_core::data::BatchError;
 
 use crate::checkpoint::{CHECKPOINT_FILE, CheckpointError};
-use crate::run_dir::LOCK_FILE;
 
 /// Anything that stops a run.
 #[derive(Debug)]
@@ -20,7 +19,8 @@ pub enum TrainError {
     RunExists(PathBuf),
     /// Resuming was asked for, and the directory holds no checkpoint.
     NoCheckpoint(PathBuf),
-    /// Another process is training in the directory.
+    /// Another process is training in the directory: the lock file it
+    /// holds there.
     Locked(PathBuf),
     /// The loss or the gradient norm of a step is NaN or infinite.
     NonFinite {
@@ -63,12 +63,12 @@ impl std::fmt::Display for TrainError {
                  without resuming",
                 dir.display()
             ),
-            TrainError::Locked(dir) => write!(
+            TrainError::Locked(lock) => write!(
                 f,
                 "another memlab process is training in {} (it holds {}); wait for it or \
                  choose another run.name",
-                dir.display(),
-                dir.join(LOCK_FILE).display()
+                lock.parent().unwrap_or(lock).display(),
+                lock.display()
             ),
             TrainError::TooLarge {
                 parameters,

@@ -6,6 +6,8 @@
 //! - [`mrbp`]: memory replay back-propagation;
 //! - [`train`](mod@train): the training loop of one peer, from its first model (or a
 //!   checkpoint) to its report; built of
+//!   - [`run`]: what a run is told ([`TrainOptions`]) and reports
+//!     ([`TrainReport`]),
 //!   - [`step`]: one optimizer step and the learning-rate schedule,
 //!   - `bookkeeping`: the figures, progress, evaluation and checkpoints
 //!     around each step,
@@ -29,6 +31,7 @@ pub mod error;
 pub mod evaluate;
 pub mod mrbp;
 pub mod peer;
+pub mod run;
 pub mod run_dir;
 pub mod runner;
 pub mod step;
@@ -39,4 +42,5 @@ pub mod train;
 
 pub use error::TrainError;
 pub use evaluate::{EvalFigures, evaluate};
-pub use train::{Progress, TrainEvent, TrainOptions, TrainReport, train};
+pub use run::{Progress, TrainEvent, TrainOptions, TrainReport};
+pub use train::train;

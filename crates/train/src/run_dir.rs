@@ -11,7 +11,7 @@ use memlab_core::data::Task;
 use crate::checkpoint::{CHECKPOINT_FILE, write_atomically};
 use crate::error::TrainError;
 use crate::evaluate::EvalFigures;
-use crate::train::TrainOptions;
+use crate::run::TrainOptions;
 
 /// Appends JSON lines to `metrics.jsonl`.
 pub(crate) struct MetricsLog {
@@ -132,7 +132,7 @@ fn lock_run_dir(dir: &Path) -> Result<fs::File, TrainError> {
         .map_err(|e| TrainError::Io(path.clone(), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(TrainError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::WouldBlock) => Err(TrainError::Locked(path)),
         Err(fs::TryLockError::Error(e)) => Err(TrainError::Io(path, e)),
     }
 }

@@ -243,7 +243,7 @@ pub fn train_for_test<A: Architecture>(
     text: &str,
     task: &dyn memlab_core::data::Task,
     run_dir: std::path::PathBuf,
-) -> crate::train::TrainReport {
+) -> crate::TrainReport {
     type AB = burn::backend::Autodiff<burn::backend::Flex>;
     let config = memlab_core::config::ExperimentConfig::from_table(
         memlab_core::config::parse_toml(text).expect("test config is TOML"),
@@ -253,7 +253,7 @@ pub fn train_for_test<A: Architecture>(
     let mut table = config.model.clone().expect("a [model] table");
     table.remove("arch");
     let model_config = parse_model_config::<A>(table, &ctx).expect("valid model config");
-    let options = crate::train::TrainOptions {
+    let options = crate::TrainOptions {
         run_dir,
         resume: false,
         overwrite: false,

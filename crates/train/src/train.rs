@@ -3,18 +3,17 @@
 //! seeded and reproducible, periodic evaluation, atomic checkpoints with the
 //! optimizer state, and resume.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::optim::Optimizer;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use serde::Serialize;
 
 use memlab_core::config::ExperimentConfig;
 use memlab_core::data::{BatchShare, SequenceBatch, Split, Task};
-use memlab_core::model::{MemoryState, ModelContext, ModelDescription, SegmentModel};
+use memlab_core::model::{MemoryState, ModelContext, ModelDescription};
 use memlab_core::registry::Architecture;
 use memlab_core::seed::{materialize, seeded};
 
@@ -22,82 +21,12 @@ use crate::bookkeeping::Bookkeeping;
 use crate::budget::{lazy_parameters, memory_estimate};
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use crate::error::TrainError;
-use crate::evaluate::EvalFigures;
 use crate::peer::Peer;
+use crate::run::{Memory, TrainOptions, TrainReport};
 use crate::run_dir::RunDir;
 use crate::step::{
     StepPlan, lr_scheduler_at, optimizer_config, optimizer_step, peer_seed, step_seed,
 };
-
-/// How a run is shown and where it is recorded.
-#[derive(Debug, Clone)]
-pub struct TrainOptions {
-    /// The run directory (config.toml, metrics.jsonl, checkpoint.mpk).
-    pub run_dir: PathBuf,
-    /// Continue from the run directory's checkpoint (which must exist).
-    pub resume: bool,
-    /// Replace a run the directory already holds (else that is an error).
-    pub overwrite: bool,
-    /// Refuse to start when the estimate of what training holds in memory
-    /// ([`memory_estimate`]) exceeds this many bytes (the CLI gives the
-    /// host's available memory for the CPU backend).
-    pub memory_limit: Option<u64>,
-    /// Told how the run goes (rank 0 only): a progress bar, a log.
-    pub progress: Option<Progress>,
-}
-
-/// What the training loop reports to [`TrainOptions::progress`] as it goes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum TrainEvent<'a> {
-    /// Before the first step: the architecture's name, the run's steps and
-    /// the step it starts from (a resumed run's checkpoint).
-    Started {
-        name: &'a str,
-        steps: usize,
-        start_step: usize,
-    },
-    /// A step at which the training figures were read (`train.log_every`).
-    Logged {
-        step: usize,
-        loss: f64,
-        accuracy: f64,
-        tokens_per_second: f64,
-    },
-    /// `done` steps are complete.
-    Stepped { done: usize },
-    /// The last step is done (evaluation follows).
-    Finished,
-}
-
-/// A receiver of [`TrainEvent`]s, shared by the peers of a data-parallel run.
-#[derive(Clone)]
-pub struct Progress(pub std::sync::Arc<dyn Fn(TrainEvent<'_>) + Send + Sync>);
-
-impl Progress {
-    pub fn new(f: impl Fn(TrainEvent<'_>) + Send + Sync + 'static) -> Self {
-        Self(std::sync::Arc::new(f))
-    }
-}
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Progress(..)")
-    }
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainReport {
-    pub model: ModelDescription,
-    pub steps: usize,
-    /// Step the run started from (0, or the resumed checkpoint's step).
-    pub resumed_from: usize,
-    pub final_train_loss: f64,
-    pub eval: EvalFigures,
-    /// Training throughput (input tokens per second, excluding evaluation).
-    pub tokens_per_second: f64,
-    pub run_dir: PathBuf,
-}
 
 /// Trains architecture `A` on `task` as `config` says, on an autodiff
 /// backend, on one device (`train.devices = 1`; several peers:
@@ -112,9 +41,6 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
     let report = train_peer::<A, B>(config, model_config, task, options, device, &Peer::solo())?;
     Ok(report.expect("the only peer writes the run"))
 }
-
-/// What a peer trains, as one type: the model with its memory.
-pub(crate) type Memory<A, B> = <<A as Architecture>::TrainModel<B> as SegmentModel<B>>::Memory;
 
 /// The training loop of one peer (the only one, or one of several sharing
 /// each batch: [`crate::distributed`]). Rank 0 alone writes the run and

@@ -13,7 +13,7 @@ use memlab_tasks::{CopyConfig, CopyTask};
 use memlab_train::runner::run_segments;
 use memlab_train::testing::seeded_model;
 use memlab_train::testing::{assert_config_errors, assert_seeded_and_round_trips};
-use memlab_train::train::{TrainOptions, train};
+use memlab_train::{TrainOptions, train};
 use memlab_transformer_xl::{TransformerXl, TransformerXlArch, XlConfig, XlMemory, xl_mask};
 
 type B = Flex;
