@@ -8,6 +8,7 @@ pub mod crosscheck;
 pub mod data;
 pub mod lm_rmt;
 pub mod plot;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 

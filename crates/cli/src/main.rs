@@ -171,6 +171,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Regenerate the figures of a document from the comparison files it
+    /// names (its `<!-- report: ... -->` parts, e.g. docs/reproductions.md),
+    /// or, with --check, fail naming the first part that differs.
+    Report {
+        /// The Markdown document.
+        #[arg(long)]
+        doc: PathBuf,
+        /// Check only: change nothing, fail where the document and the
+        /// files disagree.
+        #[arg(long)]
+        check: bool,
+    },
     /// Measure every model of a bench config on every chosen backend:
     /// forward and training tokens/s, peak memory, model FLOPs, and forward
     /// tokens/s against sequence length. Writes bench.md, bench.csv,
@@ -597,6 +609,35 @@ fn run(cli: Cli) -> Result<()> {
             write_atomically(&out, chart.svg()?.as_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
             out!("wrote {} ({} runs)", out.display(), chart.series.len());
+        }
+        Command::Report { doc, check } => {
+            let text = std::fs::read_to_string(&doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            let base = doc.parent().unwrap_or(std::path::Path::new("."));
+            let parts = memlab_cli::report::count_parts(&text)?;
+            if check {
+                memlab_cli::report::check(&text, base)
+                    .with_context(|| format!("{} is not in step with its files", doc.display()))?;
+                out!(
+                    "{}: {parts} generated parts, all in step with their files",
+                    doc.display()
+                );
+            } else {
+                let regenerated = memlab_cli::report::regenerate(&text, base)?;
+                if regenerated != text {
+                    write_atomically(&doc, regenerated.as_bytes())
+                        .with_context(|| format!("writing {}", doc.display()))?;
+                }
+                out!(
+                    "{}: {parts} generated parts{}",
+                    doc.display(),
+                    if regenerated == text {
+                        ", unchanged"
+                    } else {
+                        " rewritten"
+                    }
+                );
+            }
         }
         Command::Bench {
             config,

@@ -1,0 +1,725 @@
+//! `memlab report`: the figures of a Markdown document (docs/reproductions.md)
+//! generated from the comparison files published beside it
+//! (`memlab compare --publish`: `summary.csv`, one row per setting and
+//! model over its seeds; `compare.csv`, one row per cell), never typed.
+//!
+//! A generated part sits between two HTML comments, which Markdown does not
+//! show; the first says what to generate:
+//!
+//! ```text
+//! <!-- report: table dir=reproductions/rmt-copy-segments title="copy" -->
+//! | copy | 1 segment | 2 segments |
+//! ...
+//! <!-- /report -->
+//! RMT reaches <!-- report: value dir=reproductions/rmt-copy-segments model="rmt" setting="9 segments" digits=2 -->0.52<!-- /report --> at 9 segments.
+//! ```
+//!
+//! What can be generated ([`Spec`]): `table` (models × settings, mean ±
+//! std of a field, optionally every seed), `fields` ((setting, model) ×
+//! fields), `value` (one statistic of one (setting, model)), `row` (one
+//! model's means over the settings), `gap` (the range over settings of one
+//! model's figure minus another's, in the same setting or in
+//! `minus_setting`), `cells` and `time` (how many cells, how long they
+//! trained, summed over one or every published comparison). `dir` is
+//! relative to the document's folder. [`check`] regenerates every part
+//! and names the first one that differs, down to its cell.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+const OPEN: &str = "<!-- report:";
+const CLOSE: &str = "<!-- /report -->";
+
+/// One generated part: what the opening comment asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The opening comment's text after `report:`, as written (it names the
+    /// part in errors).
+    pub text: String,
+    pub kind: String,
+    pub args: BTreeMap<String, String>,
+}
+
+impl Spec {
+    /// Parses `KIND key=value key="a value" ...`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut words = split_words(text)?.into_iter();
+        let kind = words
+            .next()
+            .ok_or_else(|| anyhow!("an empty `report:` comment"))?;
+        let mut args = BTreeMap::new();
+        for word in words {
+            let (key, value) = word
+                .split_once('=')
+                .ok_or_else(|| anyhow!("`{word}` in `report: {text}` is not key=value"))?;
+            args.insert(key.to_string(), value.to_string());
+        }
+        Ok(Self {
+            text: text.trim().to_string(),
+            kind,
+            args,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.args.get(key).map(String::as_str)
+    }
+
+    fn need(&self, key: &str) -> Result<&str> {
+        self.get(key)
+            .ok_or_else(|| anyhow!("`report: {}` needs `{key}=`", self.text))
+    }
+
+    fn digits(&self, default: usize) -> Result<usize> {
+        match self.get("digits") {
+            None => Ok(default),
+            Some(d) => d
+                .parse()
+                .map_err(|_| anyhow!("`digits={d}` in `report: {}` is not a count", self.text)),
+        }
+    }
+
+    /// The field's name in the CSVs (`value`, `loss`, `accuracy`,
+    /// `generated_accuracy`, `generated_exact_match`, ...).
+    fn field(&self) -> &str {
+        self.get("field").unwrap_or("value")
+    }
+}
+
+/// Splits on spaces outside double quotes, dropping the quotes.
+fn split_words(text: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in text.trim().chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if quoted {
+        bail!("an unclosed quote in `report: {text}`");
+    }
+    if any {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// A CSV file's rows as maps from its header's names.
+struct Csv {
+    path: PathBuf,
+    rows: Vec<BTreeMap<String, String>>,
+}
+
+impl Csv {
+    fn read(path: &Path) -> Result<Self> {
+        let mut reader =
+            csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+        let header = reader
+            .headers()
+            .with_context(|| format!("reading {}", path.display()))?
+            .clone();
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.with_context(|| format!("reading {}", path.display()))?;
+            rows.push(
+                header
+                    .iter()
+                    .zip(record.iter())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            rows,
+        })
+    }
+
+    fn number(&self, row: &BTreeMap<String, String>, column: &str) -> Result<f64> {
+        let text = row
+            .get(column)
+            .ok_or_else(|| anyhow!("{} has no column `{column}`", self.path.display()))?;
+        text.parse().map_err(|_| {
+            anyhow!(
+                "{}: `{column}` is `{text}`, not a number",
+                self.path.display()
+            )
+        })
+    }
+
+    /// The distinct values of `column`, in the order they first appear.
+    fn ordered(&self, column: &str) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for row in &self.rows {
+            if let Some(v) = row.get(column)
+                && !seen.contains(v)
+            {
+                seen.push(v.clone());
+            }
+        }
+        seen
+    }
+
+    fn find(&self, setting: &str, model: &str) -> Option<&BTreeMap<String, String>> {
+        self.rows.iter().find(|r| {
+            r.get("setting").map(String::as_str) == Some(setting)
+                && r.get("model").map(String::as_str) == Some(model)
+        })
+    }
+}
+
+/// The published comparison `dir` (relative to `base`): its summary and cells.
+struct Published {
+    summary: Csv,
+    cells: Csv,
+}
+
+impl Published {
+    fn read(base: &Path, dir: &str) -> Result<Self> {
+        let dir = base.join(dir);
+        Ok(Self {
+            summary: Csv::read(&dir.join("summary.csv"))?,
+            cells: Csv::read(&dir.join("compare.csv"))?,
+        })
+    }
+
+    /// `field`'s mean and std over the seeds of (setting, model), and every
+    /// seed's value in seed order.
+    fn figure(
+        &self,
+        setting: &str,
+        model: &str,
+        field: &str,
+        stat: Stat,
+    ) -> Result<Option<Figure>> {
+        let Some(row) = self.summary.find(setting, model) else {
+            return Ok(None);
+        };
+        let mean = self.summary.number(row, &format!("{field}_mean"))?;
+        let std = match stat {
+            Stat::MeanStd => self.summary.number(row, &format!("{field}_std"))?,
+            Stat::Mean => f64::NAN,
+        };
+        let mut seeds = Vec::new();
+        for cell in self.cells.rows.iter().filter(|r| {
+            r.get("setting").map(String::as_str) == Some(setting)
+                && r.get("model").map(String::as_str) == Some(model)
+        }) {
+            seeds.push((
+                self.cells.number(cell, "seed")?,
+                self.cells.number(cell, field)?,
+            ));
+        }
+        seeds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(Some(Figure {
+            mean,
+            std,
+            seeds: seeds.into_iter().map(|(_, v)| v).collect(),
+        }))
+    }
+}
+
+struct Figure {
+    mean: f64,
+    std: f64,
+    seeds: Vec<f64>,
+}
+
+/// Every comparison published under `base/reproductions`, or the one `dir`.
+fn published_dirs(base: &Path, dir: Option<&str>) -> Result<Vec<String>> {
+    if let Some(dir) = dir {
+        return Ok(vec![dir.to_string()]);
+    }
+    let root = base.join("reproductions");
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))? {
+        let entry = entry?;
+        if entry.path().join("compare.csv").exists() {
+            dirs.push(format!(
+                "reproductions/{}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The text `spec` stands for, from the files under `base` (the
+/// document's folder).
+pub fn render(spec: &Spec, base: &Path) -> Result<String> {
+    let in_spec = |e: anyhow::Error| e.context(format!("in `report: {}`", spec.text));
+    match spec.kind.as_str() {
+        "table" => render_table(spec, base).map_err(in_spec),
+        "fields" => render_fields(spec, base).map_err(in_spec),
+        "value" => {
+            let published = Published::read(base, spec.need("dir")?).map_err(in_spec)?;
+            let (setting, model) = (spec.need("setting")?, spec.need("model")?);
+            let figure = published
+                .figure(setting, model, spec.field(), Stat::MeanStd)
+                .map_err(in_spec)?
+                .ok_or_else(|| anyhow!("`report: {}`: no cell ({setting}, {model})", spec.text))?;
+            let digits = spec.digits(3)?;
+            Ok(match spec.get("stat").unwrap_or("mean") {
+                "mean" => format!("{:.digits$}", figure.mean),
+                "std" => format!("{:.digits$}", figure.std),
+                "mean±std" => format!("{:.digits$} ± {:.digits$}", figure.mean, figure.std),
+                "seeds" => join(&figure.seeds, digits),
+                other => bail!(
+                    "`report: {}`: stat `{other}` (mean, std, mean±std or seeds)",
+                    spec.text
+                ),
+            })
+        }
+        "row" => {
+            // One model's means over the settings, joined by ` / `.
+            let published = Published::read(base, spec.need("dir")?).map_err(in_spec)?;
+            let model = spec.need("model")?;
+            let settings = match spec.get("settings") {
+                Some(list) => list.split(';').map(str::to_string).collect(),
+                None => published.summary.ordered("setting"),
+            };
+            let digits = spec.digits(2)?;
+            let scale = CellFormat::of(spec)?.scale;
+            let mut means = Vec::new();
+            for setting in &settings {
+                if let Some(f) = published.figure(setting, model, spec.field(), Stat::Mean)? {
+                    means.push(format!("{:.digits$}", f.mean / scale));
+                }
+            }
+            if means.is_empty() {
+                bail!("`report: {}`: model `{model}` has no cell", spec.text);
+            }
+            Ok(means.join(" / "))
+        }
+        "gap" => {
+            // The range over the settings both models ran of `model`'s mean
+            // minus `minus`'s.
+            let published = Published::read(base, spec.need("dir")?).map_err(in_spec)?;
+            let (model, minus) = (spec.need("model")?, spec.need("minus")?);
+            let mut gaps = Vec::new();
+            // `minus_setting`: the other model's figure in that one setting
+            // (a no-memory reference), else in the same setting.
+            let minus_setting = spec.get("minus_setting");
+            for setting in published.summary.ordered("setting") {
+                let a = published.figure(&setting, model, spec.field(), Stat::Mean)?;
+                let b = published.figure(
+                    minus_setting.unwrap_or(&setting),
+                    minus,
+                    spec.field(),
+                    Stat::Mean,
+                )?;
+                if let (Some(a), Some(b)) = (a, b) {
+                    gaps.push(a.mean - b.mean);
+                }
+            }
+            let lo = gaps.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if gaps.is_empty() {
+                bail!("`report: {}`: no setting holds both models", spec.text);
+            }
+            let digits = spec.digits(2)?;
+            Ok(format!("{lo:.digits$}–{hi:.digits$}"))
+        }
+        "cells" | "time" => {
+            let mut cells = 0usize;
+            let mut seconds = 0.0;
+            for dir in published_dirs(base, spec.get("dir"))? {
+                let published = Published::read(base, &dir).map_err(in_spec)?;
+                for row in &published.cells.rows {
+                    cells += 1;
+                    seconds += published.cells.number(row, "seconds")?;
+                }
+            }
+            if spec.kind == "cells" {
+                return Ok(cells.to_string());
+            }
+            let digits = spec.digits(0)?;
+            Ok(match spec.get("unit").unwrap_or("minutes") {
+                "minutes" => format!("{:.digits$}", seconds / 60.0),
+                "hours" => format!("{:.digits$}", seconds / 3600.0),
+                other => bail!("`report: {}`: unit `{other}` (minutes or hours)", spec.text),
+            })
+        }
+        other => bail!(
+            "`report: {}`: unknown kind `{other}` (table, fields, value, row, gap, cells, time)",
+            spec.text
+        ),
+    }
+}
+
+fn join(values: &[f64], digits: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:.digits$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Models down, settings across (both in the order the comparison ran
+/// them, or `models=` / `settings=` lists separated by `;`), each cell the
+/// mean ± std of the field over the seeds (`seeds=yes`: every seed beside
+/// it), `—` where the model did not run.
+fn render_table(spec: &Spec, base: &Path) -> Result<String> {
+    let published = Published::read(base, spec.need("dir")?)?;
+    let pick = |key: &str, column: &str| match spec.get(key) {
+        Some(list) => list.split(';').map(str::to_string).collect::<Vec<_>>(),
+        None => published.summary.ordered(column),
+    };
+    let settings = pick("settings", "setting");
+    let models = pick("models", "model");
+    let format = CellFormat::of(spec)?;
+    let title = spec.get("title").unwrap_or("mean ± std over seeds");
+    let mut out = format!("| {title} | {} |\n", settings.join(" | "));
+    out.push_str(&format!("| --- |{}\n", " ---: |".repeat(settings.len())));
+    for model in &models {
+        let mut row = format!("| {model} |");
+        for setting in &settings {
+            let cell = published.figure(setting, model, spec.field(), format.stat)?;
+            row.push_str(&format!(" {} |", format.cell(cell.as_ref())));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// How a table writes a figure: `digits`, `scale` (a divisor: 1048576 for
+/// MiB), `stat=mean` (the mean alone; else mean ± std) and `seeds=yes`
+/// (every seed in brackets after it).
+struct CellFormat {
+    digits: usize,
+    scale: f64,
+    stat: Stat,
+    seeds: bool,
+}
+
+impl CellFormat {
+    fn of(spec: &Spec) -> Result<Self> {
+        let scale = match spec.get("scale") {
+            None => 1.0,
+            Some(s) => s
+                .parse()
+                .map_err(|_| anyhow!("`scale={s}` in `report: {}` is not a number", spec.text))?,
+        };
+        let stat = match spec.get("stat") {
+            None | Some("mean±std") => Stat::MeanStd,
+            Some("mean") => Stat::Mean,
+            Some(other) => bail!("`report: {}`: stat `{other}` (mean or mean±std)", spec.text),
+        };
+        Ok(Self {
+            digits: spec.digits(4)?,
+            scale,
+            stat,
+            seeds: spec.get("seeds") == Some("yes"),
+        })
+    }
+
+    fn cell(&self, figure: Option<&Figure>) -> String {
+        let Some(f) = figure else {
+            return "—".into();
+        };
+        let (d, k) = (self.digits, self.scale);
+        let mut text = match self.stat {
+            Stat::Mean => format!("{:.d$}", f.mean / k),
+            Stat::MeanStd => format!("{:.d$} ± {:.d$}", f.mean / k, f.std / k),
+        };
+        if self.seeds {
+            let seeds: Vec<f64> = f.seeds.iter().map(|v| v / k).collect();
+            text.push_str(&format!(" ({})", join(&seeds, d)));
+        }
+        text
+    }
+}
+
+/// What a table cell shows of the seeds.
+#[derive(Clone, Copy, PartialEq)]
+enum Stat {
+    /// The mean alone (for a column the summary gives no std of).
+    Mean,
+    MeanStd,
+}
+
+/// Rows of (setting, model), in the order the comparison ran them, labelled
+/// `model, setting`; columns `columns="field:header;field:header"`, each
+/// cell as [`CellFormat`] says.
+fn render_fields(spec: &Spec, base: &Path) -> Result<String> {
+    let published = Published::read(base, spec.need("dir")?)?;
+    let format = CellFormat::of(spec)?;
+    let columns: Vec<(&str, &str)> = spec
+        .need("columns")?
+        .split(';')
+        .map(|c| c.split_once(':').unwrap_or((c, c)))
+        .collect();
+    let title = spec.get("title").unwrap_or("mean ± std over seeds");
+    let headers: Vec<&str> = columns.iter().map(|c| c.1).collect();
+    let mut out = format!("| {title} | {} |\n", headers.join(" | "));
+    out.push_str(&format!("| --- |{}\n", " ---: |".repeat(columns.len())));
+    for row in &published.summary.rows {
+        let (setting, model) = (&row["setting"], &row["model"]);
+        let mut line = format!("| {model}, {setting} |");
+        for (field, _) in &columns {
+            let cell = published.figure(setting, model, field, format.stat)?;
+            line.push_str(&format!(" {} |", format.cell(cell.as_ref())));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// A generated part of a document: its spec and the byte range of what
+/// the document holds for it.
+struct Part {
+    spec: Spec,
+    content: std::ops::Range<usize>,
+}
+
+fn parts(doc: &str) -> Result<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while let Some(found) = doc[at..].find(OPEN) {
+        let open = at + found;
+        let line = doc[..open].matches('\n').count() + 1;
+        let end_of_open = doc[open..]
+            .find("-->")
+            .map(|i| open + i)
+            .ok_or_else(|| anyhow!("line {line}: a `report:` comment that never closes"))?;
+        let spec = Spec::parse(&doc[open + OPEN.len()..end_of_open])
+            .with_context(|| format!("line {line}"))?;
+        let start = end_of_open + "-->".len();
+        let close = doc[start..]
+            .find(CLOSE)
+            .map(|i| start + i)
+            .ok_or_else(|| anyhow!("line {line}: `report: {}` has no `{CLOSE}`", spec.text))?;
+        if doc[start..close].contains(OPEN) {
+            bail!(
+                "line {line}: `report: {}` has no `{CLOSE}` before the next part",
+                spec.text
+            );
+        }
+        parts.push(Part {
+            spec,
+            content: start..close,
+        });
+        at = close + CLOSE.len();
+    }
+    Ok(parts)
+}
+
+/// The generated text of `part`, laid out as the document lays it: a block
+/// part (its content on lines of its own) keeps its newlines.
+fn generated(doc: &str, part: &Part, base: &Path) -> Result<String> {
+    let text = render(&part.spec, base)?;
+    Ok(if doc[part.content.clone()].starts_with('\n') {
+        format!("\n{text}\n")
+    } else {
+        text
+    })
+}
+
+/// `doc` with every generated part made anew from the files under `base`.
+pub fn regenerate(doc: &str, base: &Path) -> Result<String> {
+    let mut out = String::with_capacity(doc.len());
+    let mut at = 0;
+    for part in parts(doc)? {
+        out.push_str(&doc[at..part.content.start]);
+        out.push_str(&generated(doc, &part, base)?);
+        at = part.content.end;
+    }
+    out.push_str(&doc[at..]);
+    Ok(out)
+}
+
+/// How many generated parts `doc` holds.
+pub fn count_parts(doc: &str) -> Result<usize> {
+    Ok(parts(doc)?.len())
+}
+
+/// Checks that every generated part of `doc` is what the files give; else
+/// names the first part that is not and, in a table, its first differing
+/// cell (row, column, the document's text and the files').
+pub fn check(doc: &str, base: &Path) -> Result<()> {
+    for part in parts(doc)? {
+        let have = &doc[part.content.clone()];
+        let want = generated(doc, &part, base)?;
+        if have != want {
+            let line = doc[..part.content.start].matches('\n').count() + 1;
+            bail!(
+                "line {line}, `report: {}`: {}; run `memlab report --doc FILE` to regenerate it",
+                part.spec.text,
+                first_difference(have.trim(), want.trim())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where `have` (the document) and `want` (the files) first differ: for a
+/// table, the row (its first cell) and the column (the header's cell).
+fn first_difference(have: &str, want: &str) -> String {
+    let have_lines: Vec<&str> = have.lines().collect();
+    let want_lines: Vec<&str> = want.lines().collect();
+    let cells = |line: &str| -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    if !want.starts_with('|') {
+        return format!("the document has `{have}`, the files give `{want}`");
+    }
+    let header = want_lines.first().map(|l| cells(l)).unwrap_or_default();
+    for i in 0..have_lines.len().max(want_lines.len()) {
+        let (h, w) = (have_lines.get(i), want_lines.get(i));
+        if h == w {
+            continue;
+        }
+        let (Some(h), Some(w)) = (h, w) else {
+            return format!(
+                "the document has {} table lines, the files give {}",
+                have_lines.len(),
+                want_lines.len()
+            );
+        };
+        let (hc, wc) = (cells(h), cells(w));
+        for j in 0..hc.len().max(wc.len()) {
+            if hc.get(j) != wc.get(j) {
+                let column = header.get(j).map_or("?", String::as_str);
+                let row = wc.first().map_or("?", String::as_str);
+                return format!(
+                    "row `{row}`, column `{column}`: the document has `{}`, the files give `{}`",
+                    hc.get(j).map_or("", String::as_str),
+                    wc.get(j).map_or("", String::as_str)
+                );
+            }
+        }
+        return format!("line {} of the table differs: `{h}` against `{w}`", i + 1);
+    }
+    "they differ in white space".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A published comparison of two settings × two models × two seeds.
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("reproductions/m");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(
+            m.join("summary.csv"),
+            "setting,model,value_mean,value_std\n\
+             1 seg,base,1,0\n1 seg,\"rmt, 6\",0.9,0.1\n2 seg,\"rmt, 6\",0.5,0.25\n",
+        )
+        .unwrap();
+        std::fs::write(
+            m.join("compare.csv"),
+            "setting,model,seed,value,seconds\n\
+             1 seg,base,1,1,60\n1 seg,base,2,1,60\n1 seg,\"rmt, 6\",2,1.0,30\n\
+             1 seg,\"rmt, 6\",1,0.8,30\n2 seg,\"rmt, 6\",1,0.25,600\n2 seg,\"rmt, 6\",2,0.75,600\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    const DOC: &str = "Intro.\n\n<!-- report: table dir=reproductions/m title=\"acc\" digits=2 -->\n\
+        | acc | 1 seg | 2 seg |\n| --- | ---: | ---: |\n| base | 1.00 ± 0.00 | — |\n\
+        | rmt, 6 | 0.90 ± 0.10 | 0.50 ± 0.25 |\n<!-- /report -->\n\n\
+        RMT: <!-- report: value dir=reproductions/m model=\"rmt, 6\" setting=\"1 seg\" stat=seeds digits=1 -->0.8, 1.0<!-- /report -->; \
+        <!-- report: cells -->6<!-- /report --> cells in <!-- report: time unit=minutes -->23<!-- /report --> minutes.\n";
+
+    #[test]
+    fn a_document_in_step_with_its_files_passes_and_regenerates_unchanged() {
+        let dir = fixture();
+        check(DOC, dir.path()).unwrap();
+        assert_eq!(regenerate(DOC, dir.path()).unwrap(), DOC);
+        assert_eq!(count_parts(DOC).unwrap(), 4);
+    }
+
+    #[test]
+    fn a_cell_typed_by_hand_is_named_by_row_and_column() {
+        let dir = fixture();
+        let edited = DOC.replace("0.50 ± 0.25", "0.55 ± 0.25");
+        let err = check(&edited, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("row `rmt, 6`, column `2 seg`")
+                && err.contains("`0.55 ± 0.25`")
+                && err.contains("`0.50 ± 0.25`")
+                && err.contains("table dir=reproductions/m"),
+            "{err}"
+        );
+        assert_eq!(regenerate(&edited, dir.path()).unwrap(), DOC);
+    }
+
+    #[test]
+    fn a_csv_changed_without_the_document_is_caught() {
+        let dir = fixture();
+        let cells = dir.path().join("reproductions/m/compare.csv");
+        let text = std::fs::read_to_string(&cells).unwrap();
+        std::fs::write(&cells, text.replace(",600\n", ",660\n")).unwrap();
+        let err = check(DOC, dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("report: time unit=minutes")
+                && err.contains("`23`")
+                && err.contains("`25`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_errors_that_name_them() {
+        let dir = fixture();
+        for (doc, expected) in [
+            ("<!-- report: table -->x<!-- /report -->", "needs `dir=`"),
+            (
+                "<!-- report: chart dir=a -->x<!-- /report -->",
+                "unknown kind `chart`",
+            ),
+            ("<!-- report: table dir=reproductions/m", "never closes"),
+            ("<!-- report: cells -->6", "has no `<!-- /report -->`"),
+            (
+                "<!-- report: table dir=reproductions/none -->x<!-- /report -->",
+                "reproductions/none/summary.csv",
+            ),
+            (
+                "<!-- report: value dir=reproductions/m model=x setting=\"1 seg\" -->1<!-- /report -->",
+                "no cell (1 seg, x)",
+            ),
+        ] {
+            let err = format!("{:#}", check(doc, dir.path()).unwrap_err());
+            assert!(err.contains(expected), "{doc}: {err}");
+        }
+    }
+
+    /// The project's own document: every generated part of
+    /// docs/reproductions.md is what the committed CSVs give.
+    #[test]
+    fn docs_reproductions_is_in_step_with_its_files() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+        let doc = std::fs::read_to_string(docs.join("reproductions.md")).unwrap();
+        assert!(count_parts(&doc).unwrap() > 0, "no generated part");
+        if let Err(e) = check(&doc, &docs) {
+            panic!("docs/reproductions.md: {e:#}");
+        }
+    }
+}
