@@ -387,18 +387,27 @@ fn render_table(spec: &Spec, base: &Path) -> Result<String> {
     let models = pick("models", "model");
     let format = CellFormat::of(spec)?;
     let title = spec.get("title").unwrap_or("mean ± std over seeds");
-    let mut out = format!("| {title} | {} |\n", settings.join(" | "));
-    out.push_str(&format!("| --- |{}\n", " ---: |".repeat(settings.len())));
+    let mut rows = Vec::with_capacity(models.len());
     for model in &models {
-        let mut row = format!("| {model} |");
+        let mut cells = Vec::with_capacity(settings.len());
         for setting in &settings {
             let cell = published.figure(setting, model, spec.field(), format.stat)?;
-            row.push_str(&format!(" {} |", format.cell(cell.as_ref())));
+            cells.push(format.cell(cell.as_ref()));
         }
-        out.push_str(&row);
-        out.push('\n');
+        rows.push((model.clone(), cells));
     }
-    Ok(out.trim_end().to_string())
+    Ok(markdown_table(title, &settings, &rows))
+}
+
+/// A Markdown table: `title` over the row labels, `headers` over the
+/// right-aligned figure columns.
+fn markdown_table(title: &str, headers: &[String], rows: &[(String, Vec<String>)]) -> String {
+    let mut out = format!("| {title} | {} |\n", headers.join(" | "));
+    out.push_str(&format!("| --- |{}", " ---: |".repeat(headers.len())));
+    for (label, cells) in rows {
+        out.push_str(&format!("\n| {label} | {} |", cells.join(" | ")));
+    }
+    out
 }
 
 /// How a table writes a figure: `digits`, `scale` (a divisor: 1048576 for
@@ -469,20 +478,26 @@ fn render_fields(spec: &Spec, base: &Path) -> Result<String> {
         .map(|c| c.split_once(':').unwrap_or((c, c)))
         .collect();
     let title = spec.get("title").unwrap_or("mean ± std over seeds");
-    let headers: Vec<&str> = columns.iter().map(|c| c.1).collect();
-    let mut out = format!("| {title} | {} |\n", headers.join(" | "));
-    out.push_str(&format!("| --- |{}\n", " ---: |".repeat(columns.len())));
+    let headers: Vec<String> = columns.iter().map(|c| c.1.to_string()).collect();
+    let mut rows = Vec::with_capacity(published.summary.rows.len());
     for row in &published.summary.rows {
-        let (setting, model) = (&row["setting"], &row["model"]);
-        let mut line = format!("| {model}, {setting} |");
+        let column = |name: &str| {
+            row.get(name).ok_or_else(|| {
+                anyhow!(
+                    "{} has no column `{name}`",
+                    published.summary.path.display()
+                )
+            })
+        };
+        let (setting, model) = (column("setting")?, column("model")?);
+        let mut cells = Vec::with_capacity(columns.len());
         for (field, _) in &columns {
             let cell = published.figure(setting, model, field, format.stat)?;
-            line.push_str(&format!(" {} |", format.cell(cell.as_ref())));
+            cells.push(format.cell(cell.as_ref()));
         }
-        out.push_str(&line);
-        out.push('\n');
+        rows.push((format!("{model}, {setting}"), cells));
     }
-    Ok(out.trim_end().to_string())
+    Ok(markdown_table(title, &headers, &rows))
 }
 
 /// A generated part of a document: its spec and the byte range of what
