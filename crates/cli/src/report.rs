@@ -177,8 +177,14 @@ impl Csv {
         seen
     }
 
-    fn find(&self, setting: &str, model: &str) -> Option<&BTreeMap<String, String>> {
-        self.rows.iter().find(|r| {
+    /// The rows of (setting, model): one in a summary, one per seed in
+    /// the cells.
+    fn rows_of<'a>(
+        &'a self,
+        setting: &'a str,
+        model: &'a str,
+    ) -> impl Iterator<Item = &'a BTreeMap<String, String>> {
+        self.rows.iter().filter(move |r| {
             r.get("setting").map(String::as_str) == Some(setting)
                 && r.get("model").map(String::as_str) == Some(model)
         })
@@ -209,7 +215,7 @@ impl Published {
         field: &str,
         stat: Stat,
     ) -> Result<Option<Figure>> {
-        let Some(row) = self.summary.find(setting, model) else {
+        let Some(row) = self.summary.rows_of(setting, model).next() else {
             return Ok(None);
         };
         let mean = self.summary.number(row, &format!("{field}_mean"))?;
@@ -218,10 +224,7 @@ impl Published {
             Stat::Mean => f64::NAN,
         };
         let mut seeds = Vec::new();
-        for cell in self.cells.rows.iter().filter(|r| {
-            r.get("setting").map(String::as_str) == Some(setting)
-                && r.get("model").map(String::as_str) == Some(model)
-        }) {
+        for cell in self.cells.rows_of(setting, model) {
             seeds.push((
                 self.cells.number(cell, "seed")?,
                 self.cells.number(cell, field)?,

@@ -108,6 +108,15 @@ impl<'a> Bookkeeping<'a> {
         self.train_time += started.elapsed();
     }
 
+    /// Input tokens per second of training time so far (0 before any).
+    fn tokens_per_second(&self) -> f64 {
+        if self.train_time.is_zero() {
+            0.0
+        } else {
+            self.trained_tokens as f64 / self.train_time.as_secs_f64()
+        }
+    }
+
     /// Step `done`'s training figures: the whole batch's (every peer's
     /// rows gathered), read back in one transfer, reported and logged with
     /// the learning rate and the gradient norm before clipping.
@@ -134,7 +143,7 @@ impl<'a> Bookkeeping<'a> {
         let grad_norm = norm.map(|n| n.into_scalar().elem::<f64>());
         self.add_time(started);
         self.last_train_loss = figures.loss;
-        let tps = self.trained_tokens as f64 / self.train_time.as_secs_f64();
+        let tps = self.tokens_per_second();
         self.report(TrainEvent::Logged {
             step: done,
             loss: figures.loss,
@@ -235,17 +244,14 @@ impl<'a> Bookkeeping<'a> {
         if !resumed_complete {
             log_eval(&mut log, train.steps, &eval)?;
         }
+        let tokens_per_second = self.tokens_per_second();
         Ok(Some(TrainReport {
             model: self.description,
             steps: train.steps,
             resumed_from: self.start_step,
             final_train_loss: self.last_train_loss,
             eval,
-            tokens_per_second: if self.train_time.is_zero() {
-                0.0
-            } else {
-                self.trained_tokens as f64 / self.train_time.as_secs_f64()
-            },
+            tokens_per_second,
             run_dir: self.options.run_dir.clone(),
         }))
     }

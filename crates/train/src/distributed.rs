@@ -143,7 +143,7 @@ pub fn train_parallel<A: Architecture, B: AutodiffBackend>(
         )));
     }
     if peers.world() == 1 {
-        return crate::train::train_peer::<A, B>(
+        return train_peer::<A, B>(
             config,
             model_config,
             task,

@@ -80,20 +80,21 @@ where
     let mut loss_total = 0.0;
     let mut per_token = Vec::with_capacity(segments);
     let mut aux_total: Option<Tensor<B, 1>> = None;
+    let rollout = Rollout {
+        batch,
+        total_tokens: &total_tokens,
+        segments,
+    };
     for t in (0..segments).rev() {
         // Segment 0 starts from the caller's memory as it is, so gradients
-        // reach a learned initial memory; later ones from a leaf.
-        let start = if t == 0 {
-            SegmentStart::Given(memory.clone())
+        // reach a learned initial memory; later ones from leaves.
+        let (start, leaves) = if t == 0 {
+            (memory.clone(), None)
         } else {
-            SegmentStart::leaf::<M>(&entering[t])
+            let (start, leaves) = leaf_memory::<B, M>(&entering[t]);
+            (start, Some(leaves))
         };
-        let rollout = Rollout {
-            batch,
-            total_tokens: &total_tokens,
-            segments,
-        };
-        let replayed = replay_segment(model, &rollout, slice(t), start, upstream.take());
+        let replayed = replay_segment(model, &rollout, slice(t), start, leaves, upstream.take());
         loss_total += replayed.loss;
         per_token.push(replayed.tallies);
         if let Some(aux) = replayed.aux {
@@ -148,29 +149,20 @@ where
     (entering, current)
 }
 
-/// The memory a replayed segment starts from.
-enum SegmentStart<B: AutodiffBackend, Mem> {
-    /// The caller's memory as it is (segment 0).
-    Given(Mem),
-    /// A memory rebuilt from gradient-requiring leaves, whose gradients go
-    /// back to the segment before.
-    Leaves(Mem, Vec<Tensor<B, 3>>),
-}
-
-impl<B: AutodiffBackend, Mem: MemoryState<B>> SegmentStart<B, Mem> {
-    /// Leaves holding `entering`'s values.
-    fn leaf<M>(entering: &InnerMemory<B, M>) -> Self
-    where
-        M: SegmentModel<B, Memory = Mem> + AutodiffModule<B>,
-        M::InnerModule: SegmentModel<B::InnerBackend>,
-    {
-        let parts = entering
-            .to_parts()
-            .map(|x| Tensor::from_inner(x).require_grad());
-        let leaves = parts.tensors.clone();
-        let memory = Mem::from_parts(parts).expect("a memory rebuilds from its own parts");
-        SegmentStart::Leaves(memory, leaves)
-    }
+/// A memory holding `entering`'s values in gradient-requiring leaves, and
+/// the leaves, whose gradients go back to the segment before.
+fn leaf_memory<B, M>(entering: &InnerMemory<B, M>) -> (M::Memory, Vec<Tensor<B, 3>>)
+where
+    B: AutodiffBackend,
+    M: SegmentModel<B> + AutodiffModule<B>,
+    M::InnerModule: SegmentModel<B::InnerBackend>,
+{
+    let parts = entering
+        .to_parts()
+        .map(|x| Tensor::from_inner(x).require_grad());
+    let leaves = parts.tensors.clone();
+    let memory = M::Memory::from_parts(parts).expect("a memory rebuilds from its own parts");
+    (memory, leaves)
 }
 
 /// What every replayed segment shares: the batch (its auxiliary loss
@@ -197,22 +189,20 @@ struct Replayed<B: AutodiffBackend> {
 
 /// Step 2 for one segment: recompute it from `start`, back-propagate its
 /// loss plus `⟨memory out, upstream⟩` (the gradient the later segments
-/// sent back), and take the gradient of its input memory.
+/// sent back), and take the gradient of its input memory at `leaves` (the
+/// tensors `start` was built of; `None` for segment 0).
 fn replay_segment<B, M>(
     model: &M,
     rollout: &Rollout<'_, B>,
     slice: SegmentSlice<B>,
-    start: SegmentStart<B, M::Memory>,
+    start: M::Memory,
+    leaves: Option<Vec<Tensor<B, 3>>>,
     upstream: Option<Vec<Tensor<B, 3>>>,
 ) -> Replayed<B>
 where
     B: AutodiffBackend,
     M: SegmentModel<B> + AutodiffModule<B>,
 {
-    let (start, leaves) = match start {
-        SegmentStart::Given(memory) => (memory, None),
-        SegmentStart::Leaves(memory, leaves) => (memory, Some(leaves)),
-    };
     let output = model.forward_segment(slice.tokens, start);
     let (nll, correct) = token_nll_and_correct(output.logits, slice.targets);
     let mut loss = (nll.clone() * slice.mask.clone()).sum() / rollout.total_tokens.clone();
