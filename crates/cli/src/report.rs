@@ -18,16 +18,20 @@
 //! std of a field, optionally every seed), `fields` ((setting, model) ×
 //! fields), `value` (one statistic of one (setting, model)), `row` (one
 //! model's means over the settings), `gap` (the range over settings of one
-//! model's figure minus another's, in the same setting or in
-//! `minus_setting`), `cells` and `time` (how many cells, how long they
-//! trained, summed over one or every published comparison). `dir` is
-//! relative to the document's folder. [`check`] regenerates every part
+//! model's figure minus, or over, another's, in the same setting or in
+//! `minus_setting`), `range` (the lowest and highest of a field over
+//! models, settings and seeds), `cells` and `time` (how many cells, how long they
+//! trained, summed over one or every published comparison), and `runs`
+//! (a paper's own results, one row per run: [`runs`]). `dir` and `file`
+//! are relative to the document's folder. [`check`] regenerates every part
 //! and names the first one that differs, down to its cell.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+mod runs;
 
 const OPEN: &str = "<!-- report:";
 const CLOSE: &str = "<!-- /report -->";
@@ -206,6 +210,15 @@ impl Published {
         })
     }
 
+    /// The list `key=` names (separated by `;`), or else every value of
+    /// the summary's `column` in the order the comparison ran them.
+    fn pick(&self, spec: &Spec, key: &str, column: &str) -> Vec<String> {
+        match spec.get(key) {
+            Some(list) => list.split(';').map(str::to_string).collect(),
+            None => self.summary.ordered(column),
+        }
+    }
+
     /// `field`'s mean and std over the seeds of (setting, model), and every
     /// seed's value in seed order.
     fn figure(
@@ -218,7 +231,14 @@ impl Published {
         let Some(row) = self.summary.rows_of(setting, model).next() else {
             return Ok(None);
         };
-        let mean = self.summary.number(row, &format!("{field}_mean"))?;
+        // A figure that does not vary over seeds (`parameters`,
+        // `memory_floats_per_sequence`) has its own column, no `_mean`.
+        let mean_column = format!("{field}_mean");
+        let mean = if row.contains_key(&mean_column) || !row.contains_key(field) {
+            self.summary.number(row, &mean_column)?
+        } else {
+            self.summary.number(row, field)?
+        };
         let std = match stat {
             Stat::MeanStd => self.summary.number(row, &format!("{field}_std"))?,
             Stat::Mean => f64::NAN,
@@ -272,19 +292,30 @@ pub fn render(spec: &Spec, base: &Path) -> Result<String> {
     match spec.kind.as_str() {
         "table" => render_table(spec, base).map_err(in_spec),
         "fields" => render_fields(spec, base).map_err(in_spec),
+        "runs" => runs::render(spec, base).map_err(in_spec),
         "value" => {
             let published = Published::read(base, spec.need("dir")?).map_err(in_spec)?;
             let (setting, model) = (spec.need("setting")?, spec.need("model")?);
+            // A field the summary gives no std of (peak heap, tokens/s)
+            // has a mean and seeds alone.
+            let stat = match spec.get("stat") {
+                Some("std" | "mean±std") => Stat::MeanStd,
+                _ => Stat::Mean,
+            };
             let figure = published
-                .figure(setting, model, spec.field(), Stat::MeanStd)
+                .figure(setting, model, spec.field(), stat)
                 .map_err(in_spec)?
                 .ok_or_else(|| anyhow!("`report: {}`: no cell ({setting}, {model})", spec.text))?;
             let digits = spec.digits(3)?;
+            let k = CellFormat::of_scale(spec)?;
+            let seeds: Vec<f64> = figure.seeds.iter().map(|v| v / k).collect();
             Ok(match spec.get("stat").unwrap_or("mean") {
-                "mean" => format!("{:.digits$}", figure.mean),
-                "std" => format!("{:.digits$}", figure.std),
-                "mean±std" => format!("{:.digits$} ± {:.digits$}", figure.mean, figure.std),
-                "seeds" => join(&figure.seeds, digits),
+                "mean" => format!("{:.digits$}", figure.mean / k),
+                "std" => format!("{:.digits$}", figure.std / k),
+                "mean±std" => {
+                    format!("{:.digits$} ± {:.digits$}", figure.mean / k, figure.std / k)
+                }
+                "seeds" => join(&seeds, digits),
                 other => bail!(
                     "`report: {}`: stat `{other}` (mean, std, mean±std or seeds)",
                     spec.text
@@ -295,12 +326,9 @@ pub fn render(spec: &Spec, base: &Path) -> Result<String> {
             // One model's means over the settings, joined by ` / `.
             let published = Published::read(base, spec.need("dir")?).map_err(in_spec)?;
             let model = spec.need("model")?;
-            let settings = match spec.get("settings") {
-                Some(list) => list.split(';').map(str::to_string).collect(),
-                None => published.summary.ordered("setting"),
-            };
+            let settings = published.pick(spec, "settings", "setting");
             let digits = spec.digits(2)?;
-            let scale = CellFormat::of(spec)?.scale;
+            let scale = CellFormat::of_scale(spec)?;
             let mut means = Vec::new();
             for setting in &settings {
                 if let Some(f) = published.figure(setting, model, spec.field(), Stat::Mean)? {
@@ -313,15 +341,30 @@ pub fn render(spec: &Spec, base: &Path) -> Result<String> {
             Ok(means.join(" / "))
         }
         "gap" => {
-            // The range over the settings both models ran of `model`'s mean
-            // minus `minus`'s.
+            // The range over the settings both models ran (or `settings=`)
+            // of `model`'s mean minus `minus`'s (`sign=-`: `minus`'s minus
+            // `model`'s; `op=ratio`: `model`'s over `minus`'s).
             let published = Published::read(base, spec.need("dir")?).map_err(in_spec)?;
             let (model, minus) = (spec.need("model")?, spec.need("minus")?);
             let mut gaps = Vec::new();
             // `minus_setting`: the other model's figure in that one setting
             // (a no-memory reference), else in the same setting.
             let minus_setting = spec.get("minus_setting");
-            for setting in published.summary.ordered("setting") {
+            let combine: fn(f64, f64) -> f64 = match (
+                spec.get("op").unwrap_or("minus"),
+                spec.get("sign"),
+            ) {
+                ("minus", None | Some("+")) => |a: f64, b: f64| a - b,
+                ("minus", Some("-")) => |a: f64, b: f64| b - a,
+                ("ratio", None) => |a: f64, b: f64| a / b,
+                (op, sign) => bail!(
+                    "`report: {}`: op `{op}` with sign `{}` (op=minus with sign=+ or -, or op=ratio)",
+                    spec.text,
+                    sign.unwrap_or("")
+                ),
+            };
+            let settings = published.pick(spec, "settings", "setting");
+            for setting in settings {
                 let a = published.figure(&setting, model, spec.field(), Stat::Mean)?;
                 let b = published.figure(
                     minus_setting.unwrap_or(&setting),
@@ -330,17 +373,15 @@ pub fn render(spec: &Spec, base: &Path) -> Result<String> {
                     Stat::Mean,
                 )?;
                 if let (Some(a), Some(b)) = (a, b) {
-                    gaps.push(a.mean - b.mean);
+                    gaps.push(combine(a.mean, b.mean));
                 }
             }
-            let lo = gaps.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = gaps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             if gaps.is_empty() {
                 bail!("`report: {}`: no setting holds both models", spec.text);
             }
-            let digits = spec.digits(2)?;
-            Ok(format!("{lo:.digits$}–{hi:.digits$}"))
+            Ok(span(&gaps, spec.digits(2)?))
         }
+        "range" => render_range(spec, base).map_err(in_spec),
         "cells" | "time" => {
             let mut cells = 0usize;
             let mut seconds = 0.0;
@@ -362,10 +403,50 @@ pub fn render(spec: &Spec, base: &Path) -> Result<String> {
             })
         }
         other => bail!(
-            "`report: {}`: unknown kind `{other}` (table, fields, value, row, gap, cells, time)",
+            "`report: {}`: unknown kind `{other}` (table, fields, value, row, gap, range, cells, time, runs)",
             spec.text
         ),
     }
+}
+
+/// The lowest–highest of `field` over `models=` and `settings=` (lists
+/// separated by `;`, each all the comparison ran when not given): over
+/// every seed (`over=seeds`, the default) or the seeds' means
+/// (`over=means`), divided by `scale`.
+fn render_range(spec: &Spec, base: &Path) -> Result<String> {
+    let published = Published::read(base, spec.need("dir")?)?;
+    let pick = |key: &str, column: &str| published.pick(spec, key, column);
+    let means = match spec.get("over").unwrap_or("seeds") {
+        "seeds" => false,
+        "means" => true,
+        other => bail!("over `{other}` (seeds or means)"),
+    };
+    let scale = CellFormat::of_scale(spec)?;
+    let mut values = Vec::new();
+    for model in pick("models", "model") {
+        for setting in pick("settings", "setting") {
+            if let Some(f) = published.figure(&setting, &model, spec.field(), Stat::Mean)? {
+                if means {
+                    values.push(f.mean / scale);
+                } else {
+                    values.extend(f.seeds.iter().map(|v| v / scale));
+                }
+            }
+        }
+    }
+    if values.is_empty() {
+        bail!("no cell of these models and settings");
+    }
+    Ok(span(&values, spec.digits(3)?))
+}
+
+/// The lowest–highest of `values`, or one figure where the two read the
+/// same at `digits`.
+fn span(values: &[f64], digits: usize) -> String {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = (format!("{lo:.digits$}"), format!("{hi:.digits$}"));
+    if lo == hi { lo } else { format!("{lo}–{hi}") }
 }
 
 fn join(values: &[f64], digits: usize) -> String {
@@ -382,10 +463,7 @@ fn join(values: &[f64], digits: usize) -> String {
 /// it), `—` where the model did not run.
 fn render_table(spec: &Spec, base: &Path) -> Result<String> {
     let published = Published::read(base, spec.need("dir")?)?;
-    let pick = |key: &str, column: &str| match spec.get(key) {
-        Some(list) => list.split(';').map(str::to_string).collect::<Vec<_>>(),
-        None => published.summary.ordered(column),
-    };
+    let pick = |key: &str, column: &str| published.pick(spec, key, column);
     let settings = pick("settings", "setting");
     let models = pick("models", "model");
     let format = CellFormat::of(spec)?;
@@ -424,13 +502,18 @@ struct CellFormat {
 }
 
 impl CellFormat {
-    fn of(spec: &Spec) -> Result<Self> {
-        let scale = match spec.get("scale") {
-            None => 1.0,
+    /// `scale=`: the divisor every figure is shown over (1 when not given).
+    fn of_scale(spec: &Spec) -> Result<f64> {
+        match spec.get("scale") {
+            None => Ok(1.0),
             Some(s) => s
                 .parse()
-                .map_err(|_| anyhow!("`scale={s}` in `report: {}` is not a number", spec.text))?,
-        };
+                .map_err(|_| anyhow!("`scale={s}` in `report: {}` is not a number", spec.text)),
+        }
+    }
+
+    fn of(spec: &Spec) -> Result<Self> {
+        let scale = Self::of_scale(spec)?;
         let stat = match spec.get("stat") {
             None | Some("mean±std") => Stat::MeanStd,
             Some("mean") => Stat::Mean,
@@ -727,6 +810,132 @@ mod tests {
             let err = format!("{:#}", check(doc, dir.path()).unwrap_err());
             assert!(err.contains(expected), "{doc}: {err}");
         }
+    }
+
+    /// A paper's results file: one row per run, as
+    /// scripts/lm_rmt_results.py writes them.
+    fn runs_fixture(dir: &Path) {
+        let p = dir.join("reproductions/paper");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(
+            p.join("runs.csv"),
+            "dataset,n_chunks,mem_backprop_depth,seed,test acc,model\n\
+             copy,1,0.0,1,1,baseline\ncopy,3,0.0,1,0.12,baseline\n\
+             copy,3,2.0,1,1,RMT\ncopy,3,2.0,2,0.1,RMT\ncopy,3,2.0,3,1,RMT\n\
+             reverse,3,0.0,1,0.5,baseline\n",
+        )
+        .unwrap();
+    }
+
+    fn part(spec: &str, dir: &Path) -> Result<String> {
+        render(&Spec::parse(spec).unwrap(), dir)
+    }
+
+    #[test]
+    fn runs_are_grouped_counted_and_summarised_as_written() {
+        let dir = fixture();
+        runs_fixture(dir.path());
+        let file = "file=reproductions/paper/runs.csv";
+        let table = part(
+            &format!(
+                "runs {file} where=dataset=copy group=\"n_chunks:segments;model;mem_backprop_depth:depth\" value=\"test acc\" digits=2"
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        // Groups in the file's order, `2.0` shown as `2`, the sample std
+        // (n - 1) of 1, 0.1, 1: 0.5196; one run has no std.
+        assert_eq!(
+            table,
+            "| segments | model | depth | runs | mean ± std | every run |\n\
+             | --- | ---: | ---: | ---: | ---: | ---: |\n\
+             | 1 | baseline | 0 | 1 | 1.00 | 1.00 |\n\
+             | 3 | baseline | 0 | 1 | 0.12 | 0.12 |\n\
+             | 3 | RMT | 2 | 3 | 0.70 ± 0.52 | 1.00, 0.10, 1.00 |"
+        );
+        let inline = |spec: &str| {
+            part(
+                &format!("runs {file} value=\"test acc\" {spec}"),
+                dir.path(),
+            )
+        };
+        assert_eq!(
+            inline("where=\"model=RMT\" stat=every").unwrap(),
+            "1.000, 0.100, 1.000"
+        );
+        assert_eq!(
+            inline("where=\"model=baseline\" group=n_chunks stat=every").unwrap(),
+            "1.000 / 0.120, 0.500"
+        );
+        assert_eq!(
+            inline("where=\"dataset=copy,reverse;model=baseline\" stat=range digits=2").unwrap(),
+            "0.12–1.00"
+        );
+        assert_eq!(
+            inline("where=\"model=RMT;seed=2\" stat=range").unwrap(),
+            "0.100"
+        );
+        assert_eq!(
+            inline("where=\"model=RMT\" stat=mean±std digits=4").unwrap(),
+            "0.7000 ± 0.5196"
+        );
+        for (spec, expected) in [
+            ("where=\"model=Tr-XL\"", "no row of"),
+            ("where=\"arch=rmt\"", "no column `arch`"),
+            ("where=model", "is not column=value"),
+            ("where=\"model=RMT\" stat=median", "stat `median`"),
+            ("where=\"model=RMT\"", "needs `group=`"),
+        ] {
+            let err = format!("{:#}", inline(spec).unwrap_err());
+            assert!(err.contains(expected), "{spec}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            part("runs file=reproductions/paper/none.csv value=x", dir.path()).unwrap_err()
+        );
+        assert!(err.contains("reproductions/paper/none.csv"), "{err}");
+    }
+
+    #[test]
+    fn ranges_ratios_and_reversed_gaps_come_from_the_cells() {
+        let dir = fixture();
+        let m = "dir=reproductions/m";
+        let p = |spec: &str| part(spec, dir.path()).unwrap();
+        // Every seed of every cell: 0.25 ... 1.
+        assert_eq!(p(&format!("range {m} digits=2")), "0.25–1.00");
+        // The means: 0.5, 0.9, 1.
+        assert_eq!(p(&format!("range {m} over=means digits=2")), "0.50–1.00");
+        assert_eq!(
+            p(&format!(
+                "range {m} models=\"rmt, 6\" settings=\"2 seg\" digits=2"
+            )),
+            "0.25–0.75"
+        );
+        // The summary's means, one setting both models ran.
+        assert_eq!(p(&format!("gap {m} model=\"rmt, 6\" minus=base")), "-0.10");
+        assert_eq!(
+            p(&format!("gap {m} model=\"rmt, 6\" minus=base sign=-")),
+            "0.10"
+        );
+        assert_eq!(
+            p(&format!("gap {m} model=\"rmt, 6\" minus=base op=ratio")),
+            "0.90"
+        );
+        assert_eq!(
+            p(&format!(
+                "value {m} model=\"rmt, 6\" setting=\"2 seg\" scale=0.5 stat=seeds digits=1"
+            )),
+            "0.5, 1.5"
+        );
+        let err = format!(
+            "{:#}",
+            part(
+                &format!("gap {m} model=base minus=base op=ratio sign=-"),
+                dir.path()
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains("op `ratio` with sign `-`"), "{err}");
     }
 
     /// The project's own document: every generated part of
