@@ -6,6 +6,7 @@ pub mod bench;
 pub mod compare;
 pub mod crosscheck;
 pub mod data;
+pub mod hf;
 pub mod lm_rmt;
 pub mod plot;
 pub mod report;

@@ -15,7 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use memlab_core::registry::parse_model_config;
 use memlab_core::{
     Architecture, ArchitectureVisitor, ExperimentConfig, MemoryState, ModelContext, ModelSpec,
-    SegmentModel,
+    SegmentModel, Task,
 };
 use memlab_interop::lm_rmt::{LmRmtLayout, Weights, encode_official, load_official, read_weights};
 use memlab_train::checkpoint::{CHECKPOINT_FILE, Checkpoint, write_atomically};
@@ -30,7 +30,7 @@ use crate::{
 /// The largest relative error `memlab parity` accepts (f32).
 pub const PARITY_TOLERANCE: f64 = 1e-4;
 
-type CpuAutodiff = Autodiff<Flex>;
+pub(crate) type CpuAutodiff = Autodiff<Flex>;
 
 /// The layout of `A` under `config`, as an error when it has none.
 fn layout<A: Architecture>(config: &A::Config) -> Result<LmRmtLayout> {
@@ -54,24 +54,7 @@ pub struct ImportReport {
 /// `generate` and `train --resume` read.
 pub fn run_import(weights: &Path, config: &Path, out: &Path) -> Result<ImportReport> {
     let mut config = ExperimentConfig::load(config, &[])?;
-    // The run directory is `out`: `train --resume --config out/config.toml`
-    // then continues there.
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("--out {} must name a directory", out.display()))?;
-    config.run.name = name.to_string();
-    config.run.out_dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.display().to_string(),
-        _ => ".".into(),
-    };
-    let dir = run_dir(&config);
-    if dir.join(CHECKPOINT_FILE).exists() {
-        bail!(
-            "{} already holds a checkpoint; import into a new directory",
-            dir.display()
-        );
-    }
+    let dir = import_target(&mut config, out)?;
     let task = build_task(&config)?;
     let spec = ModelSpec::from_table(config.model_table()?, "model")?;
     let snapshots = read_weights(weights)?;
@@ -82,6 +65,7 @@ pub fn run_import(weights: &Path, config: &Path, out: &Path) -> Result<ImportRep
         ctx: ModelContext,
         snapshots: &'a Weights,
         dir: &'a Path,
+        task: &'a dyn Task,
     }
     impl ArchitectureVisitor for Import<'_> {
         type Output = Result<ImportReport>;
@@ -91,14 +75,7 @@ pub fn run_import(weights: &Path, config: &Path, out: &Path) -> Result<ImportRep
             let device = Default::default();
             let model = A::init_train::<CpuAutodiff>(&model_config, &self.ctx, &device);
             let model = load_official::<CpuAutodiff, _>(model, &layout, self.snapshots)?;
-            let optimizer = optimizer_config(&self.config.train)
-                .init::<CpuAutodiff, A::TrainModel<CpuAutodiff>>();
-            std::fs::create_dir_all(self.dir)
-                .with_context(|| format!("creating {}", self.dir.display()))?;
-            let toml = self.config.to_toml();
-            write_atomically(&self.dir.join("config.toml"), toml.as_bytes())?;
-            Checkpoint::new::<CpuAutodiff, _, _>(A::NAME, 0, toml, &model, optimizer.to_record())?
-                .save(&self.dir.join(CHECKPOINT_FILE))?;
+            write_imported_run::<A>(self.dir, self.config, &model, self.task)?;
             Ok(ImportReport {
                 run_dir: self.dir.to_path_buf(),
                 arch: A::NAME.into(),
@@ -116,12 +93,54 @@ pub fn run_import(weights: &Path, config: &Path, out: &Path) -> Result<ImportRep
             ctx,
             snapshots: &snapshots,
             dir: &dir,
+            task: task.as_ref(),
         },
     )??;
+    Ok(report)
+}
+
+/// Points `config`'s run at `out` (its name and folder: `train --resume
+/// --config out/config.toml` then continues there) and returns the run
+/// directory; an error when it already holds a checkpoint.
+pub(crate) fn import_target(config: &mut ExperimentConfig, out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("--out {} must name a directory", out.display()))?;
+    config.run.name = name.to_string();
+    config.run.out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.display().to_string(),
+        _ => ".".into(),
+    };
+    let dir = run_dir(config);
+    if dir.join(CHECKPOINT_FILE).exists() {
+        bail!(
+            "{} already holds a checkpoint; import into a new directory",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Writes an imported model as a run directory: `config.toml`, a step-0
+/// checkpoint with a fresh optimizer, the task's files.
+pub(crate) fn write_imported_run<A: Architecture>(
+    dir: &Path,
+    config: &ExperimentConfig,
+    model: &A::TrainModel<CpuAutodiff>,
+    task: &dyn Task,
+) -> Result<()> {
+    let optimizer =
+        optimizer_config(&config.train).init::<CpuAutodiff, A::TrainModel<CpuAutodiff>>();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let toml = config.to_toml();
+    write_atomically(&dir.join("config.toml"), toml.as_bytes())?;
+    Checkpoint::new::<CpuAutodiff, _, _>(A::NAME, 0, toml, model, optimizer.to_record())?
+        .save(&dir.join(CHECKPOINT_FILE))?;
     for (name, contents) in task.artifacts() {
         write_atomically(&dir.join(&name), contents.as_bytes())?;
     }
-    Ok(report)
+    Ok(())
 }
 
 // ---------------------------------------------------------------- export
@@ -361,7 +380,7 @@ impl ParityReport {
 }
 
 /// `max |a − b|` and that relative to `max |b|`.
-fn errors(ours: &[f32], theirs: &[f64]) -> (f64, f64) {
+pub(crate) fn errors(ours: &[f32], theirs: &[f64]) -> (f64, f64) {
     let abs = ours
         .iter()
         .zip(theirs)

@@ -210,15 +210,19 @@ enum Command {
         overrides: Vec<String>,
     },
     /// Load official LM-RMT weights (booydar/LM-RMT's MemTransformerLM:
-    /// Transformer-XL, RMT, Tr-XL + RMT) into the model a config describes
-    /// and write a run directory that eval, generate and train --resume read.
+    /// Transformer-XL, RMT, Tr-XL + RMT) or a Hugging Face GPT-2 into the
+    /// model a config describes and write a run directory that eval,
+    /// generate and train --resume read.
     Import {
-        /// Where the weights come from: lm-rmt.
-        #[arg(long, value_parser = ["lm-rmt"])]
+        /// Where the weights come from: lm-rmt (--weights) or hf (--model).
+        #[arg(long, value_parser = ["lm-rmt", "hf"])]
         from: String,
-        /// The state_dict: a torch.save file (.pt) or a .safetensors.
-        #[arg(long)]
-        weights: PathBuf,
+        /// lm-rmt: the state_dict, a torch.save file (.pt) or a .safetensors.
+        #[arg(long, required_if_eq("from", "lm-rmt"))]
+        weights: Option<PathBuf>,
+        /// hf: the model folder (config.json, model.safetensors).
+        #[arg(long, required_if_eq("from", "hf"))]
+        model: Option<PathBuf>,
         /// A memlab config whose [model] has the weights' sizes.
         #[arg(long)]
         config: PathBuf,
@@ -227,14 +231,15 @@ enum Command {
         out: PathBuf,
     },
     /// Write a run's Transformer-XL or RMT model under LM-RMT's names and
-    /// layouts, as a .safetensors its MemTransformerLM loads.
+    /// layouts, as a .safetensors its MemTransformerLM loads, or a run's
+    /// GPT-2 as a folder transformers' GPT2LMHeadModel.from_pretrained loads.
     Export {
         #[arg(long)]
         run: PathBuf,
-        /// The format to write: lm-rmt.
-        #[arg(long, value_parser = ["lm-rmt"])]
+        /// The format to write: lm-rmt or hf.
+        #[arg(long, value_parser = ["lm-rmt", "hf"])]
         to: String,
-        /// The .safetensors file to write.
+        /// lm-rmt: the .safetensors file to write; hf: the folder.
         #[arg(long)]
         out: PathBuf,
     },
@@ -243,7 +248,12 @@ enum Command {
     /// segment, the worst errors of the per-token NLL, the memory tokens
     /// written and every layer's cache. Fails above 1e-4 relative.
     Parity {
-        /// PATH/NAME, without extension.
+        /// Whose outputs the case holds: lm-rmt (PATH/NAME, without
+        /// extension) or hf (a folder from scripts/hf_gpt2_fixture.py:
+        /// config.json, model.safetensors, case.json; compares logits and
+        /// every hidden state).
+        #[arg(long, value_parser = ["lm-rmt", "hf"], default_value = "lm-rmt")]
+        from: String,
         #[arg(long)]
         fixture: PathBuf,
         /// Which weight file to read: safetensors (default when present) or pt.
@@ -701,23 +711,36 @@ fn run(cli: Cli) -> Result<()> {
             out!("wrote {}", names.join(", "));
         }
         Command::Import {
-            from: _,
+            from,
             weights,
+            model,
             config,
             out,
         } => {
-            let report = memlab_cli::lm_rmt::run_import(&weights, &config, &out)?;
+            let (report, source) = match (from.as_str(), weights, model) {
+                ("hf", _, Some(model)) => {
+                    (memlab_cli::hf::run_import(&model, &config, &out)?, model)
+                }
+                (_, Some(weights), _) => (
+                    memlab_cli::lm_rmt::run_import(&weights, &config, &out)?,
+                    weights,
+                ),
+                _ => anyhow::bail!("--from {from} needs --weights (lm-rmt) or --model (hf)"),
+            };
             out!(
                 "imported {} tensors from {} into a {} model ({} parameters)",
                 report.tensors,
-                weights.display(),
+                source.display(),
                 report.arch,
                 report.parameters
             );
             out!("run directory: {}", report.run_dir.display());
         }
-        Command::Export { run, to: _, out } => {
-            let arch = memlab_cli::lm_rmt::run_export(&run, &out)?;
+        Command::Export { run, to, out } => {
+            let arch = match to.as_str() {
+                "hf" => memlab_cli::hf::run_export(&run, &out)?,
+                _ => memlab_cli::lm_rmt::run_export(&run, &out)?,
+            };
             out!(
                 "wrote the {arch} model of {} to {}",
                 run.display(),
@@ -725,13 +748,16 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Parity {
+            from,
             fixture,
             weights_format,
             backend,
             json,
         } => {
-            let report =
-                memlab_cli::lm_rmt::run_parity(&fixture, weights_format.as_deref(), backend)?;
+            let report = match from.as_str() {
+                "hf" => memlab_cli::hf::run_parity(&fixture)?,
+                _ => memlab_cli::lm_rmt::run_parity(&fixture, weights_format.as_deref(), backend)?,
+            };
             write_out(&report.markdown())?;
             if json {
                 write_out(&format!("{}\n", serde_json::to_string(&report)?))?;

@@ -17,7 +17,7 @@ use memlab_cli::lm_rmt::{ParityReport, read_case, run_export, run_import, run_pa
 use memlab_interop::lm_rmt::read_weights;
 
 mod common;
-use common::{run as memlab, text};
+use common::{assert_fails_with, run as memlab, text};
 
 fn repo_cases() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity")
@@ -694,4 +694,290 @@ tied_embeddings = false
         run_export(&trained, &dir.path().join("x.pt")).unwrap_err()
     );
     assert!(err.contains(".safetensors"), "{err}");
+}
+
+// ------------------------------------------------------- Hugging Face GPT-2
+
+/// The cases `scripts/hf_gpt2_fixture.py` wrote with transformers'
+/// `GPT2LMHeadModel` (folders of config.json, model.safetensors, case.json).
+fn hf_cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn hf_parity(fixture: &Path) -> Output {
+    memlab(&[
+        "parity",
+        "--from",
+        "hf",
+        "--fixture",
+        fixture.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn every_hugging_face_case_passes_through_the_binary() {
+    let cases = hf_cases();
+    assert!(cases.len() >= 3, "{cases:?}");
+    for case in &cases {
+        let out = hf_parity(case);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("PASS"),
+            "{}: {stdout}{}",
+            case.display(),
+            text(&out.stderr)
+        );
+        // The logits and every hidden state of every segment were compared.
+        let report = memlab_cli::hf::run_parity(case).unwrap();
+        let layers = report
+            .rows
+            .iter()
+            .filter(|r| r.quantity.starts_with("hidden_states"))
+            .count();
+        assert!(layers >= 3 && report.worst_rel < 1e-5, "{report:?}");
+    }
+    // n_positions shorter than the text: the case reads several segments.
+    let short = cases
+        .iter()
+        .find(|c| c.ends_with("gpt2-short-positions"))
+        .unwrap();
+    let short = memlab_cli::hf::run_parity(short).unwrap();
+    assert!(short.rows.iter().any(|r| r.segment == 2), "{short:?}");
+}
+
+/// A copy of an HF case, with its weights edited and its config.json
+/// rewritten by `config`.
+fn hf_edited(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)>),
+    config: impl FnOnce(String) -> String,
+) -> PathBuf {
+    let case = &hf_cases()[0];
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for file in ["case.json", "config.json"] {
+        std::fs::copy(case.join(file), out.join(file)).unwrap();
+    }
+    let json = std::fs::read_to_string(out.join("config.json")).unwrap();
+    std::fs::write(out.join("config.json"), config(json)).unwrap();
+    edited_weights(&case.join("model"), &out.join("model"), edit);
+    out
+}
+
+#[test]
+fn parity_with_hugging_face_fails_when_the_model_computes_something_else() {
+    let dir = tempfile::tempdir().unwrap();
+    // Exact GELU where transformers computed GPT-2's tanh approximation
+    // (`gelu_new`): the case must tell the two apart.
+    let gelu = hf_edited(
+        dir.path(),
+        "gelu",
+        |_| {},
+        |c| c.replace("\"gelu_new\"", "\"gelu\""),
+    );
+    let out = hf_parity(&gelu);
+    assert_fails_with(&out, "worst relative error");
+    assert!(text(&out.stdout).contains("FAIL"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn hugging_face_import_errors_name_the_key_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("copy.toml");
+    std::fs::write(
+        &config,
+        "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
+         [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n[model]\narch = \"gpt2\"\n",
+    )
+    .unwrap();
+    let import = |model: &Path| {
+        let out = dir.path().join("run");
+        let result = memlab(&[
+            "import",
+            "--from",
+            "hf",
+            "--model",
+            model.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!out.exists(), "a failed import wrote {}", out.display());
+        result
+    };
+    let renamed = hf_edited(
+        dir.path(),
+        "renamed",
+        |t| {
+            let v = t.remove("transformer.h.1.mlp.c_fc.bias").unwrap();
+            t.insert("transformer.h.1.mlp.c_fc.b".into(), v);
+        },
+        |c| c,
+    );
+    let out = import(&renamed);
+    assert_fails_with(&out, "transformer.h.1.mlp.c_fc.b");
+    let missing = hf_edited(
+        dir.path(),
+        "missing",
+        |t| {
+            t.remove("transformer.ln_f.weight");
+        },
+        |c| c,
+    );
+    assert_fails_with(
+        &import(&missing),
+        "lack 1 key the model needs: transformer.ln_f.weight",
+    );
+    let shape = hf_edited(
+        dir.path(),
+        "shape",
+        |t| {
+            let (shape, data) = t.get_mut("transformer.h.0.attn.c_attn.weight").unwrap();
+            // [32, 96] read as [96, 32]: the nn.Linear layout, not Conv1D's.
+            shape.reverse();
+            let _ = data;
+        },
+        |c| c,
+    );
+    assert_fails_with(
+        &import(&shape),
+        "`transformer.h.0.attn.c_attn.weight` has shape [96, 32] in the weights but [32, 96]",
+    );
+    let truncated = hf_edited(dir.path(), "truncated", |_| {}, |c| c);
+    let bytes = std::fs::read(truncated.join("model.safetensors")).unwrap();
+    std::fs::write(
+        truncated.join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    assert_fails_with(
+        &import(&truncated),
+        "is truncated or not a safetensors file",
+    );
+    let no_config = hf_edited(dir.path(), "no-config", |_| {}, |c| c);
+    std::fs::remove_file(no_config.join("config.json")).unwrap();
+    assert_fails_with(&import(&no_config), "has no config.json");
+    let untied = hf_edited(
+        dir.path(),
+        "untied",
+        |_| {},
+        |c| {
+            c.replace(
+                "\"tie_word_embeddings\": true",
+                "\"tie_word_embeddings\": false",
+            )
+        },
+    );
+    assert_fails_with(&import(&untied), "`tie_word_embeddings` is false");
+    let vocab = hf_edited(dir.path(), "vocab", |_| {}, |c| c);
+    let other = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("vocab_size = 41", "vocab_size = 12");
+    std::fs::write(&config, other).unwrap();
+    assert_fails_with(
+        &import(&vocab),
+        "the task's vocabulary has 12 tokens but the model's has 41",
+    );
+}
+
+#[test]
+fn hugging_face_import_then_export_gives_the_same_files_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = &hf_cases()[0];
+    let config = dir.path().join("copy.toml");
+    std::fs::write(
+        &config,
+        "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
+         [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n[model]\narch = \"gpt2\"\n\
+         resid_pdrop = 0.1\n",
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let out = memlab(&[
+        "import",
+        "--from",
+        "hf",
+        "--model",
+        case.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The run's [model] is config.json's, with the config's dropout.
+    let written = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(
+        written.contains("n_embd = 32") && written.contains("resid_pdrop = 0.1"),
+        "{written}"
+    );
+    let exported = dir.path().join("hf");
+    let out = memlab(&[
+        "export",
+        "--run",
+        run_dir.to_str().unwrap(),
+        "--to",
+        "hf",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The same tensors, bit for bit, under the same keys.
+    let read = |p: &Path| {
+        let weights = read_weights(&p.join("model.safetensors")).unwrap();
+        weights
+            .iter()
+            .map(|(k, s)| (k.clone(), s.to_data().unwrap().to_vec::<f32>().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read(case), read(&exported));
+    // And the exported folder computes the case's numbers.
+    std::fs::copy(case.join("case.json"), exported.join("case.json")).unwrap();
+    let out = hf_parity(&exported);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A `GPT2Model` file, as the hub's `gpt2` is: its keys without the
+/// `transformer.` prefix, and the causal-mask buffers older versions of
+/// transformers saved (`attn.bias`, `attn.masked_bias`).
+#[test]
+fn a_gpt2_model_file_without_the_prefix_and_with_mask_buffers_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = hf_edited(
+        dir.path(),
+        "bare",
+        |t| {
+            let old = std::mem::take(t);
+            for (key, value) in old {
+                t.insert(key.trim_start_matches("transformer.").to_string(), value);
+            }
+            for i in 0..2 {
+                let mask: Vec<u8> = (0..16 * 16)
+                    .flat_map(|n| f32::from(u8::from(n % 16 <= n / 16)).to_le_bytes())
+                    .collect();
+                t.insert(format!("h.{i}.attn.bias"), (vec![1, 1, 16, 16], mask));
+                t.insert(
+                    format!("h.{i}.attn.masked_bias"),
+                    (vec![], (-1e4f32).to_le_bytes().to_vec()),
+                );
+            }
+        },
+        |c| c,
+    );
+    let out = hf_parity(&bare);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("PASS"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }

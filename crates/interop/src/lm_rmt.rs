@@ -17,83 +17,18 @@
 //! `.safetensors`) and the `pos_emb.inv_freq` buffer (fixed by `d_model`,
 //! checked, not loaded).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeMap;
 
-use burn::module::{Module, ParamId};
+use burn::module::Module;
 use burn::prelude::*;
-use burn_store::{
-    BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore, TensorSnapshot,
-};
+use burn_store::TensorSnapshot;
 
 pub use memlab_core::interop::LmRmtLayout;
 
-/// An official weight file's tensors by key, as burn-store reads them.
-pub type Weights = BTreeMap<String, TensorSnapshot>;
-
-/// A weight file that cannot be read or does not fit the model.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LmRmtError {
-    /// The file is absent, truncated or not in the format its name says.
-    Read(String),
-    /// Keys the model needs that the file lacks.
-    Missing(Vec<String>),
-    /// Keys of the file that have no place in the model.
-    Unknown(Vec<String>),
-    /// A key whose shape is not the model's.
-    Shape {
-        key: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    /// A key whose values contradict the model (a buffer, a tied weight).
-    Value { key: String, why: String },
-    /// The model or its config has no counterpart in `MemTransformerLM`.
-    Unsupported(String),
-}
-
-impl std::fmt::Display for LmRmtError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LmRmtError::Read(why) => write!(f, "{why}"),
-            LmRmtError::Missing(keys) => write!(
-                f,
-                "the weights lack {} the model needs: {}",
-                plural(keys.len(), "key"),
-                keys.join(", ")
-            ),
-            LmRmtError::Unknown(keys) => write!(
-                f,
-                "the weights hold {} with no place in the model built from the config \
-                 (another size or architecture?): {}",
-                plural(keys.len(), "key"),
-                keys.join(", ")
-            ),
-            LmRmtError::Shape {
-                key,
-                expected,
-                found,
-            } => write!(
-                f,
-                "`{key}` has shape {found:?} in the weights but {expected:?} in the model built \
-                 from the config (a model of other sizes?)"
-            ),
-            LmRmtError::Value { key, why } => write!(f, "`{key}`: {why}"),
-            LmRmtError::Unsupported(why) => write!(f, "{why}"),
-        }
-    }
-}
-
-impl std::error::Error for LmRmtError {}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
+pub use crate::weights::{OfficialTensor, WeightError as LmRmtError, Weights, read_weights};
+use crate::weights::{
+    Values, apply_all, check_keys, encode_safetensors, own_snapshots, own_values,
+};
 
 /// Where an official key lives in memlab.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,92 +116,11 @@ fn stored_in_safetensors(place: &Place) -> bool {
     !matches!(place, Place::TiedOutput(_))
 }
 
-/// Reads an official weight file: a `torch.save` state_dict (`.pt`,
-/// `.pth`, `.bin`) or a `.safetensors`, with burn-store's readers.
-pub fn read_weights(path: &Path) -> Result<Weights, LmRmtError> {
-    if !path.is_file() {
-        return Err(LmRmtError::Read(format!(
-            "weight file {} does not exist",
-            path.display()
-        )));
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let fail = |e: &dyn std::fmt::Display| {
-        LmRmtError::Read(format!(
-            "{} is truncated or not a {ext} file: {e}",
-            path.display()
-        ))
-    };
-    match ext.as_str() {
-        // Keys as the file has them: not renumbered (`CoreNet.3` stays 3).
-        "pt" | "pth" | "bin" => PytorchStore::from_file(path)
-            .map_indices_contiguous(false)
-            .get_all_snapshots()
-            .cloned()
-            .map_err(|e| fail(&e)),
-        "safetensors" => SafetensorsStore::from_file(path)
-            .map_indices_contiguous(false)
-            .get_all_snapshots()
-            .cloned()
-            .map_err(|e| fail(&e)),
-        _ => Err(LmRmtError::Read(format!(
-            "{}: unknown weight format (expected .pt, .pth, .bin or .safetensors)",
-            path.display()
-        ))),
-    }
-}
-
-/// Host values of a tensor, f32, row-major.
-struct Values {
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
-
-impl Values {
-    fn of(key: &str, snapshot: &TensorSnapshot) -> Result<Self, LmRmtError> {
-        let data = snapshot.to_data().map_err(|e| LmRmtError::Value {
-            key: key.into(),
-            why: format!("cannot be read: {e:?}"),
-        })?;
-        let shape = data.shape.to_vec();
-        let data = data
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| LmRmtError::Value {
-                key: key.into(),
-                why: format!("cannot be read as floats: {e:?}"),
-            })?;
-        Ok(Self { shape, data })
-    }
-
-    fn snapshot(self, path: &str) -> TensorSnapshot {
-        TensorSnapshot::from_data(
-            TensorData::new(self.data, self.shape),
-            path.split('.').map(String::from).collect(),
-            Vec::new(),
-            ParamId::new(),
-        )
-    }
-}
-
 /// The `inv_freq` buffer of `PositionalEmbedding(d_model)`, as memlab's
 /// sinusoids compute it.
 fn inverse_frequencies(d_model: usize) -> Vec<f32> {
     (0..d_model / 2)
         .map(|c| (1.0 / 10000f64.powf(2.0 * c as f64 / d_model as f64)) as f32)
-        .collect()
-}
-
-/// memlab's own parameters in PyTorch's layout, by path.
-fn own_snapshots<B: Backend, M: Module<B>>(model: &M) -> BTreeMap<String, TensorSnapshot> {
-    model
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), false)
-        .into_iter()
-        .map(|s| (s.full_path(), s))
         .collect()
 }
 
@@ -295,32 +149,14 @@ fn official_shape(
 /// come from the file and every key of the file must have its place, with
 /// its shape; otherwise an error names the keys.
 pub fn load_official<B: Backend, M: Module<B>>(
-    mut model: M,
+    model: M,
     layout: &LmRmtLayout,
     weights: &Weights,
 ) -> Result<M, LmRmtError> {
     let own = own_snapshots::<B, M>(&model);
     let table = official_keys(layout);
-    let known: BTreeSet<&str> = table.iter().map(|(k, _)| k.as_str()).collect();
-    let unknown: Vec<String> = weights
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .cloned()
-        .collect();
-    if !unknown.is_empty() {
-        return Err(LmRmtError::Unknown(unknown));
-    }
-    let missing: Vec<String> = table
-        .iter()
-        .filter(|(k, place)| {
-            // A `.safetensors` does not store the tied output weight twice.
-            !weights.contains_key(k) && stored_in_safetensors(place)
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    if !missing.is_empty() {
-        return Err(LmRmtError::Missing(missing));
-    }
+    // A `.safetensors` does not store the tied output weight twice.
+    check_keys(weights, &table, stored_in_safetensors)?;
 
     let mut snapshots = Vec::new();
     for (key, place) in &table {
@@ -399,33 +235,8 @@ pub fn load_official<B: Backend, M: Module<B>>(
         }
     }
 
-    let count = snapshots.len();
-    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
-    // burn-store lists a LayerNorm `weight`/`bias` found under its Burn
-    // name (`gamma`/`beta`) as unused though it applied it: count instead.
-    if !result.errors.is_empty() || !result.missing.is_empty() || result.applied.len() != count {
-        // The table above covers the model: reaching here is a memlab bug.
-        return Err(LmRmtError::Unsupported(format!(
-            "the official weights do not cover the memlab model: errors {:?}, not loaded {:?}, \
-             unused {:?}",
-            result
-                .errors
-                .iter()
-                .map(|e| format!("{e}"))
-                .collect::<Vec<_>>(),
-            result.missing.iter().map(|(p, _)| p).collect::<Vec<_>>(),
-            result.unused
-        )));
-    }
-    Ok(model)
-}
-
-/// A tensor under its official key, in the official layout.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OfficialTensor {
-    pub key: String,
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    // The table above covers the model: an error here is a memlab bug.
+    apply_all(model, snapshots, "official")
 }
 
 /// The model's weights under the official keys and layouts (all of them
@@ -435,11 +246,7 @@ pub fn official_tensors<B: Backend, M: Module<B>>(
     layout: &LmRmtLayout,
 ) -> Result<Vec<OfficialTensor>, LmRmtError> {
     let own = own_snapshots::<B, M>(model);
-    let get = |key: &str, path: &str| {
-        own.get(path)
-            .ok_or_else(|| LmRmtError::Unsupported(format!("`{key}`: the model has no `{path}`")))
-            .and_then(|s| Values::of(path, s))
-    };
+    let get = |key: &str, path: &str| own_values(&own, key, path);
     let mut out = Vec::new();
     for (key, place) in official_keys(layout) {
         let values = match &place {
@@ -485,23 +292,8 @@ pub fn encode_official<B: Backend, M: Module<B>>(
     model: &M,
     layout: &LmRmtLayout,
 ) -> Result<Vec<u8>, LmRmtError> {
-    let tensors = official_tensors::<B, M>(model, layout)?;
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .into_iter()
-        .map(|t| {
-            let bytes = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (t.key, bytes, t.shape)
-        })
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(key, data, shape)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|view| (key.clone(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))?;
-    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| LmRmtError::Read(format!("cannot encode the weights: {e}")))
+    encode_safetensors(
+        official_tensors::<B, M>(model, layout)?,
+        &[("format", "pt")],
+    )
 }

@@ -6,4 +6,5 @@ memlab_core::architectures! {
     memlab_rmt::RmtArch,
     memlab_infinity_former::InfinityFormerArch,
     memlab_memformer::MemformerArch,
+    memlab_gpt2::Gpt2Arch,
 }

@@ -35,6 +35,9 @@ pub struct TransformerBlockConfig {
     pub activation: Activation,
     #[config(default = 0.02)]
     pub init_std: f64,
+    /// The LayerNorms' ε (GPT-2's `layer_norm_epsilon`; Burn's default).
+    #[config(default = 1e-5)]
+    pub norm_eps: f64,
 }
 
 /// Everything of a block but its attention: the feed-forward network, the
@@ -121,11 +124,18 @@ impl TransformerBlockConfig {
                 .with_activation(self.activation)
                 .with_init_std(self.init_std)
                 .init(device),
-            norm_attention: LayerNormConfig::new(self.d_model).init(device),
-            norm_feed_forward: LayerNormConfig::new(self.d_model).init(device),
+            norm_attention: self.norm(device),
+            norm_feed_forward: self.norm(device),
             dropout: Dropout::new(self.dropout),
             pre_norm: self.pre_norm,
         }
+    }
+
+    /// One of the block's LayerNorms.
+    pub fn norm<B: Backend>(&self, device: &B::Device) -> LayerNorm<B> {
+        LayerNormConfig::new(self.d_model)
+            .with_epsilon(self.norm_eps)
+            .init(device)
     }
 
     /// The configuration of the block's attention.
@@ -154,7 +164,7 @@ impl TransformerBlockConfig {
         CrossAttentionBlock {
             self_attention: self.attention().init(device),
             cross_attention: self.attention().init(device),
-            norm_cross: LayerNormConfig::new(self.d_model).init(device),
+            norm_cross: self.norm(device),
             body: self.init_body(device),
         }
     }

@@ -19,6 +19,9 @@ pub struct TokenEmbeddingConfig {
     pub scale: bool,
     #[config(default = 0.02)]
     pub init_std: f64,
+    /// A bias on the tied output head (GPT-2's head has none).
+    #[config(default = true)]
+    pub head_bias: bool,
 }
 
 #[derive(Module, Debug)]
@@ -41,8 +44,7 @@ impl TokenEmbeddingConfig {
                 .with_initializer(normal_init(self.init_std))
                 .init(device)
         });
-        let head_bias = self
-            .tied
+        let head_bias = (self.tied && self.head_bias)
             .then(|| burn::module::Param::from_tensor(Tensor::zeros([self.vocab_size], device)));
         TokenEmbedding {
             embedding,

@@ -5,7 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 
 use super::dropout::Dropout;
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{normal_init, rows};
@@ -17,8 +17,12 @@ pub enum Activation {
     /// ReLU, as in the original Transformer and Transformer-XL.
     #[default]
     Relu,
-    /// GELU, as in GPT-2.
+    /// GELU, exact (`x Φ(x)`, Hendrycks & Gimpel, 2016).
     Gelu,
+    /// GELU's tanh approximation, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`:
+    /// what GPT-2 computes (Hugging Face's `gelu_new`).
+    #[serde(rename = "gelu_new")]
+    GeluNew,
 }
 
 #[derive(Config, Debug)]
@@ -39,6 +43,9 @@ pub struct FeedForward<B: Backend> {
     pub outer: Linear<B>,
     pub dropout: Dropout,
     pub gelu: bool,
+    /// GELU's tanh approximation where `gelu` (a field of its own, so that
+    /// checkpoints written before it load unchanged).
+    pub gelu_tanh: bool,
 }
 
 impl FeedForwardConfig {
@@ -52,7 +59,8 @@ impl FeedForwardConfig {
             inner: linear(self.d_model, self.d_ff),
             outer: linear(self.d_ff, self.d_model),
             dropout: Dropout::new(self.dropout),
-            gelu: self.activation == Activation::Gelu,
+            gelu: matches!(self.activation, Activation::Gelu | Activation::GeluNew),
+            gelu_tanh: self.activation == Activation::GeluNew,
         }
     }
 }
@@ -60,7 +68,11 @@ impl FeedForwardConfig {
 impl<B: Backend> FeedForward<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let h = rows(&self.inner, x);
-        let h = if self.gelu { gelu(h) } else { relu(h) };
+        let h = match (self.gelu, self.gelu_tanh) {
+            (true, true) => gelu_approximate(h),
+            (true, false) => gelu(h),
+            (false, _) => relu(h),
+        };
         rows(&self.outer, self.dropout.forward(h))
     }
 }

@@ -1,0 +1,272 @@
+//! `memlab import --from hf`, `memlab export --to hf` and `memlab parity
+//! --from hf`: Hugging Face GPT-2 folders (`config.json` +
+//! `model.safetensors`, as `save_pretrained` writes them;
+//! [`memlab_interop::hf_gpt2`] maps them) and the check that memlab's GPT-2
+//! computes what `transformers`' `GPT2LMHeadModel` computed on a case
+//! (`scripts/hf_gpt2_fixture.py` writes them).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::backend::Flex;
+use burn::prelude::*;
+use memlab_core::registry::parse_model_config;
+use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec};
+use memlab_gpt2::{Gpt2Arch, Gpt2Config};
+use memlab_interop::hf_gpt2::{HfGpt2Config, encode_hf, load_hf, read_weights};
+use memlab_train::checkpoint::write_atomically;
+use serde::Deserialize;
+
+use crate::lm_rmt::{
+    CpuAutodiff, ImportReport, ParityReport, ParityRow, errors, import_target, write_imported_run,
+};
+use crate::{BackendKind, LoadedRun, RunModelJob, build_task, with_run_model};
+
+type Cpu = Flex;
+
+/// The two files of a Hugging Face model folder.
+fn model_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    if !dir.is_dir() {
+        bail!("--model {} is not a folder", dir.display());
+    }
+    let (config, weights) = (dir.join("config.json"), dir.join("model.safetensors"));
+    for file in [&config, &weights] {
+        if !file.is_file() {
+            bail!(
+                "{} has no {} (a Hugging Face GPT-2 folder holds config.json and \
+                 model.safetensors, as save_pretrained writes them)",
+                dir.display(),
+                file.file_name().unwrap().to_string_lossy()
+            );
+        }
+    }
+    Ok((config, weights))
+}
+
+/// `[model]` of `arch = "gpt2"` for the folder's model: config.json's
+/// sizes, where the memlab config may set the dropouts (a fine-tuning
+/// choice) but must agree on everything else it names.
+fn merged_model_table(hf: &HfGpt2Config, given: Option<&toml::Table>) -> Result<toml::Table> {
+    let mut table = hf.model_table();
+    let Some(given) = given else {
+        return Ok(table);
+    };
+    for (key, value) in given {
+        match key.as_str() {
+            "arch" if value.as_str() == Some("gpt2") => {}
+            "arch" => {
+                bail!("model.arch is {value}; Hugging Face GPT-2 weights load into arch = \"gpt2\"")
+            }
+            "label" | "resid_pdrop" | "embd_pdrop" | "attn_pdrop" => {
+                table.insert(key.clone(), value.clone());
+            }
+            _ => {
+                let same = match (table.get(key), value) {
+                    (Some(toml::Value::Float(a)), toml::Value::Float(b)) => a == b,
+                    (Some(a), b) => a == b,
+                    (None, _) => false,
+                };
+                if !same {
+                    bail!(
+                        "model.{key} is {value} in the config but {} in config.json",
+                        table
+                            .get(key)
+                            .map_or("absent".to_string(), |v| v.to_string())
+                    );
+                }
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// `memlab import --from hf`: loads a Hugging Face GPT-2 folder into
+/// memlab's `gpt2` over the config's task and writes a run directory
+/// (`config.toml` with the model's `[model]`, the task's files, a step-0
+/// checkpoint) that `memlab eval`, `generate` and `train --resume` read.
+/// Nothing is written unless every check passes.
+pub fn run_import(model_dir: &Path, config: &Path, out: &Path) -> Result<ImportReport> {
+    let (config_json, weights) = model_files(model_dir)?;
+    let hf = HfGpt2Config::read(&config_json)?;
+    let mut config = ExperimentConfig::load(config, &[])?;
+    let dir = import_target(&mut config, out)?;
+    config.model = Some(merged_model_table(&hf, config.model.as_ref())?);
+    let task = build_task(&config)?;
+    if task.vocab_size() != hf.vocab_size {
+        bail!(
+            "the task's vocabulary has {} tokens but the model's has {} (config.json \
+             vocab_size): use the model's tokenizer",
+            task.vocab_size(),
+            hf.vocab_size
+        );
+    }
+    let ctx = ModelContext::of(&config, task.as_ref());
+    let spec = ModelSpec::from_table(config.model_table()?, "model")?;
+    let model_config = parse_model_config::<Gpt2Arch>(spec.fields, &ctx)?;
+    let snapshots = read_weights(&weights)?;
+    let device = Default::default();
+    let model = Gpt2Arch::init_train::<CpuAutodiff>(&model_config, &ctx, &device);
+    let model = load_hf::<CpuAutodiff, _>(model, model_config.n_layer, &snapshots)?;
+    write_imported_run::<Gpt2Arch>(&dir, &config, &model, task.as_ref())?;
+    Ok(ImportReport {
+        run_dir: dir,
+        arch: Gpt2Arch::NAME.into(),
+        tensors: snapshots.len(),
+        parameters: model.num_params(),
+    })
+}
+
+/// `memlab export --to hf`: writes a run's `gpt2` model as a folder that
+/// `GPT2LMHeadModel.from_pretrained` loads (`config.json`,
+/// `model.safetensors`).
+pub fn run_export(run: &Path, out: &Path) -> Result<String> {
+    let loaded = LoadedRun::open(run)?;
+    struct Export<'a> {
+        out: &'a Path,
+    }
+    impl RunModelJob for Export<'_> {
+        type Output = String;
+        fn run<A: Architecture, B: Backend>(
+            self,
+            model: &A::Model<B>,
+            config: &A::Config,
+            run: &LoadedRun,
+            _: &B::Device,
+        ) -> Result<String> {
+            if A::NAME != Gpt2Arch::NAME {
+                bail!(
+                    "the run's model is `{}`; --to hf writes GPT-2 (arch = \"gpt2\")",
+                    A::NAME
+                );
+            }
+            let table = toml::Table::try_from(config).context("the run's [model]")?;
+            let hf = HfGpt2Config::from_model_table(&table, run.task.vocab_size())?;
+            let bytes = encode_hf::<B, _>(model, hf.n_layer)?;
+            std::fs::create_dir_all(self.out)
+                .with_context(|| format!("creating {}", self.out.display()))?;
+            write_atomically(&self.out.join("model.safetensors"), &bytes)?;
+            write_atomically(&self.out.join("config.json"), hf.to_json().as_bytes())?;
+            Ok(A::NAME.to_string())
+        }
+    }
+    let (_, arch) = with_run_model(&loaded, BackendKind::Flex, Export { out })?;
+    Ok(arch)
+}
+
+/// A Hugging Face parity case (`scripts/hf_gpt2_fixture.py`): the model
+/// folder's files beside `case.json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HfCase {
+    pub name: String,
+    pub segments: Vec<HfSegment>,
+}
+
+/// One segment as `GPT2LMHeadModel` read it (positions from 0).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HfSegment {
+    /// `[batch][len]` token ids.
+    pub input: Vec<Vec<i64>>,
+    /// `[batch][len][vocab]`.
+    pub logits: Vec<Vec<Vec<f64>>>,
+    /// `[n_layer + 1][batch][len][n_embd]` (`output_hidden_states`).
+    pub hidden_states: Vec<Vec<Vec<Vec<f64>>>>,
+}
+
+fn flat2(rows: &[Vec<i64>]) -> Vec<i64> {
+    rows.iter().flatten().copied().collect()
+}
+
+fn flat3(rows: &[Vec<Vec<f64>>]) -> Vec<f64> {
+    rows.iter().flatten().flatten().copied().collect()
+}
+
+/// `memlab parity --from hf`: loads the case's folder into memlab's GPT-2,
+/// reads every segment and compares the logits and every hidden state
+/// with what `transformers` computed.
+pub fn run_parity(fixture: &Path) -> Result<ParityReport> {
+    let (config_json, weights) = model_files(fixture)?;
+    let case_path = fixture.join("case.json");
+    let text = std::fs::read_to_string(&case_path)
+        .with_context(|| format!("reading the parity case {}", case_path.display()))?;
+    let case: HfCase = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a parity case", case_path.display()))?;
+    let hf = HfGpt2Config::read(&config_json)?;
+    let ctx = ModelContext {
+        vocab_size: hf.vocab_size,
+        max_segment_len: hf.n_positions,
+    };
+    let spec = ModelSpec::from_table(&hf.model_table(), "model")?;
+    let config: Gpt2Config = parse_model_config::<Gpt2Arch>(spec.fields, &ctx)?;
+    let device = Default::default();
+    let model = load_hf::<Cpu, _>(
+        config.init::<Cpu>(&ctx, &device),
+        config.n_layer,
+        &read_weights(&weights)?,
+    )?;
+    let mut rows = Vec::new();
+    for (s, segment) in case.segments.iter().enumerate() {
+        let batch = segment.input.len();
+        let len = segment.input.first().map_or(0, Vec::len);
+        if len == 0 || segment.input.iter().any(|r| r.len() != len) {
+            bail!("segment {s}: `input` is not [batch][len]");
+        }
+        if len > hf.n_positions {
+            bail!(
+                "segment {s} holds {len} tokens, more than n_positions = {}",
+                hf.n_positions
+            );
+        }
+        let ids = flat2(&segment.input);
+        if let Some(id) = ids.iter().find(|&&i| i < 0 || i as usize >= hf.vocab_size) {
+            bail!(
+                "segment {s}: token id {id} is outside the vocabulary of {}",
+                hf.vocab_size
+            );
+        }
+        let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids, [batch, len]), &device);
+        let states = model.hidden_states(tokens.clone());
+        if states.len() != segment.hidden_states.len() {
+            bail!(
+                "segment {s}: the case has {} hidden states, the model {}",
+                segment.hidden_states.len(),
+                states.len()
+            );
+        }
+        let logits = model
+            .embedding
+            .logits(states.last().expect("a state").clone());
+        let mut compare = |quantity: String, ours: Tensor<Cpu, 3>, theirs: Vec<f64>| {
+            let ours: Vec<f32> = ours.into_data().convert::<f32>().to_vec().expect("f32");
+            if ours.len() != theirs.len() {
+                return Err(anyhow!(
+                    "segment {s}: `{quantity}` holds {} values, the model computes {}",
+                    theirs.len(),
+                    ours.len()
+                ));
+            }
+            let (abs, rel) = errors(&ours, &theirs);
+            rows.push(ParityRow {
+                segment: s,
+                quantity,
+                values: ours.len(),
+                abs,
+                rel,
+            });
+            Ok(())
+        };
+        compare("logits".into(), logits, flat3(&segment.logits))?;
+        for (l, (ours, theirs)) in states.into_iter().zip(&segment.hidden_states).enumerate() {
+            compare(format!("hidden_states[{l}]"), ours, flat3(theirs))?;
+        }
+    }
+    let worst_rel = rows.iter().map(|r| r.rel).fold(0.0, f64::max);
+    Ok(ParityReport {
+        case: case.name,
+        weights,
+        arch: Gpt2Arch::NAME.into(),
+        rows,
+        worst_rel,
+    })
+}

@@ -1,0 +1,34 @@
+//! memlab-gpt2: GPT-2 (Radford et al., 2019, "Language Models are
+//! Unsupervised Multitask Learners", §2.3), sized and named as Hugging
+//! Face's `GPT2Config` and `GPT2LMHeadModel` size and name it, so that the
+//! weights of any GPT-2 (`model.safetensors` + `config.json`, through
+//! memlab-interop's `hf_gpt2`) load into it, and a memory can be put on a
+//! pre-trained model.
+//!
+//! Alone it is the ∞-former paper's pre-trained baseline: no memory, its
+//! learned positions restarting at every segment, as the official
+//! fine-tuning code (deep-spin/infinite-former, `finetune_gpt2/`) feeds
+//! GPT-2 one block of text at a time.
+
+pub mod config;
+pub mod model;
+
+pub use config::Gpt2Config;
+pub use model::Gpt2;
+
+memlab_core::architecture! {
+    /// The registry entry.
+    pub struct Gpt2Arch {
+        name: "gpt2",
+        summary: "GPT-2 with Hugging Face's sizes and weights, no memory (positions restart per segment)",
+        config: Gpt2Config,
+        model: Gpt2,
+    }
+
+    fn check(
+        config: &Gpt2Config,
+        ctx: &memlab_core::ModelContext,
+    ) -> Result<(), memlab_core::config::ConfigError> {
+        config.check_context(ctx)
+    }
+}
