@@ -11,9 +11,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::backend::Flex;
 use burn::prelude::*;
 use memlab_core::registry::parse_model_config;
-use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec};
-use memlab_gpt2::{Gpt2Arch, Gpt2Config};
-use memlab_interop::hf_gpt2::{HfGpt2Config, encode_hf, load_hf, read_weights};
+use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec, Task};
+use memlab_gpt2::{Gpt2Arch, Gpt2Config, Gpt2RmtArch};
+use memlab_interop::hf_gpt2::{HfGpt2Config, Weights, encode_hf, load_hf, read_weights};
 use memlab_train::checkpoint::write_atomically;
 use serde::Deserialize;
 
@@ -43,9 +43,10 @@ fn model_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((config, weights))
 }
 
-/// `[model]` of `arch = "gpt2"` for the folder's model: config.json's
-/// sizes, where the memlab config may set the dropouts (a fine-tuning
-/// choice) but must agree on everything else it names.
+/// `[model]` for the folder's model: config.json's sizes, where the memlab
+/// config chooses the architecture (`gpt2`, or `gpt2-rmt` and its memory)
+/// and may set the dropouts (a fine-tuning choice), but must agree on
+/// everything else it names.
 fn merged_model_table(hf: &HfGpt2Config, given: Option<&toml::Table>) -> Result<toml::Table> {
     let mut table = hf.model_table();
     let Some(given) = given else {
@@ -53,11 +54,14 @@ fn merged_model_table(hf: &HfGpt2Config, given: Option<&toml::Table>) -> Result<
     };
     for (key, value) in given {
         match key.as_str() {
-            "arch" if value.as_str() == Some("gpt2") => {}
-            "arch" => {
-                bail!("model.arch is {value}; Hugging Face GPT-2 weights load into arch = \"gpt2\"")
+            "arch" if matches!(value.as_str(), Some("gpt2" | "gpt2-rmt")) => {
+                table.insert(key.clone(), value.clone());
             }
-            "label" | "resid_pdrop" | "embd_pdrop" | "attn_pdrop" => {
+            "arch" => bail!(
+                "model.arch is {value}; Hugging Face GPT-2 weights load into arch = \"gpt2\" \
+                 or \"gpt2-rmt\""
+            ),
+            "label" | "resid_pdrop" | "embd_pdrop" | "attn_pdrop" | "num_mem_tokens" => {
                 table.insert(key.clone(), value.clone());
             }
             _ => {
@@ -81,7 +85,8 @@ fn merged_model_table(hf: &HfGpt2Config, given: Option<&toml::Table>) -> Result<
 }
 
 /// `memlab import --from hf`: loads a Hugging Face GPT-2 folder into
-/// memlab's `gpt2` over the config's task and writes a run directory
+/// memlab's `gpt2` (or the GPT-2 inside `gpt2-rmt`, whose memory tokens
+/// keep their initial values) over the config's task and writes a run directory
 /// (`config.toml` with the model's `[model]`, the task's files, a step-0
 /// checkpoint) that `memlab eval`, `generate` and `train --resume` read.
 /// Nothing is written unless every check passes.
@@ -100,20 +105,50 @@ pub fn run_import(model_dir: &Path, config: &Path, out: &Path) -> Result<ImportR
             hf.vocab_size
         );
     }
-    let ctx = ModelContext::of(&config, task.as_ref());
     let spec = ModelSpec::from_table(config.model_table()?, "model")?;
-    let model_config = parse_model_config::<Gpt2Arch>(spec.fields, &ctx)?;
     let snapshots = read_weights(&weights)?;
-    let device = Default::default();
-    let model = Gpt2Arch::init_train::<CpuAutodiff>(&model_config, &ctx, &device);
-    let model = load_hf::<CpuAutodiff, _>(model, model_config.n_layer, &snapshots)?;
-    write_imported_run::<Gpt2Arch>(&dir, &config, &model, task.as_ref())?;
+    let import = Import {
+        config: &config,
+        spec: &spec,
+        ctx: ModelContext::of(&config, task.as_ref()),
+        n_layer: hf.n_layer,
+        snapshots: &snapshots,
+        dir: &dir,
+        task: task.as_ref(),
+    };
+    let parameters = match spec.arch.as_str() {
+        "gpt2-rmt" => import.load_into::<Gpt2RmtArch>("gpt2.")?,
+        _ => import.load_into::<Gpt2Arch>("")?,
+    };
     Ok(ImportReport {
         run_dir: dir,
-        arch: Gpt2Arch::NAME.into(),
+        arch: spec.arch.clone(),
         tensors: snapshots.len(),
-        parameters: model.num_params(),
+        parameters,
     })
+}
+
+/// What an import loads the folder's weights into.
+struct Import<'a> {
+    config: &'a ExperimentConfig,
+    spec: &'a ModelSpec,
+    ctx: ModelContext,
+    n_layer: usize,
+    snapshots: &'a Weights,
+    dir: &'a Path,
+    task: &'a dyn Task,
+}
+
+impl Import<'_> {
+    /// Builds `A`, loads GPT-2 into its `Gpt2` at `module` and writes the
+    /// run; returns the parameter count.
+    fn load_into<A: Architecture>(&self, module: &str) -> Result<usize> {
+        let model_config = parse_model_config::<A>(self.spec.fields.clone(), &self.ctx)?;
+        let model = A::init_train::<CpuAutodiff>(&model_config, &self.ctx, &Default::default());
+        let model = load_hf::<CpuAutodiff, _>(model, self.n_layer, module, self.snapshots)?;
+        write_imported_run::<A>(self.dir, self.config, &model, self.task)?;
+        Ok(model.num_params())
+    }
 }
 
 /// `memlab export --to hf`: writes a run's `gpt2` model as a folder that
@@ -203,6 +238,7 @@ pub fn run_parity(fixture: &Path) -> Result<ParityReport> {
     let model = load_hf::<Cpu, _>(
         config.init::<Cpu>(&ctx, &device),
         config.n_layer,
+        "",
         &read_weights(&weights)?,
     )?;
     let mut rows = Vec::new();

@@ -981,3 +981,127 @@ fn a_gpt2_model_file_without_the_prefix_and_with_mask_buffers_loads() {
         text(&out.stderr)
     );
 }
+
+/// GPT-2 + RMT on a pre-trained GPT-2: the folder's weights land in its
+/// GPT-2, the memory tokens are new, and the run trains on.
+#[test]
+fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
+    use burn::backend::Flex;
+    use memlab_core::ModelContext;
+    use memlab_gpt2::Gpt2RmtConfig;
+    use memlab_train::checkpoint::Checkpoint;
+
+    let dir = tempfile::tempdir().unwrap();
+    let case = &hf_cases()[0];
+    let config = dir.path().join("copy.toml");
+    std::fs::write(
+        &config,
+        "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
+         [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n\
+         [model]\narch = \"gpt2-rmt\"\nnum_mem_tokens = 2\n",
+    )
+    .unwrap();
+    let run_dir = dir.path().join("run");
+    let import = || {
+        memlab(&[
+            "import",
+            "--from",
+            "hf",
+            "--model",
+            case.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ])
+    };
+    let out = import();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("gpt2-rmt"),
+        "{}",
+        text(&out.stdout)
+    );
+    let written = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    let table: toml::Table = toml::from_str(&written).unwrap();
+    let model_table = table["model"].as_table().unwrap().clone();
+    let mut fields = model_table.clone();
+    fields.remove("arch");
+    let ctx = ModelContext {
+        vocab_size: 41,
+        max_segment_len: 9,
+    };
+    let model_config: Gpt2RmtConfig =
+        memlab_core::registry::parse_model_config::<memlab_gpt2::Gpt2RmtArch>(fields, &ctx)
+            .unwrap();
+    assert_eq!(
+        (model_config.num_mem_tokens, model_config.gpt2.n_embd),
+        (2, 32)
+    );
+    let device = Default::default();
+    let model = Checkpoint::load(&run_dir.join("checkpoint.mpk"), "gpt2-rmt")
+        .unwrap()
+        .load_model(model_config.init::<Flex>(&ctx, &device), &device)
+        .unwrap();
+    let weights = read_weights(&case.join("model.safetensors")).unwrap();
+    let wte: Vec<f32> = weights["transformer.wte.weight"]
+        .to_data()
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let ours: Vec<f32> = model
+        .gpt2
+        .embedding
+        .embedding
+        .weight
+        .val()
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(wte, ours);
+    // The GPT-2 inside computes the case's logits.
+    let hf_case: memlab_cli::hf::HfCase =
+        serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap()).unwrap();
+    let segment = &hf_case.segments[0];
+    let (batch, len) = (segment.input.len(), segment.input[0].len());
+    let ids: Vec<i64> = segment.input.iter().flatten().copied().collect();
+    let tokens = burn::tensor::Tensor::<Flex, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(ids, [batch, len]),
+        &device,
+    );
+    let logits: Vec<f32> = model
+        .gpt2
+        .embedding
+        .logits(model.gpt2.hidden(tokens))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let want: Vec<f64> = segment.logits.iter().flatten().flatten().copied().collect();
+    let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let worst = logits
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - b).abs() / scale)
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "worst relative error {worst}");
+    // Segments of 9 and 2 × 2 memory tokens fit n_positions = 16; 13 do not.
+    let text_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_config.replace("segment_len = 9", "segment_len = 13"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&run_dir).unwrap();
+    assert_fails_with(&import(), "n_positions");
+    assert!(!run_dir.join("checkpoint.mpk").exists());
+    // The run trains on from the imported weights.
+    std::fs::write(&config, text_config).unwrap();
+    assert!(import().status.success());
+    let out = memlab(&[
+        "train",
+        "--config",
+        run_dir.join("config.toml").to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

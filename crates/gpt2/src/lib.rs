@@ -5,16 +5,19 @@
 //! memlab-interop's `hf_gpt2`) load into it, and a memory can be put on a
 //! pre-trained model.
 //!
-//! Alone it is the ∞-former paper's pre-trained baseline: no memory, its
-//! learned positions restarting at every segment, as the official
-//! fine-tuning code (deep-spin/infinite-former, `finetune_gpt2/`) feeds
-//! GPT-2 one block of text at a time.
+//! Alone (`gpt2`) it is the ∞-former paper's pre-trained baseline: no
+//! memory, its learned positions restarting at every segment, as the
+//! official fine-tuning code (deep-spin/infinite-former, `finetune_gpt2/`)
+//! feeds GPT-2 one block of text at a time. `gpt2-rmt` adds RMT's memory
+//! tokens ([`rmt`]).
 
 pub mod config;
 pub mod model;
+pub mod rmt;
 
 pub use config::Gpt2Config;
 pub use model::Gpt2;
+pub use rmt::{Gpt2Rmt, Gpt2RmtConfig};
 
 memlab_core::architecture! {
     /// The registry entry.
@@ -27,6 +30,23 @@ memlab_core::architecture! {
 
     fn check(
         config: &Gpt2Config,
+        ctx: &memlab_core::ModelContext,
+    ) -> Result<(), memlab_core::config::ConfigError> {
+        config.check_context(ctx)
+    }
+}
+
+memlab_core::architecture! {
+    /// The registry entry of GPT-2 with RMT's memory tokens.
+    pub struct Gpt2RmtArch {
+        name: "gpt2-rmt",
+        summary: "GPT-2 (Hugging Face weights) with RMT's memory tokens read and written around each segment",
+        config: Gpt2RmtConfig,
+        model: Gpt2Rmt,
+    }
+
+    fn check(
+        config: &Gpt2RmtConfig,
         ctx: &memlab_core::ModelContext,
     ) -> Result<(), memlab_core::config::ConfigError> {
         config.check_context(ctx)

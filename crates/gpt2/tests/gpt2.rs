@@ -12,6 +12,8 @@ use memlab_train::testing::{
     assert_config_errors, assert_seeded_and_round_trips, seeded_model, train_for_test,
 };
 
+mod rmt;
+
 type B = Flex;
 
 const CTX: ModelContext = ModelContext {

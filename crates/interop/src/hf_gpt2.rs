@@ -20,7 +20,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::weights::{
-    OfficialTensor, Values, apply_all, check_keys, encode_safetensors, own_snapshots, own_values,
+    OfficialTensor, Values, apply_all_but, check_keys, encode_safetensors, own_snapshots,
+    own_values,
 };
 pub use crate::weights::{WeightError, Weights, read_weights};
 
@@ -225,22 +226,24 @@ pub enum Place {
 
 /// Every key of a GPT-2 state_dict of `n_layer` blocks under `prefix`
 /// (`transformer.` in `GPT2LMHeadModel`, empty in `GPT2Model`), and where
-/// memlab keeps it.
-pub fn hf_keys(n_layer: usize, prefix: &str) -> Vec<(String, Place)> {
+/// memlab keeps it: in memlab-gpt2's `Gpt2` at `module` (empty for the
+/// `gpt2` architecture, `gpt2.` for `gpt2-rmt`, which holds one).
+pub fn hf_keys(n_layer: usize, prefix: &str, module: &str) -> Vec<(String, Place)> {
     let key = |rest: &str| format!("{prefix}{rest}");
-    let embedding = "embedding.embedding.weight".to_string();
+    let at = |path: &str| format!("{module}{path}");
+    let embedding = at("embedding.embedding.weight");
     let mut keys = vec![
         (key("wte.weight"), Place::Same(embedding.clone())),
         (
             key("wpe.weight"),
-            Place::Same("positions.learned.weight".into()),
+            Place::Same(at("positions.learned.weight")),
         ),
-        (key("ln_f.weight"), Place::Same("final_norm.weight".into())),
-        (key("ln_f.bias"), Place::Same("final_norm.bias".into())),
+        (key("ln_f.weight"), Place::Same(at("final_norm.weight"))),
+        (key("ln_f.bias"), Place::Same(at("final_norm.bias"))),
     ];
     for i in 0..n_layer {
         let theirs = |rest: &str| key(&format!("h.{i}.{rest}"));
-        let ours = |rest: &str| format!("blocks.{i}.{rest}");
+        let ours = |rest: &str| at(&format!("blocks.{i}.{rest}"));
         let qkv = |p: &str| ["query", "key", "value"].map(|q| ours(&format!("attention.{q}.{p}")));
         keys.push((
             theirs("attn.c_attn.weight"),
@@ -306,17 +309,20 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Loads Hugging Face GPT-2 weights into `model` (memlab-gpt2's `Gpt2` of
-/// `n_layer` blocks): every parameter must come from the file and every key
-/// of the file must have its place, with its shape; otherwise an error
-/// names the keys.
+/// Loads Hugging Face GPT-2 weights into `model`, whose memlab-gpt2 `Gpt2`
+/// of `n_layer` blocks sits at `module` (see [`hf_keys`]): every parameter
+/// of that GPT-2 must come from the file and every key of the file must
+/// have its place, with its shape; otherwise an error names the keys. The
+/// model's parameters outside `module` (a memory's new embeddings) keep
+/// their initial values.
 pub fn load_hf<B: Backend, M: Module<B>>(
     model: M,
     n_layer: usize,
+    module: &str,
     weights: &Weights,
 ) -> Result<M, WeightError> {
     let own = own_snapshots::<B, M>(&model);
-    let table = hf_keys(n_layer, prefix_of(weights));
+    let table = hf_keys(n_layer, prefix_of(weights), module);
     check_keys(weights, &table, required)?;
     let shape_of = |path: &str| -> Result<Vec<usize>, WeightError> {
         own.get(path).map(|s| s.shape.to_vec()).ok_or_else(|| {
@@ -407,7 +413,9 @@ pub fn load_hf<B: Backend, M: Module<B>>(
             }
         }
     }
-    apply_all(model, snapshots, "Hugging Face GPT-2")
+    apply_all_but(model, snapshots, "Hugging Face GPT-2", |path| {
+        !module.is_empty() && !path.starts_with(module)
+    })
 }
 
 /// The model's weights under `GPT2LMHeadModel`'s keys and layouts, as
@@ -419,7 +427,7 @@ pub fn hf_tensors<B: Backend, M: Module<B>>(
     let own = own_snapshots::<B, M>(model);
     let get = |key: &str, path: &str| own_values(&own, key, path);
     let mut out = Vec::new();
-    for (key, place) in hf_keys(n_layer, "transformer.") {
+    for (key, place) in hf_keys(n_layer, "transformer.", "") {
         let values = match &place {
             Place::TiedHead(_) | Place::Buffer => continue,
             Place::Same(path) => get(&key, path)?,

@@ -175,15 +175,27 @@ pub struct OfficialTensor {
 /// one must land, or the format's table does not cover the model (a memlab
 /// bug, named as such).
 pub(crate) fn apply_all<B: Backend, M: Module<B>>(
-    mut model: M,
+    model: M,
     snapshots: Vec<TensorSnapshot>,
     format: &str,
 ) -> Result<M, WeightError> {
+    apply_all_but(model, snapshots, format, |_| false)
+}
+
+/// [`apply_all`], where the model's parameters that `new` names (memory a
+/// pre-trained model does not have) keep their initial values.
+pub(crate) fn apply_all_but<B: Backend, M: Module<B>>(
+    mut model: M,
+    snapshots: Vec<TensorSnapshot>,
+    format: &str,
+    new: impl Fn(&str) -> bool,
+) -> Result<M, WeightError> {
     let count = snapshots.len();
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    let missing = result.missing.iter().any(|(path, _)| !new(path));
     // burn-store lists a LayerNorm `weight`/`bias` found under its Burn
     // name (`gamma`/`beta`) as unused though it applied it: count instead.
-    if !result.errors.is_empty() || !result.missing.is_empty() || result.applied.len() != count {
+    if !result.errors.is_empty() || missing || result.applied.len() != count {
         return Err(WeightError::Unsupported(format!(
             "the {format} weights do not cover the memlab model: errors {:?}, not loaded {:?}, \
              unused {:?}",

@@ -7,4 +7,5 @@ memlab_core::architectures! {
     memlab_infinity_former::InfinityFormerArch,
     memlab_memformer::MemformerArch,
     memlab_gpt2::Gpt2Arch,
+    memlab_gpt2::Gpt2RmtArch,
 }
