@@ -19,7 +19,7 @@ pub use copy::{CopyConfig, CopyTask};
 pub use quadratic::{QuadraticConfig, QuadraticTask};
 pub use retrieval::{RetrievalConfig, RetrievalTask};
 pub use sorting::{SortingConfig, SortingTask};
-pub use text::{BytesConfig, Codec, DataError, LmTask, WordsConfig};
+pub use text::{Bpe, BpeConfig, BytesConfig, Codec, DataError, LmTask, WordsConfig};
 
 /// Names of the task kinds, for error messages and `memlab models`.
 pub const KINDS: &[&str] = &[
@@ -30,6 +30,7 @@ pub const KINDS: &[&str] = &[
     "sorting",
     "bytes",
     "words",
+    "bpe",
 ];
 
 /// Why a task could not be built: its config, or its data files.
@@ -75,6 +76,7 @@ pub fn build_task(table: &toml::Table, seed: u64) -> Result<Box<dyn Task>, TaskE
         "sorting" => Box::new(SortingTask::new(parse_section(fields, section)?, seed)),
         "bytes" => Box::new(parse_section::<BytesConfig>(fields, section)?.build()?),
         "words" => Box::new(parse_section::<WordsConfig>(fields, section)?.build()?),
+        "bpe" => Box::new(parse_section::<BpeConfig>(fields, section)?.build()?),
         other => {
             return Err(ConfigError::new(
                 "task.kind",

@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use memlab_core::config::{ConfigError, Validate, check};
@@ -139,11 +140,13 @@ pub struct LmTask {
     pub codec: Codec,
 }
 
-/// A text task's tokens: bytes, or the words of a [`Vocab`].
+/// A text task's tokens: bytes, the words of a [`Vocab`], or the BPE
+/// tokens of a Hugging Face `tokenizer.json` ([`Bpe`]).
 #[derive(Debug, Clone)]
 pub enum Codec {
     Bytes,
     Words(Arc<Vocab>),
+    Bpe(Arc<Bpe>),
 }
 
 impl TextCodec for Codec {
@@ -162,6 +165,13 @@ impl TextCodec for Codec {
                 }
                 Ok(ids)
             }
+            Codec::Bpe(bpe) => {
+                let ids = bpe.encode(text).map_err(BatchError)?;
+                if ids.is_empty() {
+                    return Err(BatchError("the prompt holds no tokens".into()));
+                }
+                Ok(ids.into_iter().map(i64::from).collect())
+            }
         }
     }
 
@@ -173,6 +183,7 @@ impl TextCodec for Codec {
                 Some(w) => format!("{w} ").into_bytes(),
                 None => format!("<{id}?> ").into_bytes(),
             },
+            Codec::Bpe(bpe) => bpe.token_bytes(id),
         }
     }
 }
@@ -245,6 +256,7 @@ impl Task for LmTask {
         match &self.codec {
             Codec::Bytes => Vec::new(),
             Codec::Words(vocab) => vec![("vocab.txt".into(), vocab.to_text())],
+            Codec::Bpe(bpe) => vec![("tokenizer.json".into(), bpe.json.clone())],
         }
     }
 
@@ -487,6 +499,169 @@ impl WordsConfig {
             metric: Metric::Perplexity,
             seq_len: self.seq_len,
             codec: Codec::Words(Arc::new(vocab)),
+        })
+    }
+}
+
+/// A Hugging Face tokenizer (`tokenizer.json`, read by the `tokenizers`
+/// crate): GPT-2's byte-level BPE, or any other the file describes.
+pub struct Bpe {
+    pub tokenizer: tokenizers::Tokenizer,
+    /// The file as read, kept with a run (`tokenizer.json`).
+    pub json: String,
+    /// Byte-level tokens' characters back to bytes (GPT-2's
+    /// `bytes_to_unicode`, inverted).
+    bytes_of: HashMap<char, u8>,
+}
+
+impl std::fmt::Debug for Bpe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bpe({} tokens)", self.vocab_size())
+    }
+}
+
+/// GPT-2's map from the 256 bytes to printable characters
+/// (`bytes_to_unicode` of its `encoder.py`, which byte-level BPE tokens
+/// are written in): printable Latin-1 bytes stand for themselves, the
+/// others for 256, 257, ... in byte order.
+fn byte_level_chars() -> HashMap<char, u8> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || b >= 0xae;
+    let mut next = 256u32;
+    (0u32..256)
+        .map(|b| {
+            let c = if printable(b) {
+                b
+            } else {
+                next += 1;
+                next - 1
+            };
+            (char::from_u32(c).expect("a code point"), b as u8)
+        })
+        .collect()
+}
+
+impl Bpe {
+    /// Reads `tokenizer.json`.
+    pub fn read(path: &Path) -> Result<Self, DataError> {
+        let json = read_text(path)?;
+        let tokenizer = tokenizers::Tokenizer::from_str(&json)
+            .map_err(|e| DataError::new(path, format!("not a Hugging Face tokenizer.json: {e}")))?;
+        Ok(Self {
+            tokenizer,
+            json,
+            bytes_of: byte_level_chars(),
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// The ids of `text`, without special tokens added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self.tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| format!("the tokenizer cannot encode the text: {e}"))
+    }
+
+    /// The bytes one token stands for, so that a stream of tokens decodes
+    /// to the text even where a character spans two tokens: a byte-level
+    /// token's characters mapped back to bytes, else what the tokenizer's
+    /// decoder makes of the token alone.
+    pub fn token_bytes(&self, id: i64) -> Vec<u8> {
+        let Some(token) = u32::try_from(id)
+            .ok()
+            .and_then(|id| self.tokenizer.id_to_token(id))
+        else {
+            return format!("<{id}?>").into_bytes();
+        };
+        let bytes: Option<Vec<u8>> = token
+            .chars()
+            .map(|c| self.bytes_of.get(&c).copied())
+            .collect();
+        match bytes {
+            Some(bytes) => bytes,
+            None => self
+                .tokenizer
+                .decode(&[id as u32], false)
+                .unwrap_or(token)
+                .into_bytes(),
+        }
+    }
+}
+
+/// `[task]` with `kind = "bpe"`: text split into the tokens of a Hugging
+/// Face `tokenizer.json` (GPT-2's byte-level BPE, or a tokenizer trained
+/// with the `tokenizers` package), three files as for `words`, the
+/// tokenizer kept with the run, perplexity per token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BpeConfig {
+    pub train: String,
+    pub valid: String,
+    pub test: String,
+    /// The tokenizer: a `tokenizer.json` (looked up as data files are).
+    pub tokenizer: String,
+    pub seq_len: usize,
+}
+
+impl Default for BpeConfig {
+    fn default() -> Self {
+        Self {
+            train: "wikitext-2-test.txt".into(),
+            valid: "wikitext-2-valid.txt".into(),
+            test: "wikitext-2-valid.txt".into(),
+            tokenizer: "tokenizer.json".into(),
+            seq_len: 128,
+        }
+    }
+}
+
+impl Validate for BpeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check::positive("seq_len", self.seq_len)
+    }
+}
+
+impl BpeConfig {
+    pub fn build(&self) -> Result<LmTask, DataError> {
+        let tokenizer_path = resolve(&self.tokenizer)?;
+        let bpe = Bpe::read(&tokenizer_path)?;
+        let paths = [
+            resolve(&self.train)?,
+            resolve(&self.valid)?,
+            resolve(&self.test)?,
+        ];
+        let mut splits = Vec::with_capacity(3);
+        for path in &paths {
+            let ids = bpe
+                .encode(&read_text(path)?)
+                .map_err(|e| DataError::new(path, e))?;
+            splits.push(Arc::new(ids));
+        }
+        let test = splits.pop().expect("three splits");
+        let valid = splits.pop().expect("three splits");
+        let train = splits.pop().expect("three splits");
+        let corpus = Corpus { train, valid, test };
+        corpus.check(&paths[0])?;
+        let name = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        Ok(LmTask {
+            name: format!(
+                "bpe({}, {} tokens of {})",
+                name(&paths[0]),
+                bpe.vocab_size(),
+                name(&tokenizer_path)
+            ),
+            corpus,
+            vocab_size: bpe.vocab_size(),
+            metric: Metric::Perplexity,
+            seq_len: self.seq_len,
+            codec: Codec::Bpe(Arc::new(bpe)),
         })
     }
 }

@@ -224,3 +224,117 @@ fn shared_corpora_load_by_name() {
     let unk = words.corpus.valid.iter().filter(|&&t| t == 1).count();
     assert!(unk > 0, "test words unseen in valid map to <unk>");
 }
+
+// ------------------------------------------------------------------- BPE
+
+/// `tests/bpe/`: a byte-level BPE tokenizer trained with Hugging Face's
+/// `tokenizers` package, and what that package encodes sample texts to
+/// (`scripts/bpe_fixture.py`).
+fn bpe_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bpe")
+}
+
+#[test]
+fn bpe_encodes_and_decodes_as_hugging_face_tokenizers_does() {
+    let bpe = memlab_tasks::Bpe::read(&bpe_dir().join("tokenizer.json")).unwrap();
+    let sample: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bpe_dir().join("sample.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        bpe.vocab_size() as u64,
+        sample["vocab_size"].as_u64().unwrap()
+    );
+    for case in sample["samples"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(bpe.encode(text).unwrap(), want, "{text:?}");
+        // Token by token, as `memlab generate` streams them, the bytes
+        // add up to the text (characters split over tokens included).
+        let bytes: Vec<u8> = want
+            .iter()
+            .flat_map(|&id| bpe.token_bytes(id as i64))
+            .collect();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            case["decoded"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_bpe_task_reads_three_files_and_keeps_its_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "Before we proceed any further, hear me speak.\n";
+    let train = fixture(dir.path(), "train.txt", line.repeat(40).as_bytes());
+    let valid = fixture(dir.path(), "valid.txt", line.repeat(5).as_bytes());
+    let tokenizer = bpe_dir().join("tokenizer.json");
+    let table = toml(format!(
+        "kind = \"bpe\"\ntrain = \"{train}\"\nvalid = \"{valid}\"\ntest = \"{valid}\"\n\
+         tokenizer = \"{}\"\nseq_len = 8",
+        tokenizer.display()
+    ));
+    let task = build_task(&table, 0).unwrap();
+    assert_eq!(task.vocab_size(), 400);
+    assert_eq!(task.metric(), Metric::Perplexity);
+    let per_line = memlab_tasks::Bpe::read(&tokenizer)
+        .unwrap()
+        .encode(line)
+        .unwrap()
+        .len();
+    let batch = task.batch(Split::Train, 0, 2);
+    assert_eq!(batch.len, 8);
+    assert!(batch.inputs.iter().all(|&id| (0..400).contains(&id)));
+    // The streams are the encoded file: 40 lines in 2 streams of 20.
+    let streams = task.batches(Split::Train, 2).unwrap() as usize;
+    assert_eq!(streams, (20 * per_line - 1).div_ceil(8));
+    let artifacts = task.artifacts();
+    assert_eq!(artifacts[0].0, "tokenizer.json");
+    assert_eq!(artifacts[0].1, std::fs::read_to_string(&tokenizer).unwrap());
+    let codec = task.codec().unwrap();
+    let ids = codec.encode("hear me speak.").unwrap();
+    let text: Vec<u8> = ids.iter().flat_map(|&id| codec.decode(id)).collect();
+    assert_eq!(text, b"hear me speak.");
+}
+
+#[test]
+fn a_missing_or_broken_tokenizer_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = fixture(dir.path(), "c.txt", b"some words here\n");
+    let task = |tokenizer: &str| {
+        build_task(
+            &toml(format!(
+                "kind = \"bpe\"\ntrain = \"{corpus}\"\nvalid = \"{corpus}\"\ntest = \"{corpus}\"\n\
+                 tokenizer = \"{tokenizer}\""
+            )),
+            0,
+        )
+    };
+    let missing = dir.path().join("nope.json");
+    let err = data_error(task(&missing.display().to_string()));
+    assert!(
+        err.contains("nope.json") && err.contains("no such data file"),
+        "{err}"
+    );
+    let json = std::fs::read_to_string(bpe_dir().join("tokenizer.json")).unwrap();
+    let broken = fixture(
+        dir.path(),
+        "broken.json",
+        &json.as_bytes()[..json.len() / 2],
+    );
+    let err = data_error(task(&broken));
+    assert!(err.contains("not a Hugging Face tokenizer.json"), "{err}");
+    match build_task(&toml("kind = \"bpe\"\nvocab = \"x\"".into()), 0) {
+        Err(TaskError::Config(e)) => assert_eq!(e.field, "task.vocab", "{e}"),
+        Err(e) => panic!("{e}"),
+        Ok(t) => panic!("accepted: {}", t.name()),
+    }
+}
+
+fn toml(text: String) -> toml::Table {
+    parse_toml(&text).unwrap()
+}
