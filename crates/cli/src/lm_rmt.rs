@@ -380,7 +380,7 @@ impl ParityReport {
 }
 
 /// `max |a − b|` and that relative to `max |b|`.
-pub(crate) fn errors(ours: &[f32], theirs: &[f64]) -> (f64, f64) {
+pub fn errors(ours: &[f32], theirs: &[f64]) -> (f64, f64) {
     let abs = ours
         .iter()
         .zip(theirs)

@@ -788,29 +788,44 @@ fn parity_with_hugging_face_fails_when_the_model_computes_something_else() {
     assert!(text(&out.stdout).contains("FAIL"), "{}", text(&out.stdout));
 }
 
+/// `dir/copy.toml`: the copy task over an HF case's vocabulary (41), in
+/// segments of 9, with the `[model]` lines `model`.
+fn hf_copy_config(dir: &Path, model: &str) -> PathBuf {
+    let path = dir.join("copy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
+             [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n\
+             [model]\n{model}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `memlab import --from hf` through the binary.
+fn hf_import(model: &Path, config: &Path, out: &Path) -> Output {
+    memlab(&[
+        "import",
+        "--from",
+        "hf",
+        "--model",
+        model.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn hugging_face_import_errors_name_the_key_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("copy.toml");
-    std::fs::write(
-        &config,
-        "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
-         [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n[model]\narch = \"gpt2\"\n",
-    )
-    .unwrap();
+    let config = hf_copy_config(dir.path(), "arch = \"gpt2\"");
     let import = |model: &Path| {
         let out = dir.path().join("run");
-        let result = memlab(&[
-            "import",
-            "--from",
-            "hf",
-            "--model",
-            model.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let result = hf_import(model, &config, &out);
         assert!(!out.exists(), "a failed import wrote {}", out.display());
         result
     };
@@ -893,26 +908,9 @@ fn hugging_face_import_errors_name_the_key_and_write_nothing() {
 fn hugging_face_import_then_export_gives_the_same_files_back() {
     let dir = tempfile::tempdir().unwrap();
     let case = &hf_cases()[0];
-    let config = dir.path().join("copy.toml");
-    std::fs::write(
-        &config,
-        "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
-         [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n[model]\narch = \"gpt2\"\n\
-         resid_pdrop = 0.1\n",
-    )
-    .unwrap();
+    let config = hf_copy_config(dir.path(), "arch = \"gpt2\"\nresid_pdrop = 0.1");
     let run_dir = dir.path().join("run");
-    let out = memlab(&[
-        "import",
-        "--from",
-        "hf",
-        "--model",
-        case.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-    ]);
+    let out = hf_import(case, &config, &run_dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The run's [model] is config.json's, with the config's dropout.
     let written = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
@@ -993,28 +991,9 @@ fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
 
     let dir = tempfile::tempdir().unwrap();
     let case = &hf_cases()[0];
-    let config = dir.path().join("copy.toml");
-    std::fs::write(
-        &config,
-        "[run]\nname = \"x\"\n[task]\nkind = \"copy\"\nlength = 3\nvocab_size = 41\n\
-         [train]\nsteps = 2\nwarmup_steps = 1\nbatch_size = 2\nsegment_len = 9\n\
-         [model]\narch = \"gpt2-rmt\"\nnum_mem_tokens = 2\n",
-    )
-    .unwrap();
+    let config = hf_copy_config(dir.path(), "arch = \"gpt2-rmt\"\nnum_mem_tokens = 2");
     let run_dir = dir.path().join("run");
-    let import = || {
-        memlab(&[
-            "import",
-            "--from",
-            "hf",
-            "--model",
-            case.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-        ])
-    };
+    let import = || hf_import(case, &config, &run_dir);
     let out = import();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -1077,12 +1056,7 @@ fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
         .to_vec()
         .unwrap();
     let want: Vec<f64> = segment.logits.iter().flatten().flatten().copied().collect();
-    let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
-    let worst = logits
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (*a as f64 - b).abs() / scale)
-        .fold(0.0, f64::max);
+    let (_, worst) = memlab_cli::lm_rmt::errors(&logits, &want);
     assert!(worst < 1e-5, "worst relative error {worst}");
     // Segments of 9 and 2 × 2 memory tokens fit n_positions = 16; 13 do not.
     let text_config = std::fs::read_to_string(&config).unwrap();

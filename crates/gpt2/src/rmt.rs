@@ -130,16 +130,7 @@ impl<B: Backend> SegmentModel<B> for Gpt2Rmt<B> {
 
     /// The learned initial memory, the same for every sequence of the batch.
     fn init_memory(&self, batch: usize, _device: &B::Device) -> RmtMemory<B> {
-        let [m, d] = self.memory_init.dims();
-        RmtMemory {
-            tokens: Some(
-                self.memory_init
-                    .val()
-                    .reshape([1, m, d])
-                    .repeat_dim(0, batch),
-            ),
-            cache: LayerCache::empty(),
-        }
+        RmtMemory::initial(Some(self.memory_init.val()), batch)
     }
 
     fn forward_segment(

@@ -152,8 +152,9 @@ fn every_bad_model_value_names_its_field() {
     assert_config_errors::<Gpt2Arch>(cases, &CTX);
 }
 
-#[test]
-fn gpt2_learns_copy_within_one_segment() {
+/// Trains architecture `A` (the `[model]` lines `model`) on copy, L = 4,
+/// read whole in one segment of 12, and checks that it learns the task.
+fn learns_copy_within_one_segment<A: memlab_core::Architecture>(model: &str) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -175,8 +176,7 @@ warmup_steps = 20
 log_every = 50
 eval_batches = 4
 [model]
-arch = "gpt2"
-n_positions = 12
+{model}
 resid_pdrop = 0.0
 embd_pdrop = 0.0
 attn_pdrop = 0.0
@@ -190,10 +190,16 @@ attn_pdrop = 0.0
         },
         11,
     );
-    let report = train_for_test::<Gpt2Arch>(&text, &task, dir.path().join("copy"));
+    let report = train_for_test::<A>(&text, &task, dir.path().join("copy"));
     assert!(
         report.eval.accuracy > 0.95,
-        "accuracy {}",
+        "{}: accuracy {}",
+        A::NAME,
         report.eval.accuracy
     );
+}
+
+#[test]
+fn gpt2_learns_copy_within_one_segment() {
+    learns_copy_within_one_segment::<Gpt2Arch>("arch = \"gpt2\"\nn_positions = 12");
 }

@@ -14,6 +14,21 @@ pub struct RmtMemory<B: Backend> {
     pub cache: LayerCache<B>,
 }
 
+impl<B: Backend> RmtMemory<B> {
+    /// The learned initial memory `init` `[m, d]` (none without memory
+    /// tokens), the same for each of `batch` sequences, and no cache.
+    pub fn initial(init: Option<Tensor<B, 2>>, batch: usize) -> Self {
+        let tokens = init.map(|t| {
+            let [m, d] = t.dims();
+            t.reshape([1, m, d]).repeat_dim(0, batch)
+        });
+        Self {
+            tokens,
+            cache: LayerCache::empty(),
+        }
+    }
+}
+
 impl<B: Backend> MemoryState<B> for RmtMemory<B> {
     fn detach(self) -> Self {
         Self {

@@ -250,14 +250,7 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
 
     /// The learned initial memory, the same for every sequence of the batch.
     fn init_memory(&self, batch: usize, _device: &B::Device) -> RmtMemory<B> {
-        let tokens = self.memory_init.as_ref().map(|p| {
-            let [m, d] = p.dims();
-            p.val().reshape([1, m, d]).repeat_dim(0, batch)
-        });
-        RmtMemory {
-            tokens,
-            cache: LayerCache::empty(),
-        }
+        RmtMemory::initial(self.memory_init.as_ref().map(|p| p.val()), batch)
     }
 
     fn forward_segment(

@@ -120,49 +120,7 @@ fn every_bad_model_value_names_its_field() {
 
 #[test]
 fn gpt2_rmt_learns_copy_within_one_segment() {
-    use memlab_tasks::{CopyConfig, CopyTask};
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"
-[run]
-name = "copy"
-out_dir = "{}"
-seed = 11
-[task]
-kind = "copy"
-length = 4
-vocab_size = 10
-[train]
-steps = 300
-batch_size = 32
-segment_len = 12
-lr = 0.003
-min_lr = 0.0001
-warmup_steps = 20
-log_every = 50
-eval_batches = 4
-[model]
-arch = "gpt2-rmt"
-num_mem_tokens = 2
-n_positions = 16
-resid_pdrop = 0.0
-embd_pdrop = 0.0
-attn_pdrop = 0.0
-"#,
-        dir.path().display()
-    );
-    let task = CopyTask::new(
-        CopyConfig {
-            length: 4,
-            vocab_size: 10,
-        },
-        11,
-    );
-    let report =
-        memlab_train::testing::train_for_test::<Gpt2RmtArch>(&text, &task, dir.path().join("copy"));
-    assert!(
-        report.eval.accuracy > 0.95,
-        "accuracy {}",
-        report.eval.accuracy
+    super::learns_copy_within_one_segment::<Gpt2RmtArch>(
+        "arch = \"gpt2-rmt\"\nnum_mem_tokens = 2\nn_positions = 16",
     );
 }
