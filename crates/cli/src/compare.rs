@@ -72,6 +72,9 @@ pub struct PlannedRun {
     pub spec: ModelSpec,
     pub config: ExperimentConfig,
     pub task: Rc<dyn Task>,
+    /// The Hugging Face folder the cell starts from (`init_from`); the
+    /// cell's `[model]` then holds its `config.json`'s sizes.
+    pub init_from: Option<PathBuf>,
 }
 
 /// The runs a comparison trains ([`memlab_train::compare::compared_runs`]),
@@ -81,7 +84,17 @@ pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
     // A task (a text corpus: read from disk) is built once per
     // (task table, seed); the models of a setting share it.
     let mut tasks: Vec<(String, Rc<dyn Task>)> = Vec::new();
-    for run in compared_runs(config)? {
+    for mut run in compared_runs(config)? {
+        let section = format!("compare.models[{}]", run.model);
+        let init_from = run.init_from.as_ref().map(PathBuf::from);
+        if let Some(dir) = &init_from {
+            // The cell's model is the folder's: its sizes, the table's
+            // architecture, dropouts and memory.
+            let table = crate::hf::pretrained_model_table(dir, run.config.model.as_ref())
+                .with_context(|| format!("`{section}.init_from`"))?;
+            run.spec = ModelSpec::from_table(&table, &section)?;
+            run.config.model = Some(table);
+        }
         let key = format!(
             "{}\n{}",
             toml::to_string(&run.config.task).context("re-serialising the task")?,
@@ -95,7 +108,6 @@ pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
                 task
             }
         };
-        let section = format!("compare.models[{}]", run.model);
         check_model(&run.spec, &ModelContext::of(&run.config, task.as_ref()))
             .map_err(|e| anyhow!("{e} (in `{section}`, setting `{}`)", run.setting))?;
         plan.push(PlannedRun {
@@ -105,6 +117,7 @@ pub fn compare_plan(config: &ExperimentConfig) -> Result<Vec<PlannedRun>> {
             spec: run.spec,
             config: run.config,
             task,
+            init_from,
         });
     }
     Ok(plan)
@@ -299,11 +312,30 @@ fn train_cell(
         spec,
         config,
         task,
+        init_from,
     } = run;
+    let dir = run_dir(&config);
+    // A cell from pre-trained weights starts as `memlab import` leaves a
+    // run (step 0, the folder's weights) and trains on from there.
+    let imported = match &init_from {
+        Some(model_dir) if !resume => {
+            // A run replaced (`--fresh`) leaves no metrics behind.
+            let metrics = dir.join("metrics.jsonl");
+            if metrics.exists() {
+                std::fs::remove_file(&metrics)
+                    .with_context(|| format!("removing {}", metrics.display()))?;
+            }
+            crate::hf::import_into(model_dir, &config, task.as_ref(), &dir).with_context(|| {
+                format!("loading {} into `{}`", model_dir.display(), spec.label)
+            })?;
+            true
+        }
+        _ => false,
+    };
     let options = TrainOptions {
-        run_dir: run_dir(&config),
-        resume,
-        overwrite: !resume,
+        run_dir: dir,
+        resume: resume || imported,
+        overwrite: !resume && !imported,
         memory_limit: None,
         progress: progress.then(progress_bar),
     };

@@ -11,9 +11,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::backend::Flex;
 use burn::prelude::*;
 use memlab_core::registry::parse_model_config;
-use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec, Task};
-use memlab_gpt2::{Gpt2Arch, Gpt2Config, Gpt2RmtArch};
-use memlab_interop::hf_gpt2::{HfGpt2Config, Weights, encode_hf, load_hf, read_weights};
+use memlab_core::{Architecture, ExperimentConfig, ModelContext, ModelSpec, SegmentModel, Task};
+use memlab_gpt2::{Gpt2Arch, Gpt2Config, Gpt2LtmArch, Gpt2RmtArch};
+use memlab_interop::hf_gpt2::{
+    HfGpt2Config, OfficialLongTerm, Weights, encode_hf, load_hf, read_weights,
+};
 use memlab_train::checkpoint::write_atomically;
 use serde::Deserialize;
 
@@ -44,24 +46,43 @@ fn model_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
 }
 
 /// `[model]` for the folder's model: config.json's sizes, where the memlab
-/// config chooses the architecture (`gpt2`, or `gpt2-rmt` and its memory)
+/// config chooses the architecture (`gpt2`, or `gpt2-rmt` / `gpt2-ltm` and
+/// its memory)
 /// and may set the dropouts (a fine-tuning choice), but must agree on
 /// everything else it names.
-fn merged_model_table(hf: &HfGpt2Config, given: Option<&toml::Table>) -> Result<toml::Table> {
+fn merged_model_table(
+    hf: &HfGpt2Config,
+    official: Option<&OfficialLongTerm>,
+    given: Option<&toml::Table>,
+) -> Result<toml::Table> {
     let mut table = hf.model_table();
     let Some(given) = given else {
         return Ok(table);
     };
+    // An ∞-former GPT-2's own long-term memory, under what the config sets
+    // of it (the KL's weight, a training choice, say).
+    if let Some(official) = official
+        && given.get("arch").and_then(|a| a.as_str()) == Some("gpt2-ltm")
+    {
+        let mut long_term = official.long_term_table();
+        if let Some(toml::Value::Table(set)) = given.get("long_term") {
+            long_term.extend(set.clone());
+        }
+        table.insert("long_term".into(), toml::Value::Table(long_term));
+    }
     for (key, value) in given {
         match key.as_str() {
-            "arch" if matches!(value.as_str(), Some("gpt2" | "gpt2-rmt")) => {
+            "arch" if matches!(value.as_str(), Some("gpt2" | "gpt2-rmt" | "gpt2-ltm")) => {
                 table.insert(key.clone(), value.clone());
             }
             "arch" => bail!(
-                "model.arch is {value}; Hugging Face GPT-2 weights load into arch = \"gpt2\" \
-                 or \"gpt2-rmt\""
+                "model.arch is {value}; Hugging Face GPT-2 weights load into arch = \"gpt2\", \
+                 \"gpt2-rmt\" or \"gpt2-ltm\""
             ),
-            "label" | "resid_pdrop" | "embd_pdrop" | "attn_pdrop" | "num_mem_tokens" => {
+            // The dropouts (a fine-tuning choice) and the memory's own fields.
+            "long_term" if table.contains_key("long_term") => {}
+            "label" | "resid_pdrop" | "embd_pdrop" | "attn_pdrop" | "num_mem_tokens"
+            | "reset_after" | "long_term" => {
                 table.insert(key.clone(), value.clone());
             }
             _ => {
@@ -85,18 +106,45 @@ fn merged_model_table(hf: &HfGpt2Config, given: Option<&toml::Table>) -> Result<
 }
 
 /// `memlab import --from hf`: loads a Hugging Face GPT-2 folder into
-/// memlab's `gpt2` (or the GPT-2 inside `gpt2-rmt`, whose memory tokens
-/// keep their initial values) over the config's task and writes a run directory
-/// (`config.toml` with the model's `[model]`, the task's files, a step-0
-/// checkpoint) that `memlab eval`, `generate` and `train --resume` read.
-/// Nothing is written unless every check passes.
+/// memlab's `gpt2` (or the GPT-2 inside `gpt2-rmt` or `gpt2-ltm`, whose
+/// memory keeps its initial parameters, drawn under `run.seed`) over the
+/// config's task and writes a run directory (`config.toml` with the
+/// model's `[model]`, the task's files, a step-0 checkpoint) that `memlab
+/// eval`, `generate` and `train --resume` read. Nothing is written unless
+/// every check passes.
 pub fn run_import(model_dir: &Path, config: &Path, out: &Path) -> Result<ImportReport> {
-    let (config_json, weights) = model_files(model_dir)?;
-    let hf = HfGpt2Config::read(&config_json)?;
     let mut config = ExperimentConfig::load(config, &[])?;
     let dir = import_target(&mut config, out)?;
-    config.model = Some(merged_model_table(&hf, config.model.as_ref())?);
+    config.model = Some(pretrained_model_table(model_dir, config.model.as_ref())?);
     let task = build_task(&config)?;
+    import_into(model_dir, &config, task.as_ref(), &dir)
+}
+
+/// The `[model]` of a run that starts from the Hugging Face folder
+/// `model_dir`: its `config.json`'s sizes under the given table's
+/// architecture, dropouts and memory ([`merged_model_table`]).
+pub(crate) fn pretrained_model_table(
+    model_dir: &Path,
+    given: Option<&toml::Table>,
+) -> Result<toml::Table> {
+    let (config_json, _) = model_files(model_dir)?;
+    merged_model_table(
+        &HfGpt2Config::read(&config_json)?,
+        OfficialLongTerm::read(&config_json)?.as_ref(),
+        given,
+    )
+}
+
+/// Loads the folder's weights into `config`'s model (whose `[model]` is
+/// [`pretrained_model_table`]'s) and writes the step-0 run in `dir`.
+pub(crate) fn import_into(
+    model_dir: &Path,
+    config: &ExperimentConfig,
+    task: &dyn Task,
+    dir: &Path,
+) -> Result<ImportReport> {
+    let (config_json, weights) = model_files(model_dir)?;
+    let hf = HfGpt2Config::read(&config_json)?;
     if task.vocab_size() != hf.vocab_size {
         bail!(
             "the task's vocabulary has {} tokens but the model's has {} (config.json \
@@ -108,20 +156,21 @@ pub fn run_import(model_dir: &Path, config: &Path, out: &Path) -> Result<ImportR
     let spec = ModelSpec::from_table(config.model_table()?, "model")?;
     let snapshots = read_weights(&weights)?;
     let import = Import {
-        config: &config,
+        config,
         spec: &spec,
-        ctx: ModelContext::of(&config, task.as_ref()),
+        ctx: ModelContext::of(config, task),
         n_layer: hf.n_layer,
         snapshots: &snapshots,
-        dir: &dir,
-        task: task.as_ref(),
+        dir,
+        task,
     };
     let parameters = match spec.arch.as_str() {
         "gpt2-rmt" => import.load_into::<Gpt2RmtArch>("gpt2.")?,
+        "gpt2-ltm" => import.load_into::<Gpt2LtmArch>("gpt2.")?,
         _ => import.load_into::<Gpt2Arch>("")?,
     };
     Ok(ImportReport {
-        run_dir: dir,
+        run_dir: dir.to_path_buf(),
         arch: spec.arch.clone(),
         tensors: snapshots.len(),
         parameters,
@@ -144,7 +193,13 @@ impl Import<'_> {
     /// run; returns the parameter count.
     fn load_into<A: Architecture>(&self, module: &str) -> Result<usize> {
         let model_config = parse_model_config::<A>(self.spec.fields.clone(), &self.ctx)?;
-        let model = A::init_train::<CpuAutodiff>(&model_config, &self.ctx, &Default::default());
+        // What the folder does not hold (a memory's new parameters) is
+        // drawn under the run's seed, as a trained run's parameters are.
+        let device = Default::default();
+        let model =
+            memlab_core::seed::init_seeded::<CpuAutodiff, _>(&device, self.config.run.seed, || {
+                A::init_train::<CpuAutodiff>(&model_config, &self.ctx, &device)
+            });
         let model = load_hf::<CpuAutodiff, _>(model, self.n_layer, module, self.snapshots)?;
         write_imported_run::<A>(self.dir, self.config, &model, self.task)?;
         Ok(model.num_params())
@@ -188,25 +243,65 @@ pub fn run_export(run: &Path, out: &Path) -> Result<String> {
     Ok(arch)
 }
 
-/// A Hugging Face parity case (`scripts/hf_gpt2_fixture.py`): the model
-/// folder's files beside `case.json`.
+/// A Hugging Face parity case (`scripts/hf_gpt2_fixture.py`, or
+/// `scripts/official_gpt2_ltm_fixture.py` for the ∞-former's GPT-2): the
+/// model folder's files beside `case.json`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HfCase {
     pub name: String,
+    /// The code that computed it, when not transformers' own GPT-2.
+    #[serde(default)]
+    pub official: Option<String>,
+    /// The positions of each segment whose logits are kept (an ∞-former
+    /// case's; a plain case keeps every position's).
+    #[serde(default)]
+    pub positions: Option<Vec<usize>>,
     pub segments: Vec<HfSegment>,
 }
 
-/// One segment as `GPT2LMHeadModel` read it (positions from 0).
+/// One segment as the model read it (positions from 0; with a memory,
+/// after the segments before it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HfSegment {
     /// `[batch][len]` token ids.
     pub input: Vec<Vec<i64>>,
-    /// `[batch][len][vocab]`.
+    /// `[batch][len or positions][vocab]`.
     pub logits: Vec<Vec<Vec<f64>>>,
     /// `[n_layer + 1][batch][len][n_embd]` (`output_hidden_states`).
+    #[serde(default)]
     pub hidden_states: Vec<Vec<Vec<Vec<f64>>>>,
+    /// The ∞-former's KL regulariser (`kl_regs.mean()`); none before
+    /// there is a memory.
+    #[serde(default)]
+    pub kl: Option<f64>,
+}
+
+/// Segment `s`'s tokens, checked against the model's sizes.
+fn segment_tokens(s: usize, segment: &HfSegment, hf: &HfGpt2Config) -> Result<Tensor<Cpu, 2, Int>> {
+    let batch = segment.input.len();
+    let len = segment.input.first().map_or(0, Vec::len);
+    if len == 0 || segment.input.iter().any(|r| r.len() != len) {
+        bail!("segment {s}: `input` is not [batch][len]");
+    }
+    if len > hf.n_positions {
+        bail!(
+            "segment {s} holds {len} tokens, more than n_positions = {}",
+            hf.n_positions
+        );
+    }
+    let ids = flat2(&segment.input);
+    if let Some(id) = ids.iter().find(|&&i| i < 0 || i as usize >= hf.vocab_size) {
+        bail!(
+            "segment {s}: token id {id} is outside the vocabulary of {}",
+            hf.vocab_size
+        );
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(ids, [batch, len]),
+        &Default::default(),
+    ))
 }
 
 fn flat2(rows: &[Vec<i64>]) -> Vec<i64> {
@@ -225,9 +320,12 @@ pub fn run_parity(fixture: &Path) -> Result<ParityReport> {
     let case_path = fixture.join("case.json");
     let text = std::fs::read_to_string(&case_path)
         .with_context(|| format!("reading the parity case {}", case_path.display()))?;
+    let hf = HfGpt2Config::read(&config_json)?;
     let case: HfCase = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a parity case", case_path.display()))?;
-    let hf = HfGpt2Config::read(&config_json)?;
+    if let Some(official) = OfficialLongTerm::read(&config_json)? {
+        return long_term_parity(&hf, &official, &case, &weights);
+    }
     let ctx = ModelContext {
         vocab_size: hf.vocab_size,
         max_segment_len: hf.n_positions,
@@ -243,25 +341,7 @@ pub fn run_parity(fixture: &Path) -> Result<ParityReport> {
     )?;
     let mut rows = Vec::new();
     for (s, segment) in case.segments.iter().enumerate() {
-        let batch = segment.input.len();
-        let len = segment.input.first().map_or(0, Vec::len);
-        if len == 0 || segment.input.iter().any(|r| r.len() != len) {
-            bail!("segment {s}: `input` is not [batch][len]");
-        }
-        if len > hf.n_positions {
-            bail!(
-                "segment {s} holds {len} tokens, more than n_positions = {}",
-                hf.n_positions
-            );
-        }
-        let ids = flat2(&segment.input);
-        if let Some(id) = ids.iter().find(|&&i| i < 0 || i as usize >= hf.vocab_size) {
-            bail!(
-                "segment {s}: token id {id} is outside the vocabulary of {}",
-                hf.vocab_size
-            );
-        }
-        let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(ids, [batch, len]), &device);
+        let tokens = segment_tokens(s, segment, &hf)?;
         let states = model.hidden_states(tokens.clone());
         if states.len() != segment.hidden_states.len() {
             bail!(
@@ -302,6 +382,107 @@ pub fn run_parity(fixture: &Path) -> Result<ParityReport> {
         case: case.name,
         weights,
         arch: Gpt2Arch::NAME.into(),
+        rows,
+        worst_rel,
+    })
+}
+
+/// `memlab parity --from hf` on an ∞-former case: memlab's `gpt2-ltm`,
+/// its settings from `config.json`, reads the blocks in order and its
+/// logits and KL are compared with the official code's.
+fn long_term_parity(
+    hf: &HfGpt2Config,
+    official: &OfficialLongTerm,
+    case: &HfCase,
+    weights: &Path,
+) -> Result<ParityReport> {
+    let ctx = ModelContext {
+        vocab_size: hf.vocab_size,
+        max_segment_len: hf.n_positions,
+    };
+    let mut given = toml::Table::new();
+    given.insert("arch".into(), "gpt2-ltm".into());
+    let table = merged_model_table(hf, Some(official), Some(&given))?;
+    let spec = ModelSpec::from_table(&table, "model")?;
+    let config = parse_model_config::<Gpt2LtmArch>(spec.fields, &ctx)?;
+    let device = Default::default();
+    let model = load_hf::<Cpu, _>(
+        config.init::<Cpu>(&ctx, &device),
+        config.gpt2.n_layer,
+        "gpt2.",
+        &read_weights(weights)?,
+    )?;
+    let mut memory = None;
+    let mut rows = Vec::new();
+    let positions = case.positions.as_ref().ok_or_else(|| {
+        anyhow!("an ∞-former case lists the `positions` of each segment whose logits it keeps")
+    })?;
+    for (s, segment) in case.segments.iter().enumerate() {
+        let tokens = segment_tokens(s, segment, hf)?;
+        let [batch, len] = tokens.dims();
+        if let Some(&p) = positions.iter().find(|&&p| p >= len) {
+            bail!("position {p} is outside segment {s} of {len} tokens");
+        }
+        let state = memory
+            .take()
+            .unwrap_or_else(|| model.init_memory(batch, &device));
+        let (h, next, kl) = model.hidden(tokens, state);
+        memory = Some(next);
+        let picked = Tensor::cat(
+            positions
+                .iter()
+                .map(|&p| h.clone().narrow(1, p, 1))
+                .collect(),
+            1,
+        );
+        let logits: Vec<f32> = model
+            .gpt2
+            .embedding
+            .logits(picked)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32");
+        let theirs = flat3(&segment.logits);
+        if logits.len() != theirs.len() {
+            bail!(
+                "segment {s}: `logits` holds {} values, the model computes {}",
+                theirs.len(),
+                logits.len()
+            );
+        }
+        let mut push = |quantity: &str, ours: &[f32], theirs: &[f64]| {
+            let (abs, rel) = errors(ours, theirs);
+            rows.push(ParityRow {
+                segment: s,
+                quantity: quantity.into(),
+                values: ours.len(),
+                abs,
+                rel,
+            });
+        };
+        push("logits", &logits, &theirs);
+        match (kl, segment.kl) {
+            (None, None) => {}
+            (Some(ours), Some(theirs)) => {
+                push("kl", &[ours.into_scalar().elem::<f32>()], &[theirs]);
+            }
+            (ours, theirs) => bail!(
+                "segment {s}: the official code {} a KL term, memlab {}",
+                if theirs.is_some() { "has" } else { "has no" },
+                if ours.is_some() {
+                    "has one"
+                } else {
+                    "has none"
+                }
+            ),
+        }
+    }
+    let worst_rel = rows.iter().map(|r| r.rel).fold(0.0, f64::max);
+    Ok(ParityReport {
+        case: case.name.clone(),
+        weights: weights.to_path_buf(),
+        arch: Gpt2LtmArch::NAME.into(),
         rows,
         worst_rel,
     })

@@ -980,48 +980,66 @@ fn a_gpt2_model_file_without_the_prefix_and_with_mask_buffers_loads() {
     );
 }
 
-/// GPT-2 + RMT on a pre-trained GPT-2: the folder's weights land in its
-/// GPT-2, the memory tokens are new, and the run trains on.
+/// GPT-2 + RMT (and GPT-2 + LTM, below) on a pre-trained GPT-2: the
+/// folder's weights land in its GPT-2, the memory is new, and the run
+/// trains on.
 #[test]
 fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
+    // Segments of 9 and 2 × 2 memory tokens fit n_positions = 16; 13 do not.
+    hf_imports_under_a_memory::<memlab_gpt2::Gpt2RmtArch>(
+        "arch = \"gpt2-rmt\"\nnum_mem_tokens = 2",
+        |m| &m.gpt2,
+        13,
+    );
+}
+
+#[test]
+fn a_hugging_face_gpt2_imports_under_the_long_term_memory() {
+    hf_imports_under_a_memory::<memlab_gpt2::Gpt2LtmArch>(
+        "arch = \"gpt2-ltm\"\nreset_after = 0\n[model.long_term]\nnum_basis = 16\nnum_samples = 16",
+        |m| &m.gpt2,
+        17,
+    );
+}
+
+/// Imports the first Hugging Face case under the memory architecture `A`
+/// (the `[model]` lines `model`) and checks that the GPT-2 inside
+/// (`gpt2`) computes transformers' logits, that a segment of `too_long`
+/// tokens is refused before anything is written, and that the run trains
+/// on.
+fn hf_imports_under_a_memory<A: memlab_core::Architecture>(
+    model_lines: &str,
+    gpt2: impl Fn(&A::Model<burn::backend::Flex>) -> &memlab_gpt2::Gpt2<burn::backend::Flex>,
+    too_long: usize,
+) {
     use burn::backend::Flex;
     use memlab_core::ModelContext;
-    use memlab_gpt2::Gpt2RmtConfig;
     use memlab_train::checkpoint::Checkpoint;
 
     let dir = tempfile::tempdir().unwrap();
     let case = &hf_cases()[0];
-    let config = hf_copy_config(dir.path(), "arch = \"gpt2-rmt\"\nnum_mem_tokens = 2");
+    let config = hf_copy_config(dir.path(), model_lines);
     let run_dir = dir.path().join("run");
     let import = || hf_import(case, &config, &run_dir);
     let out = import();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("gpt2-rmt"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains(A::NAME), "{}", text(&out.stdout));
     let written = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
     let table: toml::Table = toml::from_str(&written).unwrap();
-    let model_table = table["model"].as_table().unwrap().clone();
-    let mut fields = model_table.clone();
+    let mut fields = table["model"].as_table().unwrap().clone();
     fields.remove("arch");
     let ctx = ModelContext {
         vocab_size: 41,
         max_segment_len: 9,
     };
-    let model_config: Gpt2RmtConfig =
-        memlab_core::registry::parse_model_config::<memlab_gpt2::Gpt2RmtArch>(fields, &ctx)
-            .unwrap();
-    assert_eq!(
-        (model_config.num_mem_tokens, model_config.gpt2.n_embd),
-        (2, 32)
-    );
+    let model_config = memlab_core::registry::parse_model_config::<A>(fields, &ctx).unwrap();
     let device = Default::default();
-    let model = Checkpoint::load(&run_dir.join("checkpoint.mpk"), "gpt2-rmt")
+    let model = Checkpoint::load(&run_dir.join("checkpoint.mpk"), A::NAME)
         .unwrap()
-        .load_model(model_config.init::<Flex>(&ctx, &device), &device)
+        .load_model(A::init::<Flex>(&model_config, &ctx, &device), &device)
         .unwrap();
+    let model = gpt2(&model);
+    assert_eq!(model.positions.max_len, 16, "config.json's sizes");
     let weights = read_weights(&case.join("model.safetensors")).unwrap();
     let wte: Vec<f32> = weights["transformer.wte.weight"]
         .to_data()
@@ -1029,7 +1047,6 @@ fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
         .to_vec()
         .unwrap();
     let ours: Vec<f32> = model
-        .gpt2
         .embedding
         .embedding
         .weight
@@ -1049,20 +1066,19 @@ fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
         &device,
     );
     let logits: Vec<f32> = model
-        .gpt2
         .embedding
-        .logits(model.gpt2.hidden(tokens))
+        .logits(model.hidden(tokens))
         .into_data()
         .to_vec()
         .unwrap();
     let want: Vec<f64> = segment.logits.iter().flatten().flatten().copied().collect();
     let (_, worst) = memlab_cli::lm_rmt::errors(&logits, &want);
     assert!(worst < 1e-5, "worst relative error {worst}");
-    // Segments of 9 and 2 × 2 memory tokens fit n_positions = 16; 13 do not.
+    // A segment too long for the learned positions is refused.
     let text_config = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text_config.replace("segment_len = 9", "segment_len = 13"),
+        text_config.replace("segment_len = 9", &format!("segment_len = {too_long}")),
     )
     .unwrap();
     std::fs::remove_dir_all(&run_dir).unwrap();
@@ -1078,4 +1094,143 @@ fn a_hugging_face_gpt2_imports_under_rmt_memory_tokens() {
         "--resume",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// `memlab compare` with `init_from`: every cell starts from the Hugging
+/// Face folder (its sizes in the cell's `[model]`, its weights at step 0),
+/// a finished cell is kept on a second run, and a folder that is not a
+/// model is an error naming the field before anything trains.
+#[test]
+fn a_comparison_fine_tunes_from_a_hugging_face_folder() {
+    use memlab_train::checkpoint::Checkpoint;
+
+    let dir = tempfile::tempdir().unwrap();
+    let case = &hf_cases()[0];
+    let config = dir.path().join("compare.toml");
+    let write = |init_from: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[run]\nname = \"ft\"\nout_dir = \"{out}\"\n[task]\nkind = \"copy\"\nlength = 3\n\
+                 vocab_size = 41\n[train]\nsteps = 3\nwarmup_steps = 1\nbatch_size = 2\n\
+                 segment_len = 9\neval_batches = 1\n[compare]\nseeds = [1, 2]\n\
+                 [[compare.models]]\narch = \"gpt2\"\ninit_from = \"{from}\"\n\
+                 [[compare.models]]\narch = \"gpt2-ltm\"\ninit_from = \"{from}\"\n\
+                 long_term = {{ num_basis = 8, num_samples = 8 }}\n",
+                out = dir.path().display(),
+                from = init_from.display(),
+            ),
+        )
+        .unwrap();
+    };
+    let compare = || memlab(&["compare", "--config", config.to_str().unwrap()]);
+    // Not a model folder: named, nothing trained.
+    write(&dir.path().join("nowhere"));
+    assert_fails_with(&compare(), "init_from");
+    assert!(!dir.path().join("ft").exists());
+
+    write(case);
+    let out = compare();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cell = dir.path().join("ft/default-gpt2-ltm-seed2");
+    let saved: toml::Table =
+        toml::from_str(&std::fs::read_to_string(cell.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(
+        saved["model"]["n_embd"].as_integer(),
+        Some(32),
+        "config.json's sizes"
+    );
+    assert_eq!(
+        Checkpoint::load(&cell.join("checkpoint.mpk"), "gpt2-ltm")
+            .unwrap()
+            .step,
+        3
+    );
+    // Run again: the cells' configs (config.json's sizes in them) are the
+    // plan's, so all four are kept, none trained again.
+    let again = compare();
+    let stderr = text(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("kept (finished before)").count(),
+        4,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("done:"), "{stderr}");
+}
+
+/// The ∞-former's own GPT-2 with its long-term memory
+/// (`scripts/official_gpt2_ltm_fixture.py`: deep-spin/infinite-former's
+/// `finetune_gpt2` code run on torch 2.15).
+fn official_ltm_case() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf-ltm/official-sticky-off")
+}
+
+/// A copy of the official case with its `config.json` edited.
+fn official_ltm_edited(dir: &Path, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).unwrap();
+    for file in ["case.json", "config.json", "model.safetensors"] {
+        std::fs::copy(official_ltm_case().join(file), out.join(file)).unwrap();
+    }
+    let json = std::fs::read_to_string(out.join("config.json")).unwrap();
+    std::fs::write(out.join("config.json"), edit(json)).unwrap();
+    out
+}
+
+#[test]
+fn the_official_infinity_former_gpt2_passes_through_the_binary() {
+    let case = official_ltm_case();
+    let out = hf_parity(&case);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("PASS"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    // Four blocks: the memory written (block 2) and contracted (3, 4), the
+    // KL of every block that read it.
+    let report = memlab_cli::hf::run_parity(&case).unwrap();
+    let count = |q: &str| report.rows.iter().filter(|r| r.quantity == q).count();
+    assert_eq!((count("logits"), count("kl")), (4, 3), "{report:?}");
+    assert!(report.worst_rel < 1e-5, "{report:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    // Sticky memories where the official code sampled uniformly: the case
+    // tells them apart once the signal is contracted.
+    let sticky = official_ltm_edited(dir.path(), "sticky", |c| {
+        c.replace("\"sticky_memories\": false", "\"sticky_memories\": true")
+    });
+    let out = hf_parity(&sticky);
+    assert_fails_with(&out, "worst relative error");
+    // A variant memlab does not compute is named.
+    let finite = official_ltm_edited(dir.path(), "finite", |c| {
+        c.replace("\"infinite_memory\": true", "\"infinite_memory\": false")
+    });
+    assert_fails_with(&hf_parity(&finite), "infinite_memory");
+}
+
+#[test]
+fn the_official_infinity_former_gpt2_imports_under_gpt2_ltm_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = official_ltm_case();
+    // Its blocks are 512 tokens; a copy task of 41 tokens in segments of 9.
+    let gpt2 = hf_copy_config(dir.path(), "arch = \"gpt2\"");
+    let run_dir = dir.path().join("run");
+    assert_fails_with(&hf_import(&case, &gpt2, &run_dir), "gpt2-ltm");
+    assert!(!run_dir.exists());
+    let ltm = hf_copy_config(
+        dir.path(),
+        "arch = \"gpt2-ltm\"\n[model.long_term]\nkl_weight = 1e-5",
+    );
+    let out = hf_import(&case, &ltm, &run_dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The official settings, under what the config sets.
+    let saved: toml::Table =
+        toml::from_str(&std::fs::read_to_string(run_dir.join("config.toml")).unwrap()).unwrap();
+    let long_term = saved["model"]["long_term"].as_table().unwrap();
+    assert_eq!(long_term["num_basis"].as_integer(), Some(512));
+    assert_eq!(long_term["gate"].as_bool(), Some(true));
+    assert_eq!(long_term["mu_0"].as_float(), Some(-1.0));
+    assert_eq!(long_term["kl_weight"].as_float(), Some(1e-5));
 }

@@ -41,6 +41,13 @@ pub trait Architecture: 'static {
     /// path, with the sizes of each experiment given beside it).
     const PRESETS: &'static [(&'static str, &'static str)] = &[];
 
+    /// Tables of the config whose fields a `[model]` table gives flat, as
+    /// `(table, its field names)`, beside `transformer`
+    /// ([`TransformerSizes::FIELDS`], for every config that has one): e.g.
+    /// the ∞-former's long-term memory, written flat in its `[model]`.
+    /// Each is filled in from the config's defaults.
+    const FLAT_TABLES: &'static [(&'static str, &'static [&'static str])] = &[];
+
     type Model<B: Backend>: SegmentModel<B>;
     type TrainModel<B: AutodiffBackend>: SegmentModel<B>
         + AutodiffModule<B, InnerModule = Self::Model<B::InnerBackend>>;
@@ -99,12 +106,14 @@ pub fn parse_model_config<A: Architecture>(
     ctx: &ModelContext,
 ) -> Result<A::Config, ConfigError> {
     let table = apply_preset::<A>(table)?;
-    let table = nest_transformer::<A>(table)?;
-    // The shared fields are named as the file gives them: `model.d_model`.
+    let table = nest_flat_tables::<A>(table)?;
+    // The nested fields are named as the file gives them: `model.d_model`.
     let config: A::Config =
         parse_section(toml::Value::Table(table), "model").map_err(|mut e| {
-            if let Some(field) = e.field.strip_prefix("model.transformer.") {
-                e.field = format!("model.{field}");
+            for (name, _) in flat_tables::<A>() {
+                if let Some(field) = e.field.strip_prefix(&format!("model.{name}.")) {
+                    e.field = format!("model.{field}");
+                }
             }
             e
         })?;
@@ -112,32 +121,40 @@ pub fn parse_model_config<A: Architecture>(
     Ok(config)
 }
 
-/// Moves the shared Transformer fields ([`TransformerSizes::FIELDS`]) of a
-/// flat `[model]` table into the `transformer` table of a config that has
-/// one (a `transformer: TransformerSizes` field), over the architecture's
-/// defaults for them; a config without one gets the table as it is.
-fn nest_transformer<A: Architecture>(mut table: toml::Table) -> Result<toml::Table, ConfigError> {
+/// `transformer` and [`Architecture::FLAT_TABLES`].
+fn flat_tables<A: Architecture>() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {
+    std::iter::once(("transformer", TransformerSizes::FIELDS)).chain(A::FLAT_TABLES.iter().copied())
+}
+
+/// Moves the fields of each flat table ([`flat_tables`]: the shared
+/// Transformer fields, [`TransformerSizes::FIELDS`], and the
+/// architecture's own) of a flat `[model]` table into that table of a
+/// config that has one, over the architecture's defaults for them; a
+/// config without one gets the table as it is.
+fn nest_flat_tables<A: Architecture>(mut table: toml::Table) -> Result<toml::Table, ConfigError> {
     let defaults =
         toml::Table::try_from(A::Config::default()).expect("a default config serializes");
-    let Some(toml::Value::Table(mut nested)) = defaults.get("transformer").cloned() else {
-        return Ok(table);
-    };
-    match table.remove("transformer") {
-        None => {}
-        Some(toml::Value::Table(given)) => nested.extend(given),
-        Some(other) => {
-            return Err(ConfigError::new(
-                "model.transformer",
-                format!("must be a table, got {}", other.type_str()),
-            ));
+    for (name, fields) in flat_tables::<A>() {
+        let Some(toml::Value::Table(mut nested)) = defaults.get(name).cloned() else {
+            continue;
+        };
+        match table.remove(name) {
+            None => {}
+            Some(toml::Value::Table(given)) => nested.extend(given),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    format!("model.{name}"),
+                    format!("must be a table, got {}", other.type_str()),
+                ));
+            }
         }
-    }
-    for field in TransformerSizes::FIELDS {
-        if let Some(value) = table.remove(*field) {
-            nested.insert((*field).to_string(), value);
+        for field in fields {
+            if let Some(value) = table.remove(*field) {
+                nested.insert((*field).to_string(), value);
+            }
         }
+        table.insert(name.into(), toml::Value::Table(nested));
     }
-    table.insert("transformer".into(), toml::Value::Table(nested));
     Ok(table)
 }
 

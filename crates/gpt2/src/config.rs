@@ -86,6 +86,13 @@ impl Gpt2Config {
     }
 }
 
+/// GPT-2's fields of a memory's `[model]` table, once the memory's own
+/// have been taken out (the memory configs' deserializers: serde's
+/// `flatten` would let an unknown field pass, `Gpt2Config` denies any).
+pub(crate) fn gpt2_fields<E: serde::de::Error>(table: toml::Table) -> Result<Gpt2Config, E> {
+    Gpt2Config::deserialize(toml::Value::Table(table)).map_err(E::custom)
+}
+
 impl Validate for Gpt2Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check::positive("n_layer", self.n_layer)?;

@@ -9,13 +9,16 @@
 //! memory, its learned positions restarting at every segment, as the
 //! official fine-tuning code (deep-spin/infinite-former, `finetune_gpt2/`)
 //! feeds GPT-2 one block of text at a time. `gpt2-rmt` adds RMT's memory
-//! tokens ([`rmt`]).
+//! tokens ([`rmt`]), `gpt2-ltm` the ∞-former's long-term memory
+//! ([`long_term`]).
 
 pub mod config;
+pub mod long_term;
 pub mod model;
 pub mod rmt;
 
 pub use config::Gpt2Config;
+pub use long_term::{Gpt2Ltm, Gpt2LtmConfig, Gpt2LtmMemory};
 pub use model::Gpt2;
 pub use rmt::{Gpt2Rmt, Gpt2RmtConfig};
 
@@ -47,6 +50,23 @@ memlab_core::architecture! {
 
     fn check(
         config: &Gpt2RmtConfig,
+        ctx: &memlab_core::ModelContext,
+    ) -> Result<(), memlab_core::config::ConfigError> {
+        config.check_context(ctx)
+    }
+}
+
+memlab_core::architecture! {
+    /// The registry entry of GPT-2 with the ∞-former's long-term memory.
+    pub struct Gpt2LtmArch {
+        name: "gpt2-ltm",
+        summary: "GPT-2 (Hugging Face weights) with the ∞-former's continuous long-term memory in every block (Martins et al. 2022, §4.2)",
+        config: Gpt2LtmConfig,
+        model: Gpt2Ltm,
+    }
+
+    fn check(
+        config: &Gpt2LtmConfig,
         ctx: &memlab_core::ModelContext,
     ) -> Result<(), memlab_core::config::ConfigError> {
         config.check_context(ctx)

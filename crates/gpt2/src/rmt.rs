@@ -25,7 +25,7 @@ use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 use memlab_rmt::{RmtMemory, rmt_mask};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Gpt2Config;
+use crate::config::{Gpt2Config, gpt2_fields};
 use crate::model::Gpt2;
 
 /// `[model]` with `arch = "gpt2-rmt"`: GPT-2's fields (Hugging Face's
@@ -63,9 +63,8 @@ impl<'de> Deserialize<'de> for Gpt2RmtConfig {
                 )));
             }
         };
-        let gpt2 = Gpt2Config::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
         Ok(Self {
-            gpt2,
+            gpt2: gpt2_fields(table)?,
             num_mem_tokens,
         })
     }

@@ -12,6 +12,7 @@ use memlab_train::testing::{
     assert_config_errors, assert_seeded_and_round_trips, seeded_model, train_for_test,
 };
 
+mod ltm;
 mod rmt;
 
 type B = Flex;
@@ -176,10 +177,10 @@ warmup_steps = 20
 log_every = 50
 eval_batches = 4
 [model]
-{model}
 resid_pdrop = 0.0
 embd_pdrop = 0.0
 attn_pdrop = 0.0
+{model}
 "#,
         dir.path().display()
     );
@@ -202,4 +203,55 @@ attn_pdrop = 0.0
 #[test]
 fn gpt2_learns_copy_within_one_segment() {
     learns_copy_within_one_segment::<Gpt2Arch>("arch = \"gpt2\"\nn_positions = 12");
+}
+
+/// The gradients of `model`'s loss on the last segment of one row
+/// (`inputs`, `targets` below `vocab_size`, read in segments of
+/// `segment_len`), with gradients through the memory truncated to `depth`.
+fn last_segment_gradients<M: memlab_core::SegmentModel<burn::backend::Autodiff<B>>>(
+    model: &M,
+    inputs: Vec<i64>,
+    targets: Vec<i64>,
+    vocab_size: usize,
+    segment_len: usize,
+    depth: memlab_core::BpttDepth,
+) -> <burn::backend::Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients {
+    let device = Default::default();
+    let len = inputs.len();
+    let mask: Vec<f32> = (0..len)
+        .map(|i| if i >= len - segment_len { 1.0 } else { 0.0 })
+        .collect();
+    let batch = memlab_core::HostBatch {
+        batch: 1,
+        len,
+        inputs,
+        targets,
+        mask,
+    }
+    .to_device::<burn::backend::Autodiff<B>>(vocab_size, &device)
+    .unwrap();
+    let rollout = memlab_train::runner::run_segments(
+        model,
+        &batch,
+        segment_len,
+        depth,
+        model.init_memory(1, &device),
+    );
+    rollout.loss.backward()
+}
+
+/// The GPT-2 under the memories' tests: d 16, 2 heads, no dropout, large
+/// weights (attention far from uniform, so that differences show).
+fn small_memory_gpt2() -> Gpt2Config {
+    Gpt2Config {
+        n_embd: 16,
+        n_head: 2,
+        n_inner: Some(32),
+        n_positions: 16,
+        resid_pdrop: 0.0,
+        embd_pdrop: 0.0,
+        attn_pdrop: 0.0,
+        initializer_range: 0.3,
+        ..Gpt2Config::default()
+    }
 }

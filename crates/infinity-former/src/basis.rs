@@ -68,15 +68,31 @@ impl GaussianBasis {
     /// spaced 1/P, so the signal is damped at the edges; their rows of `G`
     /// are dropped (they multiply zeros).
     pub fn regression(&self, positions: &[f64], ridge: f64) -> Vec<f64> {
-        let n = self.len();
         let p = positions.len();
         let pads = p / 2;
-        let mut all: Vec<f64> = (0..pads)
+        let left: Vec<f64> = (0..pads)
             .rev()
             .map(|i| -(i as f64 + 0.5) / p as f64)
             .collect();
-        all.extend_from_slice(positions);
-        all.extend((0..pads).map(|i| 1.0 + (i as f64 + 0.5) / p as f64));
+        let right: Vec<f64> = (0..pads)
+            .map(|i| 1.0 + (i as f64 + 0.5) / p as f64)
+            .collect();
+        self.regression_padded(&left, positions, &right, ridge)
+    }
+
+    /// [`Self::regression`] with the zero-valued points `left` (below 0)
+    /// and `right` (above 1) given ([`contraction_padding`]).
+    pub fn regression_padded(
+        &self,
+        left: &[f64],
+        positions: &[f64],
+        right: &[f64],
+        ridge: f64,
+    ) -> Vec<f64> {
+        let n = self.len();
+        let p = positions.len();
+        let pads = left.len();
+        let all: Vec<f64> = left.iter().chain(positions).chain(right).copied().collect();
         // A = F Fᵀ + λ I over every point, padding included.
         let columns: Vec<Vec<f64>> = all.iter().map(|&t| self.eval(t)).collect();
         let mut a = vec![0.0; n * n];
@@ -109,6 +125,24 @@ impl GaussianBasis {
 /// Positions of L vectors spread over [0, 1]: `t_j = (j + 0.5) / L`.
 pub fn uniform_positions(l: usize) -> Vec<f64> {
     (0..l).map(|j| (j as f64 + 0.5) / l as f64).collect()
+}
+
+/// The zero-valued points of the contracted fit, as the official code
+/// places them (`G_inf` in `LongTermAttention.__init__`, sorting/ and
+/// finetune_gpt2/ alike): the points of `linspace(−½ + s, 3/2 − s, 2P)`,
+/// `s = 1/(2L + M)`, `P = M + L`, that lie below 0 and above 1 (P/2 on
+/// each side for the lengths the official code runs; it has no branch for
+/// an odd L that runs).
+pub fn contraction_padding(samples: usize, l: usize) -> (Vec<f64>, Vec<f64>) {
+    let p = samples + l;
+    let shift = 1.0 / (2 * l + samples) as f64;
+    let count = 2 * p;
+    let (start, end) = (-0.5 + shift, 1.5 - shift);
+    let step = (end - start) / (count - 1) as f64;
+    let points = (0..count).map(|k| start + k as f64 * step);
+    let left = points.clone().filter(|&t| t < 0.0).collect();
+    let right = points.filter(|&t| t > 1.0).collect();
+    (left, right)
 }
 
 /// Positions of the contracted signal (§3.2, the official `update_inf`): the

@@ -22,6 +22,68 @@ pub struct InfinityFormerConfig {
     pub untie_r: bool,
     /// The long-term memory (false: exactly Transformer-XL).
     pub long_term: bool,
+    /// The long-term memory's settings, given flat in `[model]`
+    /// (`num_basis = 512`, ...: [`LongTermSettings::FIELDS`]).
+    pub memory: LongTermSettings,
+}
+
+impl Default for InfinityFormerConfig {
+    fn default() -> Self {
+        Self {
+            transformer: TransformerSizes {
+                pre_norm: false,
+                scale_embeddings: true,
+                ..TransformerSizes::default()
+            },
+            n_layers: 2,
+            mem_len: 16,
+            clamp_len: None,
+            untie_r: false,
+            long_term: true,
+            memory: LongTermSettings {
+                num_basis: 512,
+                basis_sigmas: vec![0.01, 0.05],
+                ridge_penalty: 1.0,
+                tau: 0.75,
+                num_samples: 512,
+                gate: true,
+                sticky: false,
+                sticky_bins: 100,
+                kl_weight: 1e-6,
+                sigma_0: 0.05,
+                mu_0: None,
+                sigma_floor: 1e-6,
+            },
+        }
+    }
+}
+
+impl Validate for InfinityFormerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.transformer.check(true)?;
+        check::positive("n_layers", self.n_layers)?;
+        self.memory.validate()?;
+        if let Some(mu) = self.memory.mu_0
+            && !(0.0..=1.0).contains(&mu)
+        {
+            return Err(ConfigError::new(
+                "mu_0",
+                format!("must be in [0, 1], got {mu}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The long-term memory of one layer, whatever model carries it (the
+/// ∞-former here, GPT-2 in memlab-gpt2): the signal, its update and the
+/// continuous attention's constants (Martins et al., 2022, §3.1–3.3). The
+/// ∞-former's `[model]` gives them flat ([`Self::FIELDS`]); GPT-2 + LTM's
+/// in a table of their own. Every field is given or filled in from the
+/// model's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongTermSettings {
     /// N, the number of Gaussian basis functions.
     pub num_basis: usize,
     /// Widths σ of the basis functions: each centre gets every width, the
@@ -42,45 +104,31 @@ pub struct InfinityFormerConfig {
     /// Weight of the KL regulariser toward N(μ₀, σ₀²) (0: off).
     pub kl_weight: f64,
     pub sigma_0: f64,
-    /// μ₀; absent: the KL term has no mean part (the official default).
+    /// μ₀; absent: the KL term has no mean part.
     pub mu_0: Option<f64>,
     /// σ² is clamped to at least this.
     pub sigma_floor: f64,
 }
 
-impl Default for InfinityFormerConfig {
-    fn default() -> Self {
-        Self {
-            transformer: TransformerSizes {
-                pre_norm: false,
-                scale_embeddings: true,
-                ..TransformerSizes::default()
-            },
-            n_layers: 2,
-            mem_len: 16,
-            clamp_len: None,
-            untie_r: false,
-            long_term: true,
-            num_basis: 512,
-            basis_sigmas: vec![0.01, 0.05],
-            ridge_penalty: 1.0,
-            tau: 0.75,
-            num_samples: 512,
-            gate: true,
-            sticky: false,
-            sticky_bins: 100,
-            kl_weight: 1e-6,
-            sigma_0: 0.05,
-            mu_0: None,
-            sigma_floor: 1e-6,
-        }
-    }
-}
+impl LongTermSettings {
+    /// The field names, as a `[model]` table gives them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "num_basis",
+        "basis_sigmas",
+        "ridge_penalty",
+        "tau",
+        "num_samples",
+        "gate",
+        "sticky",
+        "sticky_bins",
+        "kl_weight",
+        "sigma_0",
+        "mu_0",
+        "sigma_floor",
+    ];
 
-impl Validate for InfinityFormerConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.transformer.check(true)?;
-        check::positive("n_layers", self.n_layers)?;
+    /// Errors name the field (as `model.<field>` from the caller's table).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         check::positive("num_basis", self.num_basis)?;
         check::positive("num_samples", self.num_samples)?;
         check::positive("sticky_bins", self.sticky_bins)?;
@@ -116,11 +164,11 @@ impl Validate for InfinityFormerConfig {
         check::positive_f64("sigma_0", self.sigma_0)?;
         check::positive_f64("sigma_floor", self.sigma_floor)?;
         if let Some(mu) = self.mu_0
-            && !(0.0..=1.0).contains(&mu)
+            && !mu.is_finite()
         {
             return Err(ConfigError::new(
                 "mu_0",
-                format!("must be in [0, 1], got {mu}"),
+                format!("must be finite, got {mu}"),
             ));
         }
         Ok(())

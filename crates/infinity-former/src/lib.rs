@@ -18,7 +18,7 @@ pub mod long_term;
 pub mod memory;
 pub mod model;
 
-pub use config::InfinityFormerConfig;
+pub use config::{InfinityFormerConfig, LongTermSettings};
 pub use long_term::{LongTermAttention, LongTermContext};
 pub use memory::InfinityMemory;
 pub use model::InfinityFormer;
@@ -31,4 +31,7 @@ memlab_core::architecture! {
         config: InfinityFormerConfig,
         model: InfinityFormer,
     }
+
+    const FLAT_TABLES: &'static [(&'static str, &'static [&'static str])] =
+        &[("memory", LongTermSettings::FIELDS)];
 }

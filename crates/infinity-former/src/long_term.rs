@@ -14,8 +14,8 @@ use burn::tensor::activation::{sigmoid, softplus};
 use memlab_core::flops;
 use memlab_core::layers::attention::{merge_heads, normal_init, rows};
 
-use crate::basis::{GaussianBasis, contraction_positions, uniform_positions};
-use crate::config::InfinityFormerConfig;
+use crate::basis::{GaussianBasis, contraction_padding, contraction_positions, uniform_positions};
+use crate::config::LongTermSettings;
 
 /// What every layer's long-term memory shares: the basis, the constants,
 /// and the regression matrices computed so far (one per length; computed on
@@ -45,7 +45,7 @@ enum HostMatrix {
 type Regressions = Arc<Mutex<HashMap<HostMatrix, Arc<Vec<f32>>>>>;
 
 impl LongTermContext {
-    pub fn new(config: &InfinityFormerConfig) -> Self {
+    pub fn new(config: &LongTermSettings) -> Self {
         Self {
             basis: GaussianBasis::new(config.num_basis, &config.basis_sigmas),
             ridge_penalty: config.ridge_penalty,
@@ -86,13 +86,23 @@ impl LongTermContext {
                 .entry(which)
                 .or_insert_with(|| {
                     let values: Vec<f64> = match which {
-                        HostMatrix::Fit { l, contracted } => {
-                            let positions = if contracted {
-                                contraction_positions(self.num_samples, l, self.tau)
-                            } else {
-                                uniform_positions(l)
-                            };
-                            self.basis.regression(&positions, self.ridge_penalty)
+                        HostMatrix::Fit {
+                            l,
+                            contracted: false,
+                        } => self
+                            .basis
+                            .regression(&uniform_positions(l), self.ridge_penalty),
+                        HostMatrix::Fit {
+                            l,
+                            contracted: true,
+                        } => {
+                            let (left, right) = contraction_padding(self.num_samples, l);
+                            self.basis.regression_padded(
+                                &left,
+                                &contraction_positions(self.num_samples, l, self.tau),
+                                &right,
+                                self.ridge_penalty,
+                            )
                         }
                         HostMatrix::UniformSamples => (1..=self.num_samples)
                             .flat_map(|i| self.basis.eval(i as f64 / self.num_samples as f64))
@@ -236,29 +246,39 @@ pub struct LongTermRead<B: Backend> {
     pub density: Option<Tensor<B, 3>>,
 }
 
-impl InfinityFormerConfig {
-    pub fn init_long_term<B: Backend>(&self, device: &B::Device) -> LongTermAttention<B> {
-        let t = &self.transformer;
-        let inner = t.n_heads * t.d_head();
+impl LongTermSettings {
+    /// One layer's long-term attention for a model of `d_model` with
+    /// `n_heads` heads of `d_head` (the short-term attention's), its
+    /// projections drawn N(0, `init_std`²), without biases (the official
+    /// `proj_key`, `proj_value`, `attn_out`, `mu`, `sigma`).
+    pub fn init_attention<B: Backend>(
+        &self,
+        d_model: usize,
+        n_heads: usize,
+        d_head: usize,
+        init_std: f64,
+        device: &B::Device,
+    ) -> LongTermAttention<B> {
+        let inner = n_heads * d_head;
         let linear = |i, o| {
             LinearConfig::new(i, o)
                 .with_bias(false)
-                .with_initializer(normal_init(t.init_std))
+                .with_initializer(normal_init(init_std))
                 .init(device)
         };
         LongTermAttention {
-            key: linear(t.d_model, inner),
-            value: linear(t.d_model, inner),
+            key: linear(d_model, inner),
+            value: linear(d_model, inner),
             mu: linear(self.num_basis, 1),
             sigma: linear(self.num_basis, 1),
-            output: linear(inner, t.d_model),
+            output: linear(inner, d_model),
             gate: self.gate.then(|| {
-                Conv1dConfig::new(t.d_model, t.d_model, 3)
+                Conv1dConfig::new(d_model, d_model, 3)
                     .with_padding(PaddingConfig1d::Explicit(1, 1))
                     .init(device)
             }),
-            n_heads: t.n_heads,
-            d_head: t.d_head(),
+            n_heads,
+            d_head,
         }
     }
 }
@@ -374,5 +394,71 @@ impl<B: Backend> LongTermAttention<B> {
             kl,
             density,
         }
+    }
+}
+
+/// The signal each layer reads in a segment: the vectors waiting in
+/// `pending` (those that left the short-term cache, or the last segment's
+/// inputs) written into the layer's past signal, or the past signal as it
+/// is when nothing waits; `None` for a layer with nothing in memory yet.
+/// `past = None` restarts every layer's signal from the pending vectors.
+pub fn write_pending<B: Backend>(
+    layers: &[LongTermAttention<B>],
+    ctx: &LongTermContext,
+    pending: &[Option<Tensor<B, 3>>],
+    past: Option<&[Option<Tensor<B, 3>>]>,
+    density: &[Option<Tensor<B, 3>>],
+) -> Vec<Option<Tensor<B, 3>>> {
+    let layer = |v: &[Option<Tensor<B, 3>>], i: usize| v.get(i).cloned().flatten();
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, ltm)| {
+            let past = past.and_then(|p| layer(p, i));
+            match layer(pending, i) {
+                Some(x) => {
+                    let density = density.get(i).and_then(Option::as_ref);
+                    Some(ltm.write(ctx, x, past.map(|p| (p, density))))
+                }
+                None => past,
+            }
+        })
+        .collect()
+}
+
+/// What the layers' long-term reads of one segment leave: the summed KL
+/// and, with sticky memories, each layer's attention density (detached).
+#[derive(Debug, Clone)]
+pub struct LongTermReads<B: Backend> {
+    /// Σ over layers of the mean KL (`None` before anything is in memory).
+    pub kl: Option<Tensor<B, 1>>,
+    pub density: Vec<Option<Tensor<B, 3>>>,
+}
+
+impl<B: Backend> LongTermReads<B> {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            kl: None,
+            density: vec![None; layers],
+        }
+    }
+
+    /// Layer `i` reads `coefficients` (if it has a signal) from `queries`:
+    /// the output to add to its attention's.
+    pub fn read(
+        &mut self,
+        i: usize,
+        ltm: &LongTermAttention<B>,
+        ctx: &LongTermContext,
+        queries: Tensor<B, 4>,
+        coefficients: Option<Tensor<B, 3>>,
+    ) -> Option<Tensor<B, 3>> {
+        let read = ltm.read(ctx, queries, coefficients?);
+        self.kl = Some(match self.kl.take() {
+            Some(sum) => sum + read.kl,
+            None => read.kl,
+        });
+        self.density[i] = read.density.map(|d| d.detach());
+        Some(read.output)
     }
 }

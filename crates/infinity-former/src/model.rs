@@ -19,7 +19,7 @@ use memlab_core::layers::{RelativeBias, RelativeTransformerBlock, TokenEmbedding
 use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 
 use crate::config::InfinityFormerConfig;
-use crate::long_term::{LongTermAttention, LongTermContext};
+use crate::long_term::{LongTermAttention, LongTermContext, LongTermReads, write_pending};
 use crate::memory::InfinityMemory;
 
 #[derive(Module, Debug)]
@@ -48,13 +48,22 @@ impl InfinityFormerConfig {
         let (layers, biases) = t
             .block()
             .init_relative_stack(self.n_layers, self.untie_r, device);
+        let long_term = &self.memory;
         InfinityFormer {
             embedding: t.embedding(ctx.vocab_size).init(device),
             layers,
             biases,
             long_term: if self.long_term {
                 (0..self.n_layers)
-                    .map(|_| self.init_long_term(device))
+                    .map(|_| {
+                        long_term.init_attention(
+                            t.d_model,
+                            t.n_heads,
+                            t.d_head(),
+                            t.init_std,
+                            device,
+                        )
+                    })
                     .collect()
             } else {
                 Vec::new()
@@ -63,9 +72,9 @@ impl InfinityFormerConfig {
             d_model: t.d_model,
             mem_len: self.mem_len,
             clamp_len: self.clamp_len,
-            kl_weight: self.kl_weight,
+            kl_weight: self.memory.kl_weight,
             max_segment_len: ctx.max_segment_len,
-            context: LongTermContext::new(self),
+            context: LongTermContext::new(long_term),
         }
     }
 }
@@ -85,28 +94,20 @@ impl<B: Backend> InfinityFormer<B> {
         let device = tokens.device();
         let n = self.layers.len();
         let ctx = &self.context;
-        let layer = |v: &Vec<Option<Tensor<B, 3>>>, i: usize| v.get(i).cloned().flatten();
 
         // Write what left the short-term cache last segment into each
         // layer's signal (the gate's gradient is recorded here).
-        let coefficients: Vec<Option<Tensor<B, 3>>> = (0..n)
-            .map(|i| {
-                let past = layer(&memory.coefficients, i);
-                match (self.long_term.get(i), layer(&memory.pending, i)) {
-                    (Some(ltm), Some(x)) => {
-                        let density = memory.density.get(i).and_then(Option::as_ref);
-                        Some(ltm.write(ctx, x, past.map(|p| (p, density))))
-                    }
-                    (Some(_), None) => past,
-                    (None, _) => None,
-                }
-            })
-            .collect();
+        let coefficients = write_pending(
+            &self.long_term,
+            ctx,
+            &memory.pending,
+            Some(&memory.coefficients),
+            &memory.density,
+        );
 
         let mask = causal_mask::<B>(q, memory.cache.len(), &device);
         let h = self.dropout.forward(self.embedding.embed(tokens));
-        let mut kl: Option<Tensor<B, 1>> = None;
-        let mut density = vec![None; n];
+        let mut reads = LongTermReads::new(n);
         let (h, inputs) = relative_layers(
             &self.layers,
             &self.biases,
@@ -116,14 +117,8 @@ impl<B: Backend> InfinityFormer<B> {
             self.clamp_len,
             &self.dropout,
             |i, queries| {
-                let coefficients = coefficients[i].clone()?;
-                let read = self.long_term[i].read(ctx, queries, coefficients);
-                kl = Some(match kl.take() {
-                    Some(sum) => sum + read.kl,
-                    None => read.kl,
-                });
-                density[i] = read.density.map(|d| d.detach());
-                Some(read.output)
+                let ltm = self.long_term.get(i)?;
+                reads.read(i, ltm, ctx, queries, coefficients[i].clone())
             },
         );
         let (cache, evicted) = memory.cache.update_evicting(inputs, self.mem_len);
@@ -136,7 +131,7 @@ impl<B: Backend> InfinityFormer<B> {
                 .map(|c| c.map(|c| c.detach()))
                 .collect(),
             density: if ctx.sticky && long_term {
-                density
+                reads.density
             } else {
                 Vec::new()
             },
@@ -144,7 +139,7 @@ impl<B: Backend> InfinityFormer<B> {
         Hidden {
             h: self.dropout.forward(h),
             memory: next,
-            kl,
+            kl: reads.kl,
         }
     }
 }

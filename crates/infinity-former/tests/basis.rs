@@ -2,7 +2,7 @@
 //! for the expectation, analytic signals for the fit and the contraction.
 
 use memlab_infinity_former::basis::{
-    GaussianBasis, contraction_positions, gaussian, uniform_positions,
+    GaussianBasis, contraction_padding, contraction_positions, gaussian, uniform_positions,
 };
 
 /// Composite Simpson's rule on [a, b] with `n` (even) intervals.
@@ -139,6 +139,30 @@ fn contraction_keeps_the_signal_shape() {
     // The new vectors are where they were put.
     let end = reconstruct(&basis, &contracted, tau + (1.0 - tau) * 0.5);
     assert!((end - 0.1).abs() < 0.05, "new part at its midpoint: {end}");
+}
+
+#[test]
+fn the_contracted_fit_is_padded_as_the_official_g_inf() {
+    // M = 4, L = 2: linspace(−½ + ⅛, 3/2 − ⅛, 12), s = 1/(2L + M); the
+    // points below 0 and above 1, three on each side (P/2, which the
+    // official crop of G relies on).
+    let (left, right) = contraction_padding(4, 2);
+    let step = 1.75 / 11.0;
+    let want_left: Vec<f64> = (0..3).map(|k| -0.375 + k as f64 * step).collect();
+    let want_right: Vec<f64> = (9..12).map(|k| -0.375 + k as f64 * step).collect();
+    for (a, b) in left
+        .iter()
+        .zip(&want_left)
+        .chain(right.iter().zip(&want_right))
+    {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+    assert_eq!((left.len(), right.len()), (3, 3));
+    // The official run (M = L = 512) and the fine-tuning config (64, 64).
+    for (m, l) in [(512, 512), (64, 64), (8, 4)] {
+        let (left, right) = contraction_padding(m, l);
+        assert_eq!((left.len(), right.len()), ((m + l) / 2, (m + l) / 2));
+    }
 }
 
 #[test]

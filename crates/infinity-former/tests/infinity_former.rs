@@ -5,10 +5,12 @@ use memlab_core::config::parse_toml;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
 use memlab_core::{Architecture, MemoryState, ModelContext, SegmentModel};
-use memlab_infinity_former::basis::{GaussianBasis, contraction_positions, uniform_positions};
+use memlab_infinity_former::basis::{
+    GaussianBasis, contraction_padding, contraction_positions, uniform_positions,
+};
 use memlab_infinity_former::long_term::quantiles;
 use memlab_infinity_former::{
-    InfinityFormer, InfinityFormerArch, InfinityFormerConfig, InfinityMemory,
+    InfinityFormer, InfinityFormerArch, InfinityFormerConfig, InfinityMemory, LongTermSettings,
 };
 use memlab_train::testing::seeded_model;
 use memlab_train::testing::{assert_config_errors, assert_seeded_and_round_trips};
@@ -33,10 +35,20 @@ fn small() -> InfinityFormerConfig {
             ..InfinityFormerConfig::default().transformer
         },
         mem_len: 4,
-        num_basis: 8,
-        num_samples: 8,
+        memory: LongTermSettings {
+            num_basis: 8,
+            num_samples: 8,
+            ..InfinityFormerConfig::default().memory
+        },
         ..InfinityFormerConfig::default()
     }
+}
+
+/// [`small`] with its long-term memory's settings changed by `edit`.
+fn with_memory(edit: impl FnOnce(&mut LongTermSettings)) -> InfinityFormerConfig {
+    let mut config = small();
+    edit(&mut config.memory);
+    config
 }
 
 fn model<BB: Backend>(config: &InfinityFormerConfig, seed: u64) -> InfinityFormer<BB> {
@@ -139,11 +151,10 @@ fn segment_one_reaches_segment_four_through_the_long_term_memory() {
 #[test]
 fn memory_is_bounded_after_10_and_1000_segments() {
     let m = model::<B>(
-        &InfinityFormerConfig {
-            sticky: true,
-            sticky_bins: 5,
-            ..small()
-        },
+        &with_memory(|m| {
+            m.sticky = true;
+            m.sticky_bins = 5;
+        }),
         4,
     );
     let device = Default::default();
@@ -169,10 +180,7 @@ fn memory_is_bounded_after_10_and_1000_segments() {
 /// the first write, and the contraction with M uniform samples after.
 #[test]
 fn the_write_is_the_ridge_regression_and_contraction() {
-    let config = InfinityFormerConfig {
-        gate: false,
-        ..small()
-    };
+    let config = with_memory(|m| m.gate = false);
     let m = model::<B>(&config, 6);
     let device = Default::default();
     let ltm = &m.long_term[0];
@@ -224,7 +232,8 @@ fn the_write_is_the_ridge_regression_and_contraction() {
         })
         .collect();
     values.extend(rows);
-    let g_inf = basis.regression(&contraction_positions(8, 4, 0.75), 1.0);
+    let (left, right) = contraction_padding(8, 4);
+    let g_inf = basis.regression_padded(&left, &contraction_positions(8, 4, 0.75), &right, 1.0);
     let expected = host_fit(&g_inf, &values);
     for (a, e) in second.iter().zip(&expected) {
         assert!((*a as f64 - e).abs() < 1e-3 * (1.0 + e.abs()), "{a} vs {e}");
@@ -296,13 +305,7 @@ fn kl_is_added_once_there_is_a_long_term_memory() {
     }
     assert!(aux[0].is_none() && aux[1].is_none());
     assert!(aux[2].unwrap() > 0.0 && aux[3].unwrap() > 0.0);
-    let off = model::<B>(
-        &InfinityFormerConfig {
-            kl_weight: 0.0,
-            ..small()
-        },
-        8,
-    );
+    let off = model::<B>(&with_memory(|m| m.kl_weight = 0.0), 8);
     let memory = off.init_memory(1, &Default::default());
     assert!(
         off.forward_segment(tokens::<B>(&data[..4]), memory)
@@ -327,11 +330,10 @@ fn sticky_quantiles_follow_the_density() {
     assert_eq!(quantiles(&[0.0; 3], 2), vec![0.5, 1.0]);
     // A sticky model runs and keeps a density per layer.
     let m = model::<B>(
-        &InfinityFormerConfig {
-            sticky: true,
-            sticky_bins: 6,
-            ..small()
-        },
+        &with_memory(|m| {
+            m.sticky = true;
+            m.sticky_bins = 6;
+        }),
         9,
     );
     let mut memory = m.init_memory(1, &Default::default());
@@ -426,4 +428,35 @@ num_samples = 16
     );
     let log = std::fs::read_to_string(dir.path().join("inf/metrics.jsonl")).unwrap();
     assert!(log.contains("\"aux_loss\":"), "the KL is logged");
+}
+
+#[test]
+fn the_memory_settings_are_given_flat_and_fields_names_them_all() {
+    // FIELDS is every field of LongTermSettings (mu_0 set, so that it is
+    // serialized), and the flat table fills in the rest from the defaults.
+    let mut settings = InfinityFormerConfig::default().memory;
+    settings.mu_0 = Some(0.5);
+    let table = toml::Table::try_from(&settings).unwrap();
+    let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+    let mut fields = LongTermSettings::FIELDS.to_vec();
+    keys.sort();
+    fields.sort();
+    assert_eq!(keys, fields);
+    let parsed = parse_model_config::<InfinityFormerArch>(
+        parse_toml(
+            "num_basis = 16
+mu_0 = 0.5
+mem_len = 3",
+        )
+        .unwrap(),
+        &CTX,
+    )
+    .unwrap();
+    assert_eq!(parsed.memory.num_basis, 16);
+    assert_eq!(parsed.memory.mu_0, Some(0.5));
+    assert_eq!(
+        parsed.memory.tau,
+        InfinityFormerConfig::default().memory.tau
+    );
+    assert_eq!(parsed.mem_len, 3);
 }

@@ -12,6 +12,13 @@
 //! three `Linear`s in memlab), the tied `lm_head.weight` (absent from a
 //! `save_pretrained` file) and the causal-mask buffers older files hold
 //! (`attn.bias`, `attn.masked_bias`: no weights, accepted and left).
+//!
+//! The ∞-former's fine-tuning code (deep-spin/infinite-former,
+//! `finetune_gpt2/`) saves GPT-2 with its long-term memory in the same
+//! format: the settings as extra keys of `config.json`
+//! ([`OfficialLongTerm`]) and each block's memory under
+//! `h.{i}.attn.long_term_attention.` ([`long_term_keys`]), which load into
+//! memlab-gpt2's `gpt2-ltm`.
 
 use std::path::Path;
 
@@ -78,18 +85,7 @@ impl HfGpt2Config {
     /// Reads `config.json`; every setting memlab does not compute is an
     /// error naming it.
     pub fn read(path: &Path) -> Result<Self, WeightError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            WeightError::Read(format!(
-                "cannot read the model config {}: {e}",
-                path.display()
-            ))
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| {
-            WeightError::Read(format!(
-                "{} is not a GPT-2 config.json: {e}",
-                path.display()
-            ))
-        })?;
+        let config: Self = read_json(path, "is not a GPT-2 config.json")?;
         config.check()?;
         Ok(config)
     }
@@ -100,7 +96,9 @@ impl HfGpt2Config {
                 "config.json: `{field}` {why}"
             )))
         };
-        if self.model_type != "gpt2" {
+        // The ∞-former's fine-tuning fork of transformers (4.5.0.dev0)
+        // names its GPT2Config's model_type "gpt2-medium", whatever the size.
+        if self.model_type != "gpt2" && self.model_type != "gpt2-medium" {
             return unsupported(
                 "model_type",
                 &format!("is {:?}; memlab reads GPT-2 (\"gpt2\")", self.model_type),
@@ -201,6 +199,175 @@ impl HfGpt2Config {
         }
         serde_json::to_string_pretty(&value).expect("a config serializes") + "\n"
     }
+}
+
+/// `config.json` at `path` read as `T`; `what` says what it is not.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T, WeightError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        WeightError::Read(format!(
+            "cannot read the model config {}: {e}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| WeightError::Read(format!("{} {what}: {e}", path.display())))
+}
+
+/// The long-term memory's keys of a `config.json` written by the
+/// ∞-former's fine-tuning code (`infinite_memory_transformer_sticky_mem/
+/// config.json`; its `GPT2Config` keeps them as attributes). Its
+/// `LongTermAttention` fixes the rest: widths 0.005 and 0.01, 512 samples,
+/// ridge penalty 0.5, τ = 0.5, σ² ≥ 1e-4, 128 sticky bins, the memory
+/// restarted every 2,048 tokens; `--kl_m` (the KL's weight) is a training
+/// argument, not in the file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct OfficialLongTerm {
+    pub long_term_attention: bool,
+    pub long_term_attention_basis: usize,
+    pub long_term_attention_norm: String,
+    pub continuous: bool,
+    pub infinite_memory: bool,
+    pub affines: bool,
+    pub mask: bool,
+    pub mask_type: String,
+    pub mask_dropout: f64,
+    pub kl_regularizer: bool,
+    pub sigma_0: f64,
+    pub mu_0: f64,
+    pub sticky_memories: bool,
+}
+
+impl Default for OfficialLongTerm {
+    /// `configuration_gpt2_inftyformer.py`'s defaults.
+    fn default() -> Self {
+        Self {
+            long_term_attention: false,
+            long_term_attention_basis: 512,
+            long_term_attention_norm: "softmax".into(),
+            continuous: true,
+            infinite_memory: false,
+            affines: true,
+            mask: false,
+            mask_type: "cnn".into(),
+            mask_dropout: 0.1,
+            kl_regularizer: false,
+            sigma_0: 0.05,
+            mu_0: -1.0,
+            sticky_memories: false,
+        }
+    }
+}
+
+impl OfficialLongTerm {
+    /// The settings in `config.json` at `path`, when it has a long-term
+    /// memory (`long_term_attention = true`); a variant memlab does not
+    /// compute is an error naming its key.
+    pub fn read(path: &Path) -> Result<Option<Self>, WeightError> {
+        let config: Self = read_json(path, "holds no long-term memory settings memlab reads")?;
+        if !config.long_term_attention {
+            return Ok(None);
+        }
+        let unsupported = |field: &str, why: &str| {
+            Err(WeightError::Unsupported(format!(
+                "config.json: `{field}` {why}; memlab's gpt2-ltm computes the continuous \
+                 softmax attention over an unbounded memory (affines, softmax, infinite_memory)"
+            )))
+        };
+        if !config.continuous {
+            return unsupported("continuous", "is false (discrete attention)");
+        }
+        if !config.affines {
+            return unsupported("affines", "is false");
+        }
+        if config.long_term_attention_norm != "softmax" {
+            return unsupported(
+                "long_term_attention_norm",
+                &format!("is {:?}", config.long_term_attention_norm),
+            );
+        }
+        if !config.infinite_memory {
+            return unsupported("infinite_memory", "is false (the memory of one block)");
+        }
+        if config.mask && config.mask_type != "cnn" {
+            return unsupported("mask_type", &format!("is {:?}", config.mask_type));
+        }
+        if config.mask && config.mask_dropout > 0.0 {
+            return unsupported(
+                "mask_dropout",
+                &format!(
+                    "is {} (memlab has no dropout on the memory's input)",
+                    config.mask_dropout
+                ),
+            );
+        }
+        Ok(Some(config))
+    }
+
+    /// `[model.long_term]` of `arch = "gpt2-ltm"` for these settings (its
+    /// fields, memlab-infinity-former's `LongTermSettings`).
+    pub fn long_term_table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert(
+            "num_basis".into(),
+            toml::Value::Integer(self.long_term_attention_basis as i64),
+        );
+        t.insert(
+            "basis_sigmas".into(),
+            toml::Value::Array(vec![0.005.into(), 0.01.into()]),
+        );
+        t.insert("ridge_penalty".into(), 0.5.into());
+        t.insert("tau".into(), 0.5.into());
+        t.insert("num_samples".into(), toml::Value::Integer(512));
+        t.insert("gate".into(), self.mask.into());
+        t.insert("sticky".into(), self.sticky_memories.into());
+        t.insert("sticky_bins".into(), toml::Value::Integer(128));
+        if !self.kl_regularizer {
+            t.insert("kl_weight".into(), 0.0.into());
+        }
+        t.insert("sigma_0".into(), self.sigma_0.into());
+        t.insert("mu_0".into(), self.mu_0.into());
+        t.insert("sigma_floor".into(), 1e-4.into());
+        t
+    }
+}
+
+/// The keys of each block's long-term memory in an ∞-former GPT-2 file
+/// (`{prefix}h.{i}.attn.long_term_attention.*`, `nn.Linear` and
+/// `nn.Conv1d` weights, PyTorch's layout as memlab's) and their place in
+/// `gpt2-ltm` (`long_term.{i}.*`). `proj_query` is a parameter the
+/// official forward never uses: accepted, not loaded.
+pub fn long_term_keys(n_layer: usize, prefix: &str) -> Vec<(String, Place)> {
+    let mut keys = Vec::new();
+    for i in 0..n_layer {
+        let theirs = |rest: &str| format!("{prefix}h.{i}.attn.long_term_attention.{rest}");
+        let ours = |rest: &str| Place::Same(format!("long_term.{i}.{rest}"));
+        for (hf, mine) in [
+            ("proj_key.weight", "key.weight"),
+            ("proj_value.weight", "value.weight"),
+            ("attn_out.weight", "output.weight"),
+            ("mu.weight", "mu.weight"),
+            ("sigma.weight", "sigma.weight"),
+        ] {
+            keys.push((theirs(hf), ours(mine)));
+        }
+        keys.push((theirs("proj_query.weight"), Place::Buffer));
+    }
+    keys
+}
+
+/// The gate's keys (`mask_net`, present when the official `mask` is on).
+fn gate_keys(n_layer: usize, prefix: &str) -> Vec<(String, Place)> {
+    (0..n_layer)
+        .flat_map(|i| {
+            ["weight", "bias"].map(|p| {
+                (
+                    format!("{prefix}h.{i}.attn.long_term_attention.mask_net.{p}"),
+                    Place::Same(format!("long_term.{i}.gate.{p}")),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Where a Hugging Face key lives in memlab-gpt2.
@@ -322,7 +489,28 @@ pub fn load_hf<B: Backend, M: Module<B>>(
     weights: &Weights,
 ) -> Result<M, WeightError> {
     let own = own_snapshots::<B, M>(&model);
-    let table = hf_keys(n_layer, prefix_of(weights), module);
+    let prefix = prefix_of(weights);
+    let mut table = hf_keys(n_layer, prefix, module);
+    // An ∞-former GPT-2: its long-term memory too, every key of it.
+    let long_term = weights
+        .keys()
+        .any(|k| k.contains(".attn.long_term_attention."));
+    if long_term {
+        if !own.keys().any(|k| k.starts_with("long_term.")) {
+            return Err(WeightError::Unsupported(
+                "the file holds the ∞-former's long-term memory \
+                 (`h.{i}.attn.long_term_attention.*`); load it into arch = \"gpt2-ltm\""
+                    .into(),
+            ));
+        }
+        table.extend(long_term_keys(n_layer, prefix));
+        if weights
+            .keys()
+            .any(|k| k.contains(".long_term_attention.mask_net."))
+        {
+            table.extend(gate_keys(n_layer, prefix));
+        }
+    }
     check_keys(weights, &table, required)?;
     let shape_of = |path: &str| -> Result<Vec<usize>, WeightError> {
         own.get(path).map(|s| s.shape.to_vec()).ok_or_else(|| {
@@ -413,8 +601,13 @@ pub fn load_hf<B: Backend, M: Module<B>>(
             }
         }
     }
+    // What the file does not hold keeps its initial values: a memory's new
+    // parameters; but a file with the long-term memory must hold all of it.
     apply_all_but(model, snapshots, "Hugging Face GPT-2", |path| {
-        !module.is_empty() && !path.starts_with(module)
+        let loaded = module.is_empty()
+            || path.starts_with(module)
+            || (long_term && path.starts_with("long_term."));
+        !loaded
     })
 }
 

@@ -21,6 +21,10 @@ pub struct ComparedRun {
     pub model: usize,
     /// `run.seed` of this run.
     pub seed: u64,
+    /// `init_from` of the model's table: a folder of pre-trained weights
+    /// the run starts from (a Hugging Face GPT-2 folder, which the CLI's
+    /// importer reads), not a field of `[model]`.
+    pub init_from: Option<String>,
     /// The whole config: `[compare]` removed, the model's table as
     /// `[model]`, the setting's `set` applied, `run.seed` the seed, and
     /// `run.name` made `<name>/<setting>-<model label>-seed<seed>`.
@@ -78,12 +82,15 @@ pub fn compared_runs(config: &ExperimentConfig) -> Result<Vec<ComparedRun>, Conf
     Ok(runs)
 }
 
-/// One of `[compare]`'s models: its table without `set`, its own `set`
-/// (dotted overrides of the whole config for its runs alone, `set = {
-/// "train.bptt_depth" = 0 }`, applied after the setting's), and its spec.
+/// One of `[compare]`'s models: its table without `set` and `init_from`,
+/// its own `set` (dotted overrides of the whole config for its runs alone,
+/// `set = { "train.bptt_depth" = 0 }`, applied after the setting's), the
+/// pre-trained weights its runs start from (`init_from = "DIR"`), and its
+/// spec.
 struct ComparedModel {
     table: toml::Table,
     set: toml::Table,
+    init_from: Option<String>,
     spec: ModelSpec,
 }
 
@@ -104,10 +111,20 @@ fn compared_models(tables: &[toml::Table]) -> Result<Vec<ComparedModel>, ConfigE
                 ));
             }
         };
-        split.push((table, set));
+        let init_from = match table.remove("init_from") {
+            None => None,
+            Some(toml::Value::String(dir)) => Some(dir),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    format!("compare.models[{i}].init_from"),
+                    format!("must be the path of a folder of pre-trained weights, got {other}"),
+                ));
+            }
+        };
+        split.push((table, set, init_from));
     }
     let mut models: Vec<ComparedModel> = Vec::with_capacity(split.len());
-    for (i, (table, set)) in split.into_iter().enumerate() {
+    for (i, (table, set, init_from)) in split.into_iter().enumerate() {
         let spec = ModelSpec::from_table(&table, &format!("compare.models[{i}]"))?;
         if let Some(j) = models.iter().position(|m| m.spec.label == spec.label) {
             return Err(ConfigError::new(
@@ -118,7 +135,12 @@ fn compared_models(tables: &[toml::Table]) -> Result<Vec<ComparedModel>, ConfigE
                 ),
             ));
         }
-        models.push(ComparedModel { table, set, spec });
+        models.push(ComparedModel {
+            table,
+            set,
+            init_from,
+            spec,
+        });
     }
     Ok(models)
 }
@@ -219,6 +241,7 @@ fn compared_run(
         spec,
         model: i,
         seed,
+        init_from: model.init_from.clone(),
         config: run_config,
     })
 }

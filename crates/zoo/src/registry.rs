@@ -8,4 +8,5 @@ memlab_core::architectures! {
     memlab_memformer::MemformerArch,
     memlab_gpt2::Gpt2Arch,
     memlab_gpt2::Gpt2RmtArch,
+    memlab_gpt2::Gpt2LtmArch,
 }

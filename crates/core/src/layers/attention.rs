@@ -89,13 +89,28 @@ impl<B: Backend> MultiHeadAttention<B> {
         mask: Option<Tensor<B, 4, Bool>>,
         bias: Option<Tensor<B, 4>>,
     ) -> Tensor<B, 3> {
+        self.forward_with_query(x, context, mask, bias).0
+    }
+
+    /// [`Self::forward`], also returning the queries `W_q x + b_q`
+    /// `[batch, heads, q, d_head]` before the 1/√d_head scaling (what a
+    /// second attention over another memory reads, e.g. GPT-2's long-term
+    /// memory in the ∞-former's fine-tuning code, `long_term_attention(mem,
+    /// query)`).
+    pub fn forward_with_query(
+        &self,
+        x: Tensor<B, 3>,
+        context: Option<Tensor<B, 3>>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        bias: Option<Tensor<B, 4>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let context = context.unwrap_or_else(|| x.clone());
         let scale = (self.d_head as f64).sqrt().recip();
-        let q = split_heads(rows(&self.query, x) * scale, self.n_heads);
+        let queries = split_heads(rows(&self.query, x), self.n_heads);
         let k = split_heads(rows(&self.key, context.clone()), self.n_heads);
         let v = split_heads(rows(&self.value, context), self.n_heads);
-        let heads = attend(q, k, v, mask, bias, &self.dropout);
-        rows(&self.output, merge_heads(heads))
+        let heads = attend(queries.clone() * scale, k, v, mask, bias, &self.dropout);
+        (rows(&self.output, merge_heads(heads)), queries)
     }
 }
 

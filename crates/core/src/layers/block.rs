@@ -207,6 +207,28 @@ impl<B: Backend> TransformerBlock<B> {
             .attention_residual(x, |h| self.attention.forward(h, context, mask, bias));
         self.body.feed_forward_residual(x)
     }
+
+    /// Causal self-attention of `x` under `mask` with a second attention
+    /// over another memory: `extra(queries)` (the queries `W_q x + b_q`
+    /// `[batch, heads, q, d_head]`, unscaled) returns `[batch, q, d_model]`,
+    /// added to the attention's output projection before the residual
+    /// dropout (GPT-2 with the ∞-former's long-term memory:
+    /// `a = c_proj(a); a += a_long_term; a = resid_dropout(a)`).
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        extra: impl FnOnce(Tensor<B, 4>) -> Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        let x = self.body.attention_residual(x, |h| {
+            let (out, queries) = self.attention.forward_with_query(h, None, mask, None);
+            match extra(queries) {
+                Some(long_term) => out + long_term,
+                None => out,
+            }
+        });
+        self.body.feed_forward_residual(x)
+    }
 }
 
 impl<B: Backend> CrossAttentionBlock<B> {

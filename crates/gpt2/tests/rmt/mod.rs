@@ -3,9 +3,8 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use memlab_core::{BpttDepth, HostBatch, MemoryState, ModelContext, SegmentModel};
-use memlab_gpt2::{Gpt2Config, Gpt2RmtArch, Gpt2RmtConfig};
-use memlab_train::runner::run_segments;
+use memlab_core::{BpttDepth, MemoryState, ModelContext, SegmentModel};
+use memlab_gpt2::{Gpt2RmtArch, Gpt2RmtConfig};
 use memlab_train::testing::{
     assert_config_errors, assert_seeded_and_round_trips, seeded_model, segment_logits,
 };
@@ -20,17 +19,7 @@ const CTX: ModelContext = ModelContext {
 
 fn config() -> Gpt2RmtConfig {
     Gpt2RmtConfig {
-        gpt2: Gpt2Config {
-            n_embd: 16,
-            n_head: 2,
-            n_inner: Some(32),
-            n_positions: 16,
-            resid_pdrop: 0.0,
-            embd_pdrop: 0.0,
-            attn_pdrop: 0.0,
-            initializer_range: 0.3,
-            ..Gpt2Config::default()
-        },
+        gpt2: super::small_memory_gpt2(),
         num_mem_tokens: 2,
     }
 }
@@ -75,19 +64,7 @@ fn what_segment_one_holds_changes_segment_three_through_memory() {
 /// from the loss of segment 3.
 fn gradient_into_segment_one(depth: BpttDepth) -> f32 {
     let model = seeded_model::<Gpt2RmtArch, AB>(&config(), &CTX, 2);
-    let device = Default::default();
-    let mask: Vec<f32> = (0..18).map(|i| if i >= 12 { 1.0 } else { 0.0 }).collect();
-    let batch = HostBatch {
-        batch: 1,
-        len: 18,
-        inputs: seq(18, 3),
-        targets: seq(18, 4),
-        mask,
-    }
-    .to_device::<AB>(12, &device)
-    .unwrap();
-    let rollout = run_segments(&model, &batch, 6, depth, model.init_memory(1, &device));
-    let grads = rollout.loss.backward();
+    let grads = super::last_segment_gradients(&model, seq(18, 3), seq(18, 4), 12, 6, depth);
     model
         .memory_init
         .grad(&grads)
