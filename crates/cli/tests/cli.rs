@@ -823,25 +823,39 @@ fn bench_config_errors_name_the_field() {
 /// Every config of configs/paper/ plans as written: it parses, its tasks
 /// build (text corpora from $MEMLAB_DATA_DIR), every model is checked
 /// against its task, and `--dry-run` lists its cells (at least 3 seeds
-/// each) without training.
+/// each) without training. A config without `[compare]` is a first step
+/// (the GPT-2 that the fine-tuning comparison starts from): it trains for
+/// one step and is exported as its header says, and the comparisons that
+/// start from it (`init_from = "runs/..."`) plan from that folder. Each
+/// runs from the repository's root, as its header's command does.
 #[test]
 fn every_paper_config_plans_as_written() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/paper");
-    let mut configs: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut configs: Vec<PathBuf> = std::fs::read_dir(root.join("configs/paper"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
-    configs.sort();
+    // First steps first.
+    let is_step = |p: &PathBuf| !std::fs::read_to_string(p).unwrap().contains("\n[compare]");
+    configs.sort_by_key(|p| (!is_step(p), p.clone()));
     assert!(configs.len() >= 8, "{configs:?}");
     let data = std::env::var_os("MEMLAB_DATA_DIR");
     let out_dir = tempfile::tempdir().unwrap();
-    let set_out = format!("run.out_dir={}", out_dir.path().display());
+    let out = out_dir.path().display().to_string();
+    let set_out = format!("run.out_dir={out}");
+    let at_root = |args: &[&str]| {
+        memlab()
+            .current_dir(&root)
+            .args(args)
+            .output()
+            .expect("memlab runs")
+    };
     for config in &configs {
         let body = std::fs::read_to_string(config).unwrap();
         let text_task = body
             .lines()
-            .any(|l| l == "kind = \"bytes\"" || l == "kind = \"words\"");
+            .any(|l| l == "kind = \"bytes\"" || l == "kind = \"words\"" || l == "kind = \"bpe\"");
         if text_task && data.is_none() {
             eprintln!(
                 "skipped {}: set MEMLAB_DATA_DIR to the shared data directory",
@@ -849,20 +863,74 @@ fn every_paper_config_plans_as_written() {
             );
             continue;
         }
-        let out = run(&[
+        let file = config.file_name().unwrap().to_str().unwrap();
+        assert!(
+            body.contains(&format!("--config configs/paper/{file}")),
+            "{} does not give the command that runs it",
+            config.display()
+        );
+        if is_step(config) {
+            let run = at_root(&[
+                "train",
+                "--config",
+                config.to_str().unwrap(),
+                "--set",
+                &set_out,
+                "--set",
+                "train.steps=1",
+                "--set",
+                "train.warmup_steps=0",
+                "--set",
+                "train.eval_batches=1",
+            ]);
+            assert!(
+                run.status.success(),
+                "{}: {}",
+                config.display(),
+                text(&run.stderr)
+            );
+            // `export --run runs/NAME --to hf --out runs/NAME/hf`, into the
+            // temporary out_dir.
+            let name = body
+                .lines()
+                .find_map(|l| l.strip_prefix("name = \""))
+                .and_then(|l| l.strip_suffix('"'))
+                .unwrap();
+            if body.contains("--to hf") {
+                let export = at_root(&[
+                    "export",
+                    "--run",
+                    &format!("{out}/{name}"),
+                    "--to",
+                    "hf",
+                    "--out",
+                    &format!("{out}/{name}/hf"),
+                ]);
+                assert!(export.status.success(), "{}", text(&export.stderr));
+            }
+            continue;
+        }
+        // A comparison from a first step's folder plans from ours.
+        let planned = out_dir.path().join(file);
+        std::fs::write(
+            &planned,
+            body.replace("init_from = \"runs/", &format!("init_from = \"{out}/")),
+        )
+        .unwrap();
+        let run = at_root(&[
             "compare",
             "--config",
-            config.to_str().unwrap(),
+            planned.to_str().unwrap(),
             "--dry-run",
             "--set",
             &set_out,
         ]);
-        let stdout = text(&out.stdout);
+        let stdout = text(&run.stdout);
         assert!(
-            out.status.success(),
+            run.status.success(),
             "{}: {}",
             config.display(),
-            text(&out.stderr)
+            text(&run.stderr)
         );
         let summary = stdout.lines().rfind(|l| !l.is_empty()).unwrap();
         let cells: usize = summary.split(' ').next().unwrap().parse().unwrap();
@@ -874,14 +942,6 @@ fn every_paper_config_plans_as_written() {
         assert!(
             body.contains("seeds = [1, 2, 3]"),
             "{}: fewer than 3 seeds",
-            config.display()
-        );
-        assert!(
-            body.contains(&format!(
-                "--config configs/paper/{}",
-                config.file_name().unwrap().to_str().unwrap()
-            )),
-            "{} does not give the command that runs it",
             config.display()
         );
     }
