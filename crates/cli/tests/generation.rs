@@ -45,7 +45,7 @@ fn every_architecture_generates_what_teacher_forcing_predicts() {
     for name in registry::NAMES {
         // GPT-2's fields are Hugging Face's names for the same sizes.
         let table = match *name {
-            "gpt2" | "gpt2-rmt" => "n_embd = 32\nn_head = 2\nn_inner = 64",
+            "gpt2" | "gpt2-rmt" | "gpt2-ltm" => "n_embd = 32\nn_head = 2\nn_inner = 64",
             _ => "d_model = 32\nn_heads = 2\nd_ff = 64",
         };
         for segment_len in [5, 8] {
@@ -80,6 +80,11 @@ fn memory_settings_generate_what_teacher_forcing_predicts() {
         (
             "infinity-former",
             "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 4\nnum_basis = 8\nsticky = true",
+        ),
+        // The signal restarted within the text, not sticky.
+        (
+            "gpt2-ltm",
+            "n_embd = 32\nn_head = 2\nn_inner = 64\nreset_after = 10\n[long_term]\nnum_basis = 8\nnum_samples = 8\nsticky = false",
         ),
     ] {
         registry::dispatch(
