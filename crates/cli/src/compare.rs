@@ -318,13 +318,9 @@ fn train_cell(
     // A cell from pre-trained weights starts as `memlab import` leaves a
     // run (step 0, the folder's weights) and trains on from there.
     let imported = match &init_from {
+        // (Training on from its step-0 checkpoint keeps no metrics of a run
+        // the directory held before: `--fresh` replaces it whole.)
         Some(model_dir) if !resume => {
-            // A run replaced (`--fresh`) leaves no metrics behind.
-            let metrics = dir.join("metrics.jsonl");
-            if metrics.exists() {
-                std::fs::remove_file(&metrics)
-                    .with_context(|| format!("removing {}", metrics.display()))?;
-            }
             crate::hf::import_into(model_dir, &config, task.as_ref(), &dir).with_context(|| {
                 format!("loading {} into `{}`", model_dir.display(), spec.label)
             })?;

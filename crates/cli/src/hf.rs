@@ -79,8 +79,9 @@ fn merged_model_table(
                 "model.arch is {value}; Hugging Face GPT-2 weights load into arch = \"gpt2\", \
                  \"gpt2-rmt\" or \"gpt2-ltm\""
             ),
-            // The dropouts (a fine-tuning choice) and the memory's own fields.
+            // Merged above, over an ∞-former file's own.
             "long_term" if table.contains_key("long_term") => {}
+            // The dropouts (a fine-tuning choice) and the memory's own fields.
             "label" | "resid_pdrop" | "embd_pdrop" | "attn_pdrop" | "num_mem_tokens"
             | "reset_after" | "long_term" => {
                 table.insert(key.clone(), value.clone());

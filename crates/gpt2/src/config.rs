@@ -93,6 +93,21 @@ pub(crate) fn gpt2_fields<E: serde::de::Error>(table: toml::Table) -> Result<Gpt
     Gpt2Config::deserialize(toml::Value::Table(table)).map_err(E::custom)
 }
 
+/// Takes the whole number `key` out of a memory's `[model]` table,
+/// `default` when absent; `what` says what it counts in the error.
+pub(crate) fn take_count<E: serde::de::Error>(
+    table: &mut toml::Table,
+    key: &str,
+    default: usize,
+    what: &str,
+) -> Result<usize, E> {
+    match table.remove(key) {
+        None => Ok(default),
+        Some(toml::Value::Integer(n)) if n >= 0 => Ok(n as usize),
+        Some(other) => Err(E::custom(format!("{key}: expected {what}, got {other}"))),
+    }
+}
+
 impl Validate for Gpt2Config {
     fn validate(&self) -> Result<(), ConfigError> {
         check::positive("n_layer", self.n_layer)?;

@@ -32,7 +32,7 @@ use memlab_infinity_former::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Gpt2Config, gpt2_fields};
+use crate::config::{Gpt2Config, gpt2_fields, take_count};
 use crate::model::Gpt2;
 
 /// `[model]` with `arch = "gpt2-ltm"`: GPT-2's fields (Hugging Face's
@@ -92,15 +92,12 @@ impl<'de> Deserialize<'de> for Gpt2LtmConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let mut table = toml::Table::deserialize(deserializer)?;
-        let reset_after = match table.remove("reset_after") {
-            None => Self::default().reset_after,
-            Some(toml::Value::Integer(n)) if n >= 0 => n as usize,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "reset_after: expected a count of tokens (0: never), got {other}"
-                )));
-            }
-        };
+        let reset_after = take_count(
+            &mut table,
+            "reset_after",
+            Self::default().reset_after,
+            "a count of tokens (0: never)",
+        )?;
         let mut long_term =
             toml::Table::try_from(Self::official_long_term()).map_err(D::Error::custom)?;
         match table.remove("long_term") {
@@ -329,13 +326,10 @@ impl<B: Backend> SegmentModel<B> for Gpt2Ltm<B> {
     /// Per block the signal (N × d), the last segment's inputs (a segment)
     /// and, with sticky memories, the density over the bins.
     fn memory_floats_per_sequence(&self) -> usize {
-        let d = self.d_model;
-        let sticky = if self.context.sticky {
-            self.context.sticky_bins
-        } else {
-            0
-        };
-        self.long_term.len() * ((self.context.basis.len() + self.max_segment_len) * d + sticky)
+        self.long_term.len()
+            * self
+                .context
+                .floats_per_layer(self.d_model, self.max_segment_len)
     }
 
     /// GPT-2's causal self-attention over the segment in every block, each

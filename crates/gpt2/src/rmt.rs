@@ -25,7 +25,7 @@ use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
 use memlab_rmt::{RmtMemory, rmt_mask};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Gpt2Config, gpt2_fields};
+use crate::config::{Gpt2Config, gpt2_fields, take_count};
 use crate::model::Gpt2;
 
 /// `[model]` with `arch = "gpt2-rmt"`: GPT-2's fields (Hugging Face's
@@ -52,17 +52,13 @@ impl Default for Gpt2RmtConfig {
 /// GPT-2's (`Gpt2Config` denies any other).
 impl<'de> Deserialize<'de> for Gpt2RmtConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
         let mut table = toml::Table::deserialize(deserializer)?;
-        let num_mem_tokens = match table.remove("num_mem_tokens") {
-            None => Self::default().num_mem_tokens,
-            Some(toml::Value::Integer(n)) if n >= 0 => n as usize,
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "num_mem_tokens: expected a count, got {other}"
-                )));
-            }
-        };
+        let num_mem_tokens = take_count(
+            &mut table,
+            "num_mem_tokens",
+            Self::default().num_mem_tokens,
+            "a count",
+        )?;
         Ok(Self {
             gpt2: gpt2_fields(table)?,
             num_mem_tokens,

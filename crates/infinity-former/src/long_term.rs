@@ -122,6 +122,14 @@ impl LongTermContext {
         Tensor::<B, 1>::from_data(TensorData::new(data, [n]), device).reshape([1, 1, 1, n])
     }
 
+    /// Floats one layer's long-term memory holds per sequence, at most:
+    /// the signal (N × `d_model`), up to `waiting` vectors not yet written
+    /// and, with sticky memories, the density over the bins.
+    pub fn floats_per_layer(&self, d_model: usize, waiting: usize) -> usize {
+        let density = if self.sticky { self.sticky_bins } else { 0 };
+        (self.basis.len() + waiting) * d_model + density
+    }
+
     /// `ψ(t)` at `positions` `[batch, M]` → `[batch, M, N]`.
     pub fn basis_at<B: Backend>(&self, positions: Tensor<B, 2>) -> Tensor<B, 3> {
         let device = positions.device();

@@ -186,12 +186,8 @@ impl<B: Backend> SegmentModel<B> for InfinityFormer<B> {
         let long = if self.long_term.is_empty() {
             0
         } else {
-            (self.context.basis.len() + self.max_segment_len) * self.d_model
-                + if self.context.sticky {
-                    self.context.sticky_bins
-                } else {
-                    0
-                }
+            self.context
+                .floats_per_layer(self.d_model, self.max_segment_len)
         };
         self.layers.len() * (short + long)
     }

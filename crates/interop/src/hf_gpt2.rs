@@ -304,30 +304,23 @@ impl OfficialLongTerm {
         Ok(Some(config))
     }
 
-    /// `[model.long_term]` of `arch = "gpt2-ltm"` for these settings (its
-    /// fields, memlab-infinity-former's `LongTermSettings`).
+    /// The fields of `[model.long_term]` of `arch = "gpt2-ltm"` that the
+    /// file sets (memlab-infinity-former's `LongTermSettings`); the rest,
+    /// what the official `LongTermAttention` fixes, are `gpt2-ltm`'s
+    /// defaults (`Gpt2LtmConfig::official_long_term`), kept in one place.
     pub fn long_term_table(&self) -> toml::Table {
         let mut t = toml::Table::new();
         t.insert(
             "num_basis".into(),
             toml::Value::Integer(self.long_term_attention_basis as i64),
         );
-        t.insert(
-            "basis_sigmas".into(),
-            toml::Value::Array(vec![0.005.into(), 0.01.into()]),
-        );
-        t.insert("ridge_penalty".into(), 0.5.into());
-        t.insert("tau".into(), 0.5.into());
-        t.insert("num_samples".into(), toml::Value::Integer(512));
         t.insert("gate".into(), self.mask.into());
         t.insert("sticky".into(), self.sticky_memories.into());
-        t.insert("sticky_bins".into(), toml::Value::Integer(128));
         if !self.kl_regularizer {
             t.insert("kl_weight".into(), 0.0.into());
         }
         t.insert("sigma_0".into(), self.sigma_0.into());
         t.insert("mu_0".into(), self.mu_0.into());
-        t.insert("sigma_floor".into(), 1e-4.into());
         t
     }
 }

@@ -9,7 +9,7 @@ use memlab_core::{Architecture, BpttDepth, HostBatch, MemoryState, ModelContext,
 use memlab_rmt::{Backbone, MemoryInit, Rmt, RmtArch, RmtConfig, RmtMemory, rmt_masked};
 use memlab_train::runner::run_segments;
 use memlab_train::testing::seeded_model;
-use memlab_train::testing::segment_logits;
+use memlab_train::testing::segment_logits_with_a_change;
 use memlab_train::testing::{assert_config_errors, assert_seeded_and_round_trips};
 use memlab_transformer_xl::{TransformerXlArch, XlConfig};
 
@@ -139,13 +139,7 @@ fn what_segment_one_holds_changes_segment_three_through_memory() {
             ..RmtConfig::default()
         };
         let model = rmt::<B>(&config, 1);
-        let data = seq(18, 2);
-        let mut other = data.clone();
-        other[1] = (other[1] + 1) % 12;
-        let (a, b) = (
-            segment_logits(&model, &data, 6),
-            segment_logits(&model, &other, 6),
-        );
+        let (a, b) = segment_logits_with_a_change(&model, &seq(18, 2), 6, 1, 12);
         assert_ne!(a[2], b[2], "{backbone:?}: segment 3 does not see segment 1");
         // Within segment 1 the change is causal: position 0 is unaffected.
         assert_eq!(a[0][..12], b[0][..12]);

@@ -41,6 +41,24 @@ pub fn segment_logits<B: Backend, M: SegmentModel<B>>(
         .collect()
 }
 
+/// [`segment_logits`] of `data` and of `data` with its token `changed`
+/// replaced by the next id (mod `vocab_size`): what a change early in the
+/// text does to later segments, through the memory or not at all.
+pub fn segment_logits_with_a_change<B: Backend, M: SegmentModel<B>>(
+    model: &M,
+    data: &[i64],
+    segment_len: usize,
+    changed: usize,
+    vocab_size: usize,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut other = data.to_vec();
+    other[changed] = (other[changed] + 1) % vocab_size as i64;
+    (
+        segment_logits(model, data, segment_len),
+        segment_logits(model, &other, segment_len),
+    )
+}
+
 /// Test support: generation is what a user streaming the sequence gets.
 /// For `batch` rows of `inputs` (row-major `[batch, len]`) the answers
 /// generated from target `start` on ([`crate::runner::generate_answers`]),

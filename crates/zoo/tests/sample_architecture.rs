@@ -17,7 +17,7 @@ use memlab_core::registry::parse_model_config;
 use memlab_core::{Architecture, ArchitectureVisitor, HostBatch, ModelContext};
 use memlab_train::testing::{
     assert_config_errors, assert_generation_matches_teacher_forcing, assert_mrbp_matches_bptt,
-    assert_seeded_and_round_trips, segment_logits,
+    assert_seeded_and_round_trips, segment_logits_with_a_change,
 };
 use memlab_zoo::bench::{Prepared, Shape, TrainPrepared};
 
@@ -206,13 +206,7 @@ fn the_checks_every_architecture_passes() {
 fn what_segment_one_holds_reaches_segment_three() {
     let device = Default::default();
     let model = SampleArch::init::<Flex>(&config::SampleConfig::default(), &CTX, &device);
-    let a = sequence(12, 1);
-    let mut b = a.clone();
-    b[0] = (b[0] + 1) % 11;
-    let (la, lb) = (
-        segment_logits::<Flex, _>(&model, &a, 4),
-        segment_logits::<Flex, _>(&model, &b, 4),
-    );
+    let (la, lb) = segment_logits_with_a_change::<Flex, _>(&model, &sequence(12, 1), 4, 0, 11);
     assert_ne!(la[2], lb[2], "segment 3 does not see segment 1");
 }
 

@@ -13,7 +13,8 @@ use memlab_core::{BpttDepth, MemoryState, ModelContext, SegmentModel};
 use memlab_gpt2::{Gpt2Ltm, Gpt2LtmArch, Gpt2LtmConfig};
 use memlab_infinity_former::basis::{GaussianBasis, uniform_positions};
 use memlab_train::testing::{
-    assert_config_errors, assert_seeded_and_round_trips, seeded_model, segment_logits, tokens,
+    assert_config_errors, assert_seeded_and_round_trips, seeded_model, segment_logits,
+    segment_logits_with_a_change, tokens,
 };
 
 type B = Flex;
@@ -269,13 +270,7 @@ fn what_segment_one_holds_reaches_segment_three_until_the_signal_restarts() {
     c.gpt2.n_layer = 1;
     let run = |c: &Gpt2LtmConfig| {
         let model = seeded_model::<Gpt2LtmArch, B>(c, &CTX, 4);
-        let data = seq(18, 5);
-        let mut other = data.clone();
-        other[2] = (other[2] + 1) % 12;
-        (
-            segment_logits(&model, &data, 6),
-            segment_logits(&model, &other, 6),
-        )
+        segment_logits_with_a_change(&model, &seq(18, 5), 6, 2, 12)
     };
     let (a, b) = run(&c);
     assert_ne!(a[2], b[2], "segment 3 does not see segment 1");

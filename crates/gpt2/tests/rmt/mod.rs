@@ -6,7 +6,7 @@ use burn::prelude::*;
 use memlab_core::{BpttDepth, MemoryState, ModelContext, SegmentModel};
 use memlab_gpt2::{Gpt2RmtArch, Gpt2RmtConfig};
 use memlab_train::testing::{
-    assert_config_errors, assert_seeded_and_round_trips, seeded_model, segment_logits,
+    assert_config_errors, assert_seeded_and_round_trips, seeded_model, segment_logits_with_a_change,
 };
 
 type B = Flex;
@@ -48,13 +48,7 @@ fn seeded_deterministic_and_checkpoint_round_trip() {
 #[test]
 fn what_segment_one_holds_changes_segment_three_through_memory() {
     let model = seeded_model::<Gpt2RmtArch, B>(&config(), &CTX, 1);
-    let data = seq(18, 2);
-    let mut other = data.clone();
-    other[1] = (other[1] + 1) % 12;
-    let (a, b) = (
-        segment_logits(&model, &data, 6),
-        segment_logits(&model, &other, 6),
-    );
+    let (a, b) = segment_logits_with_a_change(&model, &seq(18, 2), 6, 1, 12);
     assert_ne!(a[2], b[2], "segment 3 does not see segment 1");
     // Within segment 1 the change is causal: position 0 is unaffected.
     assert_eq!(a[0][..12], b[0][..12]);
