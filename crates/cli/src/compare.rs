@@ -61,6 +61,27 @@ pub struct CompareRow {
     /// Wall-clock seconds the cell took in this process: training (from
     /// its checkpoint, when it resumed) and evaluation.
     pub seconds: f64,
+    /// The steps the cell trained: `train.steps`, or fewer when the
+    /// stopping rule (`train.flat_evals`) ended it (none in cells
+    /// recorded before the rule existed, which trained `train.steps`).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Whether its validation curve was flat by the stopping rule at the
+    /// end (none: the config sets no rule). `false` = the cell hit the
+    /// step cap unflattened.
+    #[serde(default)]
+    pub flat: Option<bool>,
+}
+
+/// How a cell ended, for tables: its steps, and, under a stopping rule,
+/// "flat" or "cap, not flat".
+pub fn steps_note(row: &CompareRow) -> String {
+    let steps = optional(row.steps);
+    match row.flat {
+        Some(true) => format!("{steps} (flat)"),
+        Some(false) => format!("{steps} (cap, not flat)"),
+        None => steps,
+    }
 }
 
 /// One run of a comparison, its config, and its task (built once for every
@@ -161,6 +182,16 @@ fn cell_state(dir: &Path, config: &ExperimentConfig) -> Result<CellState> {
         .with_context(|| format!("reading {}", recorded.display()))?;
     let saved: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", recorded.display()))?;
+    // Read through the config's own type, so that a field added to memlab
+    // since the cell was trained takes its default (the value the cell
+    // trained with) instead of counting as a difference.
+    // (Not `from_table`: a cell's `run.name` holds a `/`, which a config
+    // of one's own may not.)
+    let saved = toml::Value::Table(saved.clone())
+        .try_into::<ExperimentConfig>()
+        .ok()
+        .and_then(|c| toml::Table::try_from(&c).ok())
+        .unwrap_or(saved);
     let wanted = toml::Table::try_from(config).context("re-serialising the cell's config")?;
     let mut differ = Vec::new();
     differing_keys("", &saved, &wanted, &mut differ);
@@ -177,8 +208,12 @@ fn cell_state(dir: &Path, config: &ExperimentConfig) -> Result<CellState> {
     if cell.exists() {
         let text = std::fs::read_to_string(&cell)
             .with_context(|| format!("reading {}", cell.display()))?;
-        match toml::from_str(&text) {
-            Ok(row) => return Ok(CellState::Finished(Box::new(row))),
+        match toml::from_str::<CompareRow>(&text) {
+            Ok(mut row) => {
+                // A cell recorded before the stopping rule trained them all.
+                row.steps.get_or_insert(config.train.steps);
+                return Ok(CellState::Finished(Box::new(row)));
+            }
             // Written atomically, so unreadable only if damaged: the run is
             // retrained (or resumed), and the file rewritten.
             Err(e) => eprintln!(
@@ -369,6 +404,8 @@ fn train_cell(
         tokens_per_second: report.tokens_per_second,
         peak_heap_bytes: peak.filter(|_| backend.is_cpu()).map(|b| b as u64),
         seconds: started.elapsed().as_secs_f64(),
+        steps: Some(report.steps),
+        flat: report.flat,
     };
     write_cell(&options.run_dir, &row)?;
     Ok(row)
@@ -536,14 +573,14 @@ pub fn summary_table(summaries: &[CompareSummary]) -> String {
 /// Every cell as a Markdown table.
 pub fn markdown_table(rows: &[CompareRow]) -> String {
     let mut out = String::from(
-        "| setting | model | seed | segments | parameters | memory floats/seq | metric | valid value | generated accuracy | generated exact match | teacher-forced accuracy | valid loss | train tokens/s | peak heap MiB | seconds |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| setting | model | seed | segments | parameters | memory floats/seq | metric | valid value | generated accuracy | generated exact match | teacher-forced accuracy | valid loss | train tokens/s | peak heap MiB | seconds | steps |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let four = |v: Option<f64>| optional(v.map(|v| format!("{v:.4}")));
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.4} | {:.4} | {:.0} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {} | {} | {:.4} | {:.4} | {:.0} | {} | {:.0} | {} |",
             r.setting,
             r.model,
             r.seed,
@@ -558,7 +595,8 @@ pub fn markdown_table(rows: &[CompareRow]) -> String {
             r.loss,
             r.tokens_per_second,
             optional(r.peak_heap_bytes.map(|b| mib(b as f64))),
-            r.seconds
+            r.seconds,
+            steps_note(r)
         );
     }
     out
@@ -567,13 +605,14 @@ pub fn markdown_table(rows: &[CompareRow]) -> String {
 /// Every cell as CSV (an absent figure is an empty field).
 pub fn csv_table(rows: &[CompareRow]) -> String {
     let mut out = String::from(
-        "setting,x,model,arch,seed,segments,parameters,memory_floats_per_sequence,metric,value,loss,accuracy,generated_accuracy,generated_exact_match,tokens_per_second,peak_heap_bytes,seconds\n",
+        "setting,x,model,arch,seed,segments,parameters,memory_floats_per_sequence,metric,value,loss,accuracy,generated_accuracy,generated_exact_match,tokens_per_second,peak_heap_bytes,seconds,steps,flat\n",
     );
     let field = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+    let shown = |v: Option<String>| v.unwrap_or_default();
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&r.setting),
             field(r.x),
             csv_field(&r.model),
@@ -590,7 +629,9 @@ pub fn csv_table(rows: &[CompareRow]) -> String {
             field(r.generated_exact_match),
             r.tokens_per_second,
             field(r.peak_heap_bytes.map(|b| b as f64)),
-            r.seconds
+            r.seconds,
+            shown(r.steps.map(|s| s.to_string())),
+            shown(r.flat.map(|f| f.to_string()))
         );
     }
     out
@@ -772,6 +813,63 @@ pub fn write_compare_outputs(
     Ok((printed, files.into_iter().map(|(p, _)| p).collect()))
 }
 
+/// The training curves of a comparison, one figure per setting
+/// (`curves-1.svg`, `curves-2.svg`… in the settings' order): the
+/// validation metric of every cell (each model and seed its own line)
+/// against the step, read from the cells' `metrics.jsonl`, so that a
+/// reader sees whether each cell's curve was flat where it ended. A cell
+/// without a log (not trained in this folder) is left out of its figure,
+/// and said so on stderr.
+pub fn write_curves(dir: &Path, config: &ExperimentConfig, title: &str) -> Result<Vec<PathBuf>> {
+    let runs = compared_runs(config)?;
+    let mut settings: Vec<&str> = Vec::new();
+    for run in &runs {
+        if !settings.contains(&run.setting.as_str()) {
+            settings.push(&run.setting);
+        }
+    }
+    let mut written = Vec::new();
+    for (i, setting) in settings.iter().enumerate() {
+        let mut series = Vec::new();
+        let mut metric = None;
+        for run in runs.iter().filter(|r| r.setting == *setting) {
+            let log = run_dir(&run.config).join("metrics.jsonl");
+            if !log.exists() {
+                eprintln!(
+                    "note: {} has no metrics.jsonl; its curve is left out",
+                    log.display()
+                );
+                continue;
+            }
+            let curve = crate::plot::read_curve(&log, "value", "valid")?;
+            metric = metric.or_else(|| crate::plot::read_metric_name(&log));
+            series.push(Series {
+                name: format!("{}, seed {}", run.spec.label, run.seed),
+                points: curve
+                    .into_iter()
+                    .map(|(x, y)| Point { x, y, err: None })
+                    .collect(),
+                ..Series::default()
+            });
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let chart = Chart {
+            title: format!("{title}: {setting}"),
+            x_desc: "step".into(),
+            y_desc: format!("valid {}", metric.unwrap_or_else(|| "value".into())),
+            series,
+            ..Chart::default()
+        };
+        let path = dir.join(format!("curves-{}.svg", i + 1));
+        write_atomically(&path, chart.svg()?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -795,6 +893,8 @@ mod tests {
             tokens_per_second: 100.0,
             peak_heap_bytes: None,
             seconds: 1.0,
+            steps: Some(100),
+            flat: None,
         }
     }
 
@@ -891,6 +991,34 @@ mod tests {
         match cell_state(dir.path(), &config).unwrap() {
             CellState::Finished(row) => assert_eq!(*row, kept),
             _ => panic!("a finished cell is kept"),
+        }
+        let mut config = config;
+        config.run.name = "matrix/cell-seed1".into();
+        // A cell trained before the stopping rule's fields existed: its
+        // config.toml lacks them, and its cell.toml lacks `steps` and
+        // `flat`. It is kept, with the steps it trained.
+        let old_config = config
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("flat_"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!old_config.contains("flat_evals"));
+        std::fs::write(dir.path().join("config.toml"), old_config).unwrap();
+        let old_cell = toml::to_string(&kept)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("steps") && !l.starts_with("flat"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.path().join(CELL_FILE), old_cell).unwrap();
+        match cell_state(dir.path(), &config) {
+            Ok(CellState::Finished(row)) => {
+                assert_eq!(row.steps, Some(500));
+                assert_eq!(row.flat, None);
+            }
+            Ok(_) => panic!("an older finished cell is kept"),
+            Err(e) => panic!("an older finished cell is kept: {e}"),
         }
     }
 }

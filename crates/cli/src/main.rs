@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand};
 use memlab_cli::bench::{BenchPlan, bench_markdown, run_bench, write_bench_outputs};
-use memlab_cli::compare::{CellOutcome, plan_table, write_compare_outputs};
+use memlab_cli::compare::{CellOutcome, plan_table, write_compare_outputs, write_curves};
 use memlab_cli::crosscheck;
 use memlab_cli::plot::{CurveRequest, training_curves};
 use memlab_cli::{
@@ -459,11 +459,20 @@ fn run(cli: Cli) -> Result<()> {
                 out!("resumed from step {}", report.resumed_from);
             }
             out!(
-                "{}: {} parameters, {} memory floats/seq, {} steps on {backend}",
+                "{}: {} parameters, {} memory floats/seq, {} steps on {backend}{}",
                 report.model.name,
                 report.model.parameters,
                 report.model.memory_floats_per_sequence,
-                report.steps
+                report.steps,
+                match report.flat {
+                    Some(true) if report.steps < config.train.steps => format!(
+                        " (stopped: flat for {} evaluations)",
+                        config.train.flat_evals
+                    ),
+                    Some(true) => " (flat at the cap)".into(),
+                    Some(false) => " (the cap; the curve is not flat)".into(),
+                    None => String::new(),
+                }
             );
             out!(
                 "valid {} {:.4} (loss {:.4}, accuracy {:.4}); train {:.0} tokens/s",
@@ -591,14 +600,17 @@ fn run(cli: Cli) -> Result<()> {
                 .and_then(|c| c.title.clone())
                 .unwrap_or_else(|| config.run.name.clone());
             let (tables, _) = write_compare_outputs(&dir, &rows, &title, x_label)?;
+            let curves = write_curves(&dir, &config, &title)?;
             out!("{tables}");
             out!(
-                "wrote {}, compare.csv, summary.csv and compare.svg",
-                dir.join("compare.md").display()
+                "wrote {}, compare.csv, summary.csv, compare.svg and {} training-curve figures",
+                dir.join("compare.md").display(),
+                curves.len()
             );
             if let Some(publish) = publish {
                 write_compare_outputs(&publish, &rows, &title, x_label)?;
-                out!("and the same four files into {}", publish.display());
+                write_curves(&publish, &config, &title)?;
+                out!("and the same files into {}", publish.display());
             }
         }
         Command::Plot {

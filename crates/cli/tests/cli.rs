@@ -831,11 +831,22 @@ fn bench_config_errors_name_the_field() {
 #[test]
 fn every_paper_config_plans_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut configs: Vec<PathBuf> = std::fs::read_dir(root.join("configs/paper"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
+    // configs/paper/ and its folders (learnable/: the searches).
+    let paper = root.join("configs/paper");
+    let mut configs: Vec<PathBuf> = Vec::new();
+    let mut folders = vec![paper.clone()];
+    while let Some(folder) = folders.pop() {
+        for path in std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+        {
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                configs.push(path);
+            }
+        }
+    }
     // First steps first.
     let is_step = |p: &PathBuf| !std::fs::read_to_string(p).unwrap().contains("\n[compare]");
     configs.sort_by_key(|p| (!is_step(p), p.clone()));
@@ -863,7 +874,7 @@ fn every_paper_config_plans_as_written() {
             );
             continue;
         }
-        let file = config.file_name().unwrap().to_str().unwrap();
+        let file = config.strip_prefix(&paper).unwrap().to_str().unwrap();
         assert!(
             body.contains(&format!("--config configs/paper/{file}")),
             "{} does not give the command that runs it",
@@ -911,7 +922,7 @@ fn every_paper_config_plans_as_written() {
             continue;
         }
         // A comparison from a first step's folder plans from ours.
-        let planned = out_dir.path().join(file);
+        let planned = out_dir.path().join(file.replace('/', "-"));
         std::fs::write(
             &planned,
             body.replace("init_from = \"runs/", &format!("init_from = \"{out}/")),

@@ -130,6 +130,70 @@ fn a_run_ended_abruptly_at_any_step_resumes_to_the_uninterrupted_run_bit_for_bit
     }
 }
 
+/// The stopping rule (`train.flat_evals`): with `flat_delta = 1` no
+/// accuracy can improve on the first evaluation (step 4), so the run is
+/// flat after two more, at step 12 of its 200, by hand. It stops there,
+/// evaluated once; resumed, it stays stopped; and a run ended abruptly
+/// after step 9 (its checkpoint: step 5, one evaluation behind it)
+/// rebuilds the rule from its log and stops at the same step, line for line.
+#[test]
+fn the_stopping_rule_ends_a_flat_run_where_it_says_also_after_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = baseline_copy(dir.path(), "flat", 200);
+    let text_of = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text_of.replace("[train]\n", "[train]\nflat_evals = 2\nflat_delta = 1.0\n"),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let run_dir = dir.path().join("flat");
+    let whole = run(&["train", "--config", cfg]);
+    assert!(whole.status.success(), "{}", text(&whole.stderr));
+    assert!(
+        text(&whole.stdout).contains("12 steps on flex (stopped: flat for 2 evaluations)"),
+        "{}",
+        text(&whole.stdout)
+    );
+    let reference = metrics(&run_dir);
+    let steps_of = |split: &str| -> Vec<u64> {
+        reference
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["split"] == split)
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps_of("valid"), [4, 8, 12]);
+    assert_eq!(steps_of("train"), (1..=12).collect::<Vec<_>>());
+
+    let again = run(&["train", "--config", cfg, "--resume"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(text(&again.stdout).contains("resumed from step 12"));
+    assert!(text(&again.stdout).contains("12 steps on flex (stopped"));
+    assert_same_metrics(&run_dir, &reference, "resumed after the stop");
+
+    let killed = memlab()
+        .args(["train", "--config", cfg, "--overwrite"])
+        .env("MEMLAB_TEST_ABORT_AFTER_STEP", "9")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the run was not ended");
+    let resumed = run(&["train", "--config", cfg, "--resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(text(&resumed.stdout).contains("resumed from step 5"));
+    assert_same_metrics(&run_dir, &reference, "resumed before the stop");
+
+    let bad = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("eval_every = 4", "eval_every = 0");
+    std::fs::write(cfg, bad).unwrap();
+    assert_fails_with(
+        &run(&["train", "--config", cfg, "--overwrite"]),
+        "flat_evals",
+    );
+}
+
 #[test]
 fn the_process_can_be_killed_at_any_moment_and_resumed_exactly() {
     let dir = tempfile::tempdir().unwrap();

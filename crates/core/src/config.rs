@@ -439,6 +439,14 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Batches per evaluation.
     pub eval_batches: usize,
+    /// The stopping rule: end the run once the validation metric has been
+    /// flat for this many evaluations in a row (none of them improved on
+    /// the best before it by more than `flat_delta`); `steps` is then the
+    /// cap. 0 = off: every run trains its `steps`.
+    pub flat_evals: usize,
+    /// How much an evaluation must improve on the best so far (in the
+    /// task's metric: accuracy up, bits/char down...) not to count as flat.
+    pub flat_delta: f64,
     /// Write a checkpoint every this many steps (and at the end); 0 = only at the end.
     pub checkpoint_every: usize,
     /// Log training figures to metrics.jsonl every this many steps.
@@ -468,6 +476,8 @@ impl Default for TrainConfig {
             grad_clip_mode: ClipMode::Global,
             eval_every: 0,
             eval_batches: 4,
+            flat_evals: 0,
+            flat_delta: 0.0,
             checkpoint_every: 0,
             log_every: 10,
             devices: 1,
@@ -518,6 +528,17 @@ impl Validate for TrainConfig {
             ));
         }
         check::non_negative_f64("weight_decay", self.weight_decay)?;
+        check::non_negative_f64("flat_delta", self.flat_delta)?;
+        if self.flat_evals > 0 && self.eval_every == 0 {
+            return Err(ConfigError::new(
+                "flat_evals",
+                format!(
+                    "({}) counts evaluations, but `eval_every` is 0 (only the last step is \
+                     evaluated); set `eval_every`",
+                    self.flat_evals
+                ),
+            ));
+        }
         check::non_negative_f64("grad_clip", self.grad_clip)?;
         if self.gradients == GradientMethod::Replay && self.bptt_depth != BpttDepth::Full {
             return Err(ConfigError::new(

@@ -55,6 +55,12 @@ impl Metric {
         )
     }
 
+    /// Whether a larger figure is a better one (accuracies), or a smaller
+    /// one (bits/char, perplexity).
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::BitsPerCharacter | Metric::Perplexity)
+    }
+
     /// Human name, for tables.
     pub fn label(self) -> &'static str {
         match self {

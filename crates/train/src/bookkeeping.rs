@@ -20,11 +20,13 @@ use memlab_core::registry::Architecture;
 
 use crate::checkpoint::{CHECKPOINT_FILE, Checkpoint};
 use crate::error::TrainError;
+use crate::evaluate::EvalFigures;
 use crate::evaluate::evaluate_on_valid;
 use crate::peer::Peer;
 use crate::run::{Memory, TrainEvent, TrainOptions, TrainReport};
 use crate::run_dir::{MetricsLog, RunDir, log_eval};
 use crate::runner::Tallies;
+use crate::stopping::FlatRule;
 
 /// What a peer records of its run as it goes.
 pub(crate) struct Bookkeeping<'a> {
@@ -44,6 +46,10 @@ pub(crate) struct Bookkeeping<'a> {
     /// Input tokens of the batches trained on (by all peers).
     trained_tokens: usize,
     last_train_loss: f64,
+    /// The stopping rule, fed by rank 0's evaluations.
+    flat: FlatRule,
+    /// The last evaluation made during the steps, and its step.
+    last_eval: Option<(usize, EvalFigures)>,
 }
 
 impl<'a> Bookkeeping<'a> {
@@ -63,6 +69,10 @@ impl<'a> Bookkeeping<'a> {
             Some(directory) => Some(directory.start(&config_toml, task, start_step)?),
             None => None,
         };
+        let mut flat = FlatRule::new(&config.train, task.metric());
+        for &value in log.iter().flat_map(|l| &l.kept_valid_values) {
+            flat.observe(value);
+        }
         let books = Self {
             config,
             task,
@@ -76,6 +86,8 @@ impl<'a> Bookkeeping<'a> {
             train_time: Duration::ZERO,
             trained_tokens: 0,
             last_train_loss: f64::NAN,
+            flat,
+            last_eval: None,
         };
         books.report(TrainEvent::Started {
             name: &books.description.name,
@@ -174,18 +186,43 @@ impl<'a> Bookkeeping<'a> {
     ) -> Result<(), TrainError> {
         self.report(TrainEvent::Stepped { done });
         let train = &self.config.train;
+        let evaluates = self.evaluates_after(done);
         if let Some(log) = &mut self.log
-            && train.eval_every > 0
-            && done.is_multiple_of(train.eval_every)
-            && done != train.steps
+            && evaluates
         {
             let eval = evaluate_on_valid(model, self.task, train, device)?;
             log_eval(log, done, &eval)?;
+            self.flat.observe(eval.value);
+            self.last_eval = Some((done, eval));
         }
         if train.checkpoint_every > 0 && done.is_multiple_of(train.checkpoint_every) {
             self.save::<A, B>(model, optimizer.to_record(), done, carried)?;
         }
         Ok(())
+    }
+
+    /// Whether step `done` is followed by an evaluation ([`Self::after_step`];
+    /// the last step's is [`Self::finish`]'s).
+    pub(crate) fn evaluates_after(&self, done: usize) -> bool {
+        let train = &self.config.train;
+        train.eval_every > 0 && done.is_multiple_of(train.eval_every) && done != train.steps
+    }
+
+    /// Whether the stopping rule ends the run here (`train.flat_evals`):
+    /// rank 0, which evaluates, decides, and every peer learns its answer.
+    /// Called by every peer at the same points (after an evaluation, and
+    /// once on resuming), as a collective is.
+    pub(crate) fn stops_flat<B: Backend>(&self, device: &B::Device) -> Result<bool, TrainError> {
+        if !self.flat.is_on() {
+            return Ok(false);
+        }
+        let here = self.peer.writes() && self.flat.is_flat();
+        if self.peer.world() == 1 {
+            return Ok(here);
+        }
+        let vote = Tensor::<B, 1>::from_floats([if here { 1.0 } else { 0.0 }], device);
+        let votes = self.peer.sum(vote)?.into_scalar().elem::<f64>();
+        Ok(votes > 0.0)
     }
 
     /// The checkpoint of step `step`: every peer gives its rows of the
@@ -220,34 +257,45 @@ impl<'a> Bookkeeping<'a> {
         Ok(())
     }
 
-    /// After the last step: the last checkpoint and evaluation, and rank 0's
-    /// report (`None` on the other peers). A run resumed when already
-    /// complete re-reports its figures without logging or saving them a
-    /// second time.
+    /// After the last step (`last`: `train.steps`, or the step at which
+    /// the stopping rule ended the run): the last checkpoint and
+    /// evaluation, and rank 0's report (`None` on the other peers). A run
+    /// resumed when already complete re-reports its figures without
+    /// logging or saving them a second time.
     pub(crate) fn finish<A: Architecture, B: AutodiffBackend>(
         mut self,
         model: &A::TrainModel<B>,
         optimizer: &impl Optimizer<A::TrainModel<B>, B>,
         carried: &Option<Memory<A, B>>,
+        last: usize,
         device: &B::Device,
     ) -> Result<Option<TrainReport>, TrainError> {
         self.report(TrainEvent::Finished);
         let train = &self.config.train;
-        let resumed_complete = self.start_step >= train.steps;
+        let resumed_complete = self.start_step >= last;
         if !resumed_complete {
-            self.save::<A, B>(model, optimizer.to_record(), train.steps, carried)?;
+            self.save::<A, B>(model, optimizer.to_record(), last, carried)?;
         }
         let Some(mut log) = self.log.take() else {
             return Ok(None);
         };
-        let eval = evaluate_on_valid(model, self.task, train, device)?;
-        if !resumed_complete {
-            log_eval(&mut log, train.steps, &eval)?;
-        }
+        // A run the rule stopped was evaluated at its last step already.
+        let eval = match self.last_eval.take() {
+            Some((step, eval)) if step == last => eval,
+            _ => {
+                let eval = evaluate_on_valid(model, self.task, train, device)?;
+                if !resumed_complete {
+                    log_eval(&mut log, last, &eval)?;
+                    self.flat.observe(eval.value);
+                }
+                eval
+            }
+        };
         let tokens_per_second = self.tokens_per_second();
         Ok(Some(TrainReport {
             model: self.description,
-            steps: train.steps,
+            steps: last,
+            flat: self.flat.is_on().then(|| self.flat.is_flat()),
             resumed_from: self.start_step,
             final_train_loss: self.last_train_loss,
             eval,

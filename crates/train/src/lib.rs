@@ -13,6 +13,7 @@
 //!     around each step,
 //!   - [`evaluate`](mod@evaluate): teacher-forced and generated-answer evaluation,
 //!   - [`run_dir`]: the run directory, its lock and `metrics.jsonl`,
+//!   - [`stopping`]: the stopping rule (`train.flat_evals`),
 //!   - [`budget`]: whether a step fits the machine's memory,
 //!   - [`error`]: [`TrainError`], anything that stops a run;
 //! - [`checkpoint`]: checkpoints (model, optimizer, carried memory);
@@ -35,6 +36,7 @@ pub mod run;
 pub mod run_dir;
 pub mod runner;
 pub mod step;
+pub mod stopping;
 /// Checks every architecture must pass (feature `testing`; test builds only).
 #[cfg(feature = "testing")]
 pub mod testing;

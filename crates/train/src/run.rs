@@ -70,7 +70,13 @@ impl std::fmt::Debug for Progress {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub model: ModelDescription,
+    /// The steps trained: `train.steps`, or fewer when the stopping rule
+    /// (`train.flat_evals`) ended the run.
     pub steps: usize,
+    /// Whether the validation curve was flat by the stopping rule's measure
+    /// at the end (`None`: the config sets no rule). `Some(false)` with
+    /// `steps == train.steps`: the run hit the cap unflattened.
+    pub flat: Option<bool>,
     /// Step the run started from (0, or the resumed checkpoint's step).
     pub resumed_from: usize,
     pub final_train_loss: f64,

@@ -17,6 +17,9 @@ use crate::run::TrainOptions;
 pub(crate) struct MetricsLog {
     file: fs::File,
     path: PathBuf,
+    /// The `value` of each `valid` line kept from before the resumed
+    /// step, in order (what the stopping rule rebuilds itself from).
+    pub(crate) kept_valid_values: Vec<f64>,
 }
 
 impl MetricsLog {
@@ -24,18 +27,25 @@ impl MetricsLog {
     /// (by the interrupted run, past its last checkpoint).
     fn open(path: PathBuf, keep_until: Option<usize>) -> Result<Self, TrainError> {
         let io = |e| TrainError::Io(path.clone(), e);
+        let mut kept_valid_values = Vec::new();
         let kept = match (keep_until, path.exists()) {
             (Some(step), true) => {
                 let reader = BufReader::new(fs::File::open(&path).map_err(io)?);
                 let mut kept = String::new();
                 for line in reader.lines() {
                     let line = line.map_err(io)?;
-                    let line_step = serde_json::from_str::<serde_json::Value>(&line)
-                        .ok()
+                    let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+                    let line_step = parsed
+                        .as_ref()
                         .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
                     if matches!(line_step, Some(s) if s as usize <= step) {
                         kept.push_str(&line);
                         kept.push('\n');
+                        let value = parsed.as_ref().filter(|v| v["split"] == "valid");
+                        if let Some(value) = value {
+                            // A NaN is written as null.
+                            kept_valid_values.push(value["value"].as_f64().unwrap_or(f64::NAN));
+                        }
                     }
                 }
                 kept
@@ -47,7 +57,11 @@ impl MetricsLog {
             .append(true)
             .open(&path)
             .map_err(io)?;
-        Ok(Self { file, path })
+        Ok(Self {
+            file,
+            path,
+            kept_valid_values,
+        })
     }
 
     pub(crate) fn write(&mut self, value: serde_json::Value) -> Result<(), TrainError> {

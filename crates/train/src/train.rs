@@ -49,7 +49,9 @@ pub fn train<A: Architecture, B: AutodiffBackend>(
 /// It reads as the run goes: the first model (drawn, or resumed from the
 /// checkpoint), then one optimizer step per batch ([`optimizer_step`]),
 /// each followed by its bookkeeping ([`Bookkeeping`]: figures, progress,
-/// evaluation, checkpoints), then the last checkpoint and evaluation.
+/// evaluation, checkpoints), until `train.steps` or until the stopping
+/// rule ([`crate::stopping`]) says the curve is flat, then the last
+/// checkpoint and evaluation.
 pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
     config: &ExperimentConfig,
     model_config: &A::Config,
@@ -84,7 +86,10 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
         .batches(Split::Train, train.batch_size)
         .unwrap_or(u64::MAX);
     let abort_at = abort_after_step();
-    for step in start_step..train.steps {
+    // A resumed run that the stopping rule had ended stays ended.
+    let mut last = start_step;
+    let already_flat = start_step > 0 && books.stops_flat::<B::InnerBackend>(device)?;
+    for step in (start_step..train.steps).take_while(|_| !already_flat) {
         let started = Instant::now();
         let lr = scheduler.step();
         let batch = peer_batch::<B>(task, step, train.batch_size, peer, device)?;
@@ -128,8 +133,12 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
         if abort_at == Some(done) {
             std::process::abort();
         }
+        last = done;
+        if books.evaluates_after(done) && books.stops_flat::<B::InnerBackend>(device)? {
+            break;
+        }
     }
-    books.finish::<A, B>(&model, &optimizer, &carried, device)
+    books.finish::<A, B>(&model, &optimizer, &carried, last, device)
 }
 
 /// A peer's rows of a training batch, and the tokens the whole batch holds
