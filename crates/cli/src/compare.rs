@@ -814,13 +814,19 @@ pub fn write_compare_outputs(
 }
 
 /// The training curves of a comparison, one figure per setting
-/// (`curves-1.svg`, `curves-2.svg`… in the settings' order): the
-/// validation metric of every cell (each model and seed its own line)
-/// against the step, read from the cells' `metrics.jsonl`, so that a
-/// reader sees whether each cell's curve was flat where it ended. A cell
-/// without a log (not trained in this folder) is left out of its figure,
-/// and said so on stderr.
-pub fn write_curves(dir: &Path, config: &ExperimentConfig, title: &str) -> Result<Vec<PathBuf>> {
+/// (`curves-1.svg`, `curves-2.svg`… in the settings' order), written into
+/// each of `dirs`: the validation metric of every cell (each model and
+/// seed its own line) against the step, read from the cells'
+/// `metrics.jsonl`, so that a reader sees whether each cell's curve was
+/// flat where it ended. A cell without a log (not trained in this folder)
+/// is left out of its figure, and said so on stderr. Returns how many
+/// figures each folder got.
+pub fn write_curves(
+    dirs: &[&Path],
+    config: &ExperimentConfig,
+    rows: &[CompareRow],
+    title: &str,
+) -> Result<usize> {
     let runs = compared_runs(config)?;
     let mut settings: Vec<&str> = Vec::new();
     for run in &runs {
@@ -828,10 +834,9 @@ pub fn write_curves(dir: &Path, config: &ExperimentConfig, title: &str) -> Resul
             settings.push(&run.setting);
         }
     }
-    let mut written = Vec::new();
+    let mut figures = 0;
     for (i, setting) in settings.iter().enumerate() {
         let mut series = Vec::new();
-        let mut metric = None;
         for run in runs.iter().filter(|r| r.setting == *setting) {
             let log = run_dir(&run.config).join("metrics.jsonl");
             if !log.exists() {
@@ -841,11 +846,9 @@ pub fn write_curves(dir: &Path, config: &ExperimentConfig, title: &str) -> Resul
                 );
                 continue;
             }
-            let curve = crate::plot::read_curve(&log, "value", "valid")?;
-            metric = metric.or_else(|| crate::plot::read_metric_name(&log));
             series.push(Series {
                 name: format!("{}, seed {}", run.spec.label, run.seed),
-                points: curve
+                points: crate::plot::read_curve(&log, "value", "valid")?
                     .into_iter()
                     .map(|(x, y)| Point { x, y, err: None })
                     .collect(),
@@ -855,19 +858,26 @@ pub fn write_curves(dir: &Path, config: &ExperimentConfig, title: &str) -> Resul
         if series.is_empty() {
             continue;
         }
-        let chart = Chart {
+        let metric = rows
+            .iter()
+            .find(|r| r.setting == *setting)
+            .map_or("value", |r| metric_name(r.metric));
+        let svg = Chart {
             title: format!("{title}: {setting}"),
             x_desc: "step".into(),
-            y_desc: format!("valid {}", metric.unwrap_or_else(|| "value".into())),
+            y_desc: format!("valid {metric}"),
             series,
             ..Chart::default()
-        };
-        let path = dir.join(format!("curves-{}.svg", i + 1));
-        write_atomically(&path, chart.svg()?.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
+        }
+        .svg()?;
+        for dir in dirs {
+            let path = dir.join(format!("curves-{}.svg", i + 1));
+            write_atomically(&path, svg.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        figures += 1;
     }
-    Ok(written)
+    Ok(figures)
 }
 
 #[cfg(test)]

@@ -600,16 +600,19 @@ fn run(cli: Cli) -> Result<()> {
                 .and_then(|c| c.title.clone())
                 .unwrap_or_else(|| config.run.name.clone());
             let (tables, _) = write_compare_outputs(&dir, &rows, &title, x_label)?;
-            let curves = write_curves(&dir, &config, &title)?;
+            if let Some(publish) = &publish {
+                write_compare_outputs(publish, &rows, &title, x_label)?;
+            }
+            let dirs: Vec<&std::path::Path> = std::iter::once(dir.as_path())
+                .chain(publish.as_deref())
+                .collect();
+            let curves = write_curves(&dirs, &config, &rows, &title)?;
             out!("{tables}");
             out!(
-                "wrote {}, compare.csv, summary.csv, compare.svg and {} training-curve figures",
-                dir.join("compare.md").display(),
-                curves.len()
+                "wrote {}, compare.csv, summary.csv, compare.svg and {curves} training-curve figures",
+                dir.join("compare.md").display()
             );
             if let Some(publish) = publish {
-                write_compare_outputs(&publish, &rows, &title, x_label)?;
-                write_curves(&publish, &config, &title)?;
                 out!("and the same files into {}", publish.display());
             }
         }

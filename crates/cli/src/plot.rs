@@ -296,17 +296,6 @@ pub fn read_curve(path: &Path, field: &str, split: &str) -> Result<Vec<(f64, f64
     Ok(points)
 }
 
-/// The metric a run's `valid` lines name (`"metric": "bits_per_character"`…),
-/// as tables write it; none when the log has no such line.
-pub fn read_metric_name(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["split"] == "valid")
-        .and_then(|v| serde_json::from_value::<memlab_core::Metric>(v["metric"].clone()).ok())
-        .map(|m| crate::metric_name(m).to_string())
-}
-
 /// `memlab plot`: the training curves of `request.runs`, one line each.
 pub fn training_curves(request: &CurveRequest) -> Result<Chart> {
     if request.split != "train" && request.split != "valid" {

@@ -333,6 +333,25 @@ fn compare_runs_a_matrix_of_seeds_and_writes_tables_and_plot() {
     assert!(svg.starts_with("<svg") && svg.contains("post-ln") && svg.contains("segments"));
     let cell = dir.path().join("cmp/three-post-ln-seed2");
     assert!(cell.join("checkpoint.mpk").exists() && cell.join("cell.toml").exists());
+    // One training-curve figure per setting, every (model, seed) a line.
+    assert!(
+        stdout.contains("compare.svg and 2 training-curve figures"),
+        "{stdout}"
+    );
+    for (i, setting) in ["one", "three"].iter().enumerate() {
+        let curves =
+            std::fs::read_to_string(dir.path().join(format!("cmp/curves-{}.svg", i + 1))).unwrap();
+        assert!(curves.contains(&format!(": {setting}")), "{curves}");
+        for line in [
+            "small, seed 1",
+            "small, seed 2",
+            "post-ln, seed 1",
+            "post-ln, seed 2",
+        ] {
+            assert!(curves.contains(line), "curves-{}.svg lacks {line}", i + 1);
+        }
+        assert!(curves.contains("valid generated accuracy"), "{curves}");
+    }
 
     // `memlab plot` draws the cells' training curves from their metrics.
     let plot = dir.path().join("curves.svg");

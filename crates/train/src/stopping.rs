@@ -50,7 +50,7 @@ impl FlatRule {
         if improves {
             self.best = Some(value);
             self.flat = 0;
-        } else if self.best.is_some() || value.is_nan() {
+        } else {
             self.flat += 1;
         }
     }

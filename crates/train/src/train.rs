@@ -89,7 +89,12 @@ pub(crate) fn train_peer<A: Architecture, B: AutodiffBackend>(
     // A resumed run that the stopping rule had ended stays ended.
     let mut last = start_step;
     let already_flat = start_step > 0 && books.stops_flat::<B::InnerBackend>(device)?;
-    for step in (start_step..train.steps).take_while(|_| !already_flat) {
+    let end = if already_flat {
+        start_step
+    } else {
+        train.steps
+    };
+    for step in start_step..end {
         let started = Instant::now();
         let lr = scheduler.step();
         let batch = peer_batch::<B>(task, step, train.batch_size, peer, device)?;
