@@ -15,7 +15,8 @@ INIT=1 draws every matrix N(0, STD^2) (STD: 0.02) and every bias 0, as
 memlab does (`init_std`, the Transformer-XL code's); EMB_STD, when given,
 sets the token and position embeddings' std alone. INIT=0 keeps PyTorch's
 defaults (Xavier-uniform attention, Kaiming-uniform linears, N(0, 1)
-embeddings).
+embeddings); INIT=2 is memlab's `init = "torch"`, nn.Linear's default for
+every linear map including q, k and v (see the code).
 Arguments: pairs, steps, seed[, lr]. Prints step, the last batch's loss and
 the accuracy on 512 fresh queries every 1,000 steps. CPU, one thread.
 """
@@ -27,7 +28,8 @@ import sys
 import torch
 
 torch.set_num_threads(1)
-MEMLAB_INIT = os.environ.get("INIT", "0") == "1"
+INIT = os.environ.get("INIT", "0")
+MEMLAB_INIT = INIT == "1"
 STD = os.environ.get("STD", "0.02")
 K, STEPS, SEED = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 LR = float(sys.argv[4]) if len(sys.argv) > 4 else 3e-3
@@ -67,6 +69,20 @@ class Baseline(torch.nn.Module):
                     torch.nn.init.normal_(p, 0, float(STD))
                 elif "norm" not in name and not name.startswith("ln"):
                     torch.nn.init.zeros_(p)
+        elif INIT == "2":
+            # memlab's `init = "torch"`: every linear map's weight and bias
+            # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (nn.Linear's default), the
+            # attention's q, k, v maps as three such linears (PyTorch's own
+            # attention draws them Xavier-uniform, its bias 0), embeddings
+            # N(0, 1), the output bias 0, LayerNorms 1 and 0.
+            bound = 1 / math.sqrt(D)
+            for name, p in self.named_parameters():
+                if name.endswith("in_proj_weight") or name.endswith("in_proj_bias"):
+                    torch.nn.init.uniform_(p, -bound, bound)
+                elif name.endswith("out_proj.bias"):
+                    torch.nn.init.uniform_(p, -bound, bound)
+                elif name.endswith("linear2.bias"):
+                    torch.nn.init.uniform_(p, -1 / math.sqrt(128), 1 / math.sqrt(128))
 
     def forward(self, x):
         h = self.emb(x) + self.pos(torch.arange(x.shape[1]))

@@ -23,24 +23,34 @@ fn tflops(flops_per_s: f64, peak_tflops: Option<f64>) -> String {
     }
 }
 
+/// `median (low–high)` tokens/s.
+fn rate_cell(rate: &Rate) -> String {
+    format!("{:.0} ({:.0}–{:.0})", rate.median, rate.low, rate.high)
+}
+
 /// The main table as Markdown; `peak_tflops` (the device's peak, e.g. from
 /// its data sheet) adds the achieved fraction of it.
 pub fn bench_markdown(report: &BenchReport, peak_tflops: Option<f64>) -> String {
     let mut out = String::from(
-        "| model | backend | batch×segment | parameters | fwd tokens/s | train tokens/s | peak memory (MiB) | model MFLOPs/token | fwd TFLOP/s | train TFLOP/s |\n\
-         | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "Tokens/s at the median timed call, the interquartile range in brackets \
+         (slow–fast quartile), over the timed calls counted in `calls` (forward / train).\n\n\
+         | model | backend | batch×segment | parameters | fwd tokens/s | train tokens/s | calls | peak memory (MiB) | model MFLOPs/token | fwd TFLOP/s | train TFLOP/s |\n\
+         | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in &report.rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
             r.model,
             r.backend,
             r.config,
             r.parameters,
-            r.forward_tokens_per_s,
-            r.train_tokens_per_s
-                .map_or("–".into(), |t| format!("{t:.0}")),
+            rate_cell(&r.forward),
+            r.train.as_ref().map_or("–".into(), rate_cell),
+            match &r.train {
+                Some(t) => format!("{} / {}", r.forward.calls, t.calls),
+                None => r.forward.calls.to_string(),
+            },
             r.peak_memory_bytes
                 .map_or("–".into(), |b| format!("{:.1}", mib(b))),
             r.flops_per_token / 1e6,
@@ -69,13 +79,14 @@ pub fn bench_markdown(report: &BenchReport, peak_tflops: Option<f64>) -> String 
 /// The main table as CSV.
 pub fn bench_csv(report: &BenchReport) -> String {
     let mut out = String::from(
-        "model,arch,backend,batch_x_segment,parameters,forward_tokens_per_s,train_tokens_per_s,peak_memory_bytes,flops_per_token,forward_flops_per_s,train_flops_per_s\n",
+        "model,arch,backend,batch_x_segment,parameters,forward_tokens_per_s,train_tokens_per_s,peak_memory_bytes,flops_per_token,forward_flops_per_s,train_flops_per_s,\
+         forward_tokens_per_s_low,forward_tokens_per_s_high,forward_calls,train_tokens_per_s_low,train_tokens_per_s_high,train_calls\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for r in &report.rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             crate::csv_field(&r.model),
             r.arch,
             r.backend,
@@ -87,6 +98,12 @@ pub fn bench_csv(report: &BenchReport) -> String {
             r.flops_per_token,
             r.forward_flops_per_s(),
             opt(r.train_flops_per_s()),
+            r.forward.low,
+            r.forward.high,
+            r.forward.calls,
+            opt(r.train.map(|t| t.low)),
+            opt(r.train.map(|t| t.high)),
+            r.train.map_or(String::new(), |t| t.calls.to_string()),
         );
     }
     out

@@ -245,16 +245,21 @@ impl Published {
         };
         let mut seeds = Vec::new();
         for cell in self.cells.rows_of(setting, model) {
+            // `flat` is empty for a cell trained without a stopping rule
+            // (and absent from files written before it).
+            let unflat = cell.get("flat").is_some_and(|f| f == "false");
             seeds.push((
                 self.cells.number(cell, "seed")?,
                 self.cells.number(cell, field)?,
+                unflat,
             ));
         }
         seeds.sort_by(|a, b| a.0.total_cmp(&b.0));
         Ok(Some(Figure {
             mean,
             std,
-            seeds: seeds.into_iter().map(|(_, v)| v).collect(),
+            unflat: seeds.iter().map(|s| s.2).collect(),
+            seeds: seeds.into_iter().map(|s| s.1).collect(),
         }))
     }
 }
@@ -263,6 +268,9 @@ struct Figure {
     mean: f64,
     std: f64,
     seeds: Vec<f64>,
+    /// Each seed's cell hit `train.steps` before its stopping rule found
+    /// the curve flat (`flat = false` in compare.csv).
+    unflat: Vec<bool>,
 }
 
 /// Every comparison published under `base/reproductions`, or the one `dir`.
@@ -537,12 +545,25 @@ impl CellFormat {
             Stat::MeanStd => format!("{:.d$} ± {:.d$}", f.mean / k, f.std / k),
         };
         if self.seeds {
-            let seeds: Vec<f64> = f.seeds.iter().map(|v| v / k).collect();
-            text.push_str(&format!(" ({})", join(&seeds, d)));
+            let seeds: Vec<String> = f
+                .seeds
+                .iter()
+                .zip(&f.unflat)
+                .map(|(v, unflat)| format!("{:.d$}{}", v / k, if *unflat { UNFLAT } else { "" }))
+                .collect();
+            text.push_str(&format!(" ({})", seeds.join(", ")));
+        } else if f.unflat.contains(&true) {
+            text.push_str(UNFLAT);
         }
         text
     }
 }
+
+/// The mark of a figure whose cell hit its step cap with the curve not yet
+/// flat under its stopping rule (issue 37: such cells are marked in the
+/// tables); after the seed's value, or after the mean when the seeds are
+/// not shown and any of them is so.
+const UNFLAT: &str = "†";
 
 /// What a table cell shows of the seeds.
 #[derive(Clone, Copy, PartialEq)]
@@ -757,6 +778,43 @@ mod tests {
         assert_eq!(count_parts(DOC).unwrap(), 4);
     }
 
+    /// A cell that hit its cap with the curve not flat (`flat = false`) is
+    /// marked after its seed's value, or after the mean when the seeds are
+    /// not shown; a flat cell and one trained without a rule (empty) are
+    /// not.
+    #[test]
+    fn cells_at_the_cap_not_flat_are_marked() {
+        let dir = fixture();
+        let m = dir.path().join("reproductions/m");
+        std::fs::write(
+            m.join("compare.csv"),
+            "setting,model,seed,value,seconds,steps,flat\n\
+             1 seg,base,1,1,60,100,true\n1 seg,base,2,1,60,100,\n\
+             1 seg,\"rmt, 6\",2,1.0,30,100,true\n1 seg,\"rmt, 6\",1,0.8,30,100,false\n\
+             2 seg,\"rmt, 6\",1,0.25,600,100,true\n2 seg,\"rmt, 6\",2,0.75,600,100,true\n",
+        )
+        .unwrap();
+        let table = |extra: &str| {
+            part(
+                &format!("table dir=reproductions/m title=acc digits=2 {extra}"),
+                dir.path(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            table("seeds=yes"),
+            "| acc | 1 seg | 2 seg |\n| --- | ---: | ---: |\n\
+             | base | 1.00 ± 0.00 (1.00, 1.00) | — |\n\
+             | rmt, 6 | 0.90 ± 0.10 (0.80†, 1.00) | 0.50 ± 0.25 (0.25, 0.75) |"
+        );
+        assert_eq!(
+            table(""),
+            "| acc | 1 seg | 2 seg |\n| --- | ---: | ---: |\n\
+             | base | 1.00 ± 0.00 | — |\n\
+             | rmt, 6 | 0.90 ± 0.10† | 0.50 ± 0.25 |"
+        );
+    }
+
     #[test]
     fn a_cell_typed_by_hand_is_named_by_row_and_column() {
         let dir = fixture();
@@ -879,7 +937,19 @@ mod tests {
             inline("where=\"model=RMT\" stat=mean±std digits=4").unwrap(),
             "0.7000 ± 0.5196"
         );
+        // How many runs reach 0.9 (1, 0.1, 1 for RMT: 2 of 3), per group;
+        // the threshold itself counts.
+        assert_eq!(
+            inline("where=\"model=RMT\" stat=share above=0.9").unwrap(),
+            "2 of 3"
+        );
+        assert_eq!(
+            inline("where=\"dataset=copy\" group=model stat=share above=1").unwrap(),
+            "1 of 2 / 2 of 3"
+        );
         for (spec, expected) in [
+            ("where=\"model=RMT\" stat=share", "needs `above=`"),
+            ("where=\"model=RMT\" stat=share above=most", "`above=most`"),
             ("where=\"model=Tr-XL\"", "no row of"),
             ("where=\"arch=rmt\"", "no column `arch`"),
             ("where=model", "is not column=value"),

@@ -701,6 +701,7 @@ segment_len = 8
 vocab_size = 16
 warmup = 1
 iters = 2
+min_seconds = 0.0
 carried = [1, 3]
 full_attention = [8, 32]
 "#,
@@ -774,6 +775,17 @@ fn bench_measures_every_model_and_writes_tables_and_plot() {
             "{}: peak {peak} B for {params} parameters",
             r[0]
         );
+        // The median between the interquartile range's ends, over the
+        // `iters` timed calls (min_seconds = 0 asks for no more).
+        for phase in ["forward", "train"] {
+            let at = |suffix: &str| -> f64 {
+                r[col(&format!("{phase}_tokens_per_s{suffix}"))]
+                    .parse()
+                    .unwrap()
+            };
+            assert!(at("_low") <= at("") && at("") <= at("_high"), "{}", r[0]);
+            assert_eq!(r[col(&format!("{phase}_calls"))], "2", "{}", r[0]);
+        }
         // Achieved FLOP/s = FLOPs/token × tokens/s.
         let fwd: f64 = r[col("forward_flops_per_s")].parse().unwrap();
         let tps: f64 = r[col("forward_tokens_per_s")].parse().unwrap();
@@ -820,6 +832,7 @@ fn bench_config_errors_name_the_field() {
     for (set, field) in [
         ("bench.itres=3", "bench.itres"),
         ("bench.iters=0", "bench.iters"),
+        ("bench.min_seconds=-1", "bench.min_seconds"),
         ("bench.full_attention=[0]", "bench.full_attention[0]"),
     ] {
         let out = run(&["bench", "--config", config.to_str().unwrap(), "--set", set]);

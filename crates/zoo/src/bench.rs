@@ -202,17 +202,77 @@ pub fn full_attention<B: Backend>(
     )
 }
 
-/// Mean wall time of `iters` calls of `f` after `warmup` untimed ones (which
-/// absorb kernel compilation and autotune on GPU backends).
-pub fn time_per_call(warmup: usize, iters: usize, mut f: impl FnMut()) -> Duration {
+/// The wall times of a figure's timed calls. A noisy machine's figure is
+/// their median, with the interquartile range beside it as its spread
+/// (issue 38: 15 timed calls moved one figure by 2.5x between rounds; the
+/// mean of a loop is dragged by every stall).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Every timed call, in call order.
+    pub calls: Vec<Duration>,
+}
+
+impl Timing {
+    /// The `p` quantile (0..=1) of the call times, interpolated linearly
+    /// between the two nearest ranks (R's and NumPy's default, type 7).
+    pub fn quantile(&self, p: f64) -> Duration {
+        let mut sorted: Vec<f64> = self.calls.iter().map(Duration::as_secs_f64).collect();
+        sorted.sort_by(f64::total_cmp);
+        let Some(last) = sorted.len().checked_sub(1) else {
+            return Duration::ZERO;
+        };
+        let at = p.clamp(0.0, 1.0) * last as f64;
+        let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+        let t = sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64);
+        Duration::from_secs_f64(t)
+    }
+
+    pub fn median(&self) -> Duration {
+        self.quantile(0.5)
+    }
+
+    /// `work` units per second at the median call time, and at the third
+    /// and first quartiles' (the slow and fast ends of the middle half).
+    pub fn rates(&self, work: f64) -> Rate {
+        let per_s = |t: Duration| work / t.as_secs_f64();
+        Rate {
+            median: per_s(self.median()),
+            low: per_s(self.quantile(0.75)),
+            high: per_s(self.quantile(0.25)),
+            calls: self.calls.len(),
+        }
+    }
+}
+
+/// A throughput over a figure's timed calls: at the median call time, and
+/// the interquartile range's ends (`low` from the slower quartile).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Rate {
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+    /// How many calls were timed.
+    pub calls: usize,
+}
+
+/// Times `f` call by call after `warmup` untimed calls (which absorb kernel
+/// compilation and autotune on GPU backends): at least `iters` calls, and
+/// more until `min_seconds` of timed calls have passed, so that a fast
+/// step is timed often enough for a stable median.
+pub fn time_calls(warmup: usize, iters: usize, min_seconds: f64, mut f: impl FnMut()) -> Timing {
     for _ in 0..warmup {
         f();
     }
-    let start = Instant::now();
-    for _ in 0..iters {
+    let mut calls = Vec::with_capacity(iters);
+    let mut total = Duration::ZERO;
+    while calls.len() < iters.max(1) || total.as_secs_f64() < min_seconds {
+        let start = Instant::now();
         f();
+        let t = start.elapsed();
+        total += t;
+        calls.push(t);
     }
-    start.elapsed() / iters.max(1) as u32
+    Timing { calls }
 }
 
 /// `[bench]` of a bench config: the shape, what to measure, and the models
@@ -229,8 +289,11 @@ pub struct BenchConfig {
     /// Untimed calls before timing each step (GPU kernel compilation and
     /// autotune happen on the first call of every shape).
     pub warmup: usize,
-    /// Timed calls per figure.
+    /// Timed calls per figure, at the least: more are timed until
+    /// `min_seconds` have passed. Each figure is the median call.
     pub iters: usize,
+    /// Seconds of timed calls per figure, at the least (1 by default).
+    pub min_seconds: f64,
     /// Measure the training step too (forward + backward + AdamW).
     pub train: bool,
     /// Scaling: the forward cost of one segment after each of these numbers
@@ -251,6 +314,7 @@ impl Default for BenchConfig {
             vocab_size: 256,
             warmup: 2,
             iters: 5,
+            min_seconds: 1.0,
             train: true,
             carried: vec![1, 4, 16, 64, 256],
             full_attention: vec![64, 256, 1024],
@@ -268,6 +332,15 @@ impl Validate for BenchConfig {
         check::positive("segment_len", self.segment_len)?;
         check::positive("vocab_size", self.vocab_size)?;
         check::positive("iters", self.iters)?;
+        if !(self.min_seconds.is_finite() && self.min_seconds >= 0.0) {
+            return Err(ConfigError::new(
+                "min_seconds",
+                format!(
+                    "must be a number of seconds, 0 or more (got {})",
+                    self.min_seconds
+                ),
+            ));
+        }
         if self.models.is_empty() {
             return Err(ConfigError::new("models", "must list at least one model"));
         }
@@ -359,9 +432,13 @@ pub struct BenchRow {
     /// batch × segment.
     pub config: String,
     pub parameters: usize,
-    /// Forward tokens per second, memory carried over `warmup` segments.
+    /// Forward tokens per second at the median call, memory carried over
+    /// `warmup` segments.
     pub forward_tokens_per_s: f64,
+    /// The same with its spread (the interquartile range) and call count.
+    pub forward: Rate,
     pub train_tokens_per_s: Option<f64>,
+    pub train: Option<Rate>,
     /// Peak bytes during a training step (forward step without `train`),
     /// parameters, optimizer state and memory included: the heap's peak on
     /// the CPU (the `memlab` binary counts its allocations), the memory
@@ -476,13 +553,13 @@ impl ModelJob for MeasureModel<'_> {
         let c = &plan.config;
         let shape = c.shape();
         let tokens_per_step = (shape.batch * shape.segment) as f64;
-        let rate = |t: Duration| tokens_per_step / t.as_secs_f64();
+        let time = |f: &mut dyn FnMut()| time_calls(c.warmup, c.iters, c.min_seconds, f);
 
         let forward = Prepared::<B::InnerBackend, A>::new(shape, c.warmup, &spec.fields, device)?;
         let parameters = forward.model.num_params();
         let flops_per_token =
             forward.model.forward_flops(shape.segment) as f64 / shape.segment as f64;
-        let forward_time = time_per_call(c.warmup, c.iters, || forward.step());
+        let forward_rate = time(&mut || forward.step()).rates(tokens_per_step);
         let mut peak = None;
         if !c.train {
             peak = peak_memory::<B>(backend, device, || forward.step());
@@ -490,12 +567,13 @@ impl ModelJob for MeasureModel<'_> {
         drop(forward);
         bar.inc(1);
 
-        let mut train_tokens_per_s = None;
+        let mut train_rate = None;
         if c.train {
             let mut train = TrainPrepared::<B, A>::new(shape, &spec.fields, device)?;
-            let train_time = time_per_call(c.warmup, c.iters, || {
+            let rate = time(&mut || {
                 train.step();
-            });
+            })
+            .rates(tokens_per_step);
             let loss: f32 = train.step().into_scalar().elem();
             if !loss.is_finite() {
                 return Err(anyhow!("`{}`: the training loss is {loss}", spec.label));
@@ -503,7 +581,7 @@ impl ModelJob for MeasureModel<'_> {
             peak = peak_memory::<B>(backend, device, || {
                 train.step();
             });
-            train_tokens_per_s = Some(rate(train_time));
+            train_rate = Some(rate);
         }
 
         let mut points = Vec::with_capacity(c.carried.len());
@@ -514,12 +592,12 @@ impl ModelJob for MeasureModel<'_> {
                 after = Prepared::new(shape, 0, &spec.fields, device)?;
             }
             after.advance_to(k);
-            let t = time_per_call(c.warmup, c.iters, || after.step());
+            let rate = time(&mut || after.step()).rates(tokens_per_step);
             points.push(ScalingPoint {
                 series: spec.label.clone(),
                 backend,
                 sequence_len: (k + 1) * shape.segment,
-                tokens_per_s: rate(t),
+                tokens_per_s: rate.median,
             });
             bar.inc(1);
         }
@@ -530,8 +608,10 @@ impl ModelJob for MeasureModel<'_> {
             backend,
             config: c.shape_label(),
             parameters,
-            forward_tokens_per_s: rate(forward_time),
-            train_tokens_per_s,
+            forward_tokens_per_s: forward_rate.median,
+            forward: forward_rate,
+            train_tokens_per_s: train_rate.map(|r| r.median),
+            train: train_rate,
             peak_memory_bytes: peak,
             flops_per_token,
         };
@@ -553,12 +633,12 @@ impl BackendVisitor for FullAttentionJob<'_> {
         let mut points = Vec::new();
         for &len in &c.full_attention {
             let step = full_attention::<B::InnerBackend>(c.shape(), len, &fields, &device)?;
-            let t = time_per_call(c.warmup, c.iters, || step.step());
+            let timing = time_calls(c.warmup, c.iters, c.min_seconds, || step.step());
             points.push(ScalingPoint {
                 series: FULL_ATTENTION.into(),
                 backend: self.backend,
                 sequence_len: len,
-                tokens_per_s: (c.batch_size * len) as f64 / t.as_secs_f64(),
+                tokens_per_s: timing.rates((c.batch_size * len) as f64).median,
             });
             self.bar.inc(1);
         }
@@ -582,5 +662,66 @@ fn peak_memory<B: Backend>(
             f();
             gpu.device_memory_reserved()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: &[u64]) -> Timing {
+        Timing {
+            calls: v.iter().map(|&m| Duration::from_millis(m)).collect(),
+        }
+    }
+
+    /// Quantiles by hand (type 7): for 10, 20, 30, 40, 100 ms the median is
+    /// the middle call, the quartiles the 2nd and 4th; for an even count
+    /// the median lies halfway; call order does not matter.
+    #[test]
+    fn quantiles_interpolate_between_the_nearest_ranks() {
+        let t = ms(&[40, 10, 100, 30, 20]);
+        assert_eq!(t.median(), Duration::from_millis(30));
+        assert_eq!(t.quantile(0.25), Duration::from_millis(20));
+        assert_eq!(t.quantile(0.75), Duration::from_millis(40));
+        assert_eq!(t.quantile(1.0), Duration::from_millis(100));
+        let even = ms(&[10, 20, 30, 40]);
+        assert_eq!(even.median(), Duration::from_millis(25));
+        // 0.25 × 3 = 0.75 of the way from 10 to 20.
+        assert_eq!(even.quantile(0.25), Duration::from_micros(17_500));
+        assert_eq!(ms(&[]).median(), Duration::ZERO);
+
+        // 100 tokens a call: the median call's rate, the slow quartile's
+        // below it, the fast one's above; one stall (100 ms) moves neither.
+        let r = t.rates(100.0);
+        assert!((r.median - 100.0 / 0.030).abs() < 1e-9);
+        assert!((r.low - 100.0 / 0.040).abs() < 1e-9);
+        assert!((r.high - 100.0 / 0.020).abs() < 1e-9);
+        assert_eq!(r.calls, 5);
+    }
+
+    /// At least `iters` calls, and more until `min_seconds` have passed;
+    /// the warm-up calls are not timed.
+    #[test]
+    fn calls_are_timed_until_both_the_count_and_the_time_are_reached() {
+        let mut n = 0;
+        let t = time_calls(3, 4, 0.0, || n += 1);
+        assert_eq!((n, t.calls.len()), (7, 4));
+
+        let mut n = 0;
+        let t = time_calls(1, 2, 0.03, || {
+            n += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        });
+        let total: Duration = t.calls.iter().sum();
+        assert!(total.as_secs_f64() >= 0.03, "{total:?}");
+        // Each call sleeps at least 2 ms: 15 calls suffice, and the loop
+        // stops at the first call past 0.03 s.
+        assert!(
+            t.calls.len() >= 2 && t.calls.len() <= 15,
+            "{}",
+            t.calls.len()
+        );
+        assert_eq!(n, t.calls.len() + 1);
     }
 }

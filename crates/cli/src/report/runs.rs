@@ -18,8 +18,10 @@
 //!   the order the groups first appear in the file.
 //! - `stat`: `table` (the default: one row per group with its runs, mean ±
 //!   std, every run), `every` (every run's value, `, ` between runs and
-//!   ` / ` between groups), `range` (lowest–highest run), `mean±std`, or
-//!   `groups` (each group's values, ` / ` between groups).
+//!   ` / ` between groups), `range` (lowest–highest run), `mean±std`,
+//!   `groups` (each group's values, ` / ` between groups), or `share`
+//!   with `above=X` (each group's count of runs at X or more, "k of n",
+//!   ` / ` between groups: how many seeds learn, for a bimodal result).
 //! - `digits` (default 3) for the results; a group column's value is shown
 //!   as written, a whole number without its `.0`.
 
@@ -118,7 +120,17 @@ pub(super) fn render(spec: &Spec, base: &Path) -> Result<String> {
         "groups" => per_group(&|g| g.key.join(", ")),
         "range" => span(&all, digits),
         "mean±std" => spread(&all),
-        other => bail!("stat `{other}` (table, every, groups, range or mean±std)"),
+        "share" => {
+            let text = spec.need("above")?;
+            let above: f64 = text.parse().map_err(|_| {
+                anyhow!("`above={text}` in `report: {}` is not a number", spec.text)
+            })?;
+            per_group(&|g| {
+                let k = g.values.iter().filter(|v| **v >= above).count();
+                format!("{k} of {}", g.values.len())
+            })
+        }
+        other => bail!("stat `{other}` (table, every, groups, range, mean±std or share)"),
     })
 }
 
