@@ -713,8 +713,8 @@ fn run(cli: Cli) -> Result<()> {
                         "done: {} on {}: {:.0} tokens/s forward{}",
                         row.model,
                         row.backend,
-                        row.forward_tokens_per_s,
-                        row.train_tokens_per_s
+                        row.forward_tokens_per_s(),
+                        row.train_tokens_per_s()
                             .map_or(String::new(), |t| format!(", {t:.0} train"))
                     );
                 }

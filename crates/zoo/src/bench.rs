@@ -432,12 +432,10 @@ pub struct BenchRow {
     /// batch × segment.
     pub config: String,
     pub parameters: usize,
-    /// Forward tokens per second at the median call, memory carried over
-    /// `warmup` segments.
-    pub forward_tokens_per_s: f64,
-    /// The same with its spread (the interquartile range) and call count.
+    /// Forward tokens per second (median call, interquartile range, call
+    /// count), memory carried over `warmup` segments.
     pub forward: Rate,
-    pub train_tokens_per_s: Option<f64>,
+    /// Training tokens per second, when `train` is on.
     pub train: Option<Rate>,
     /// Peak bytes during a training step (forward step without `train`),
     /// parameters, optimizer state and memory included: the heap's peak on
@@ -449,14 +447,24 @@ pub struct BenchRow {
 }
 
 impl BenchRow {
+    /// Forward tokens per second at the median call.
+    pub fn forward_tokens_per_s(&self) -> f64 {
+        self.forward.median
+    }
+
+    /// Training tokens per second at the median call.
+    pub fn train_tokens_per_s(&self) -> Option<f64> {
+        self.train.map(|t| t.median)
+    }
+
     /// Achieved model FLOP/s of the forward pass.
     pub fn forward_flops_per_s(&self) -> f64 {
-        self.flops_per_token * self.forward_tokens_per_s
+        self.flops_per_token * self.forward_tokens_per_s()
     }
 
     /// Achieved model FLOP/s of training (a step counts as three forwards).
     pub fn train_flops_per_s(&self) -> Option<f64> {
-        self.train_tokens_per_s
+        self.train_tokens_per_s()
             .map(|t| t * self.flops_per_token * TRAIN_STEP_FORWARDS as f64)
     }
 }
@@ -608,9 +616,7 @@ impl ModelJob for MeasureModel<'_> {
             backend,
             config: c.shape_label(),
             parameters,
-            forward_tokens_per_s: forward_rate.median,
             forward: forward_rate,
-            train_tokens_per_s: train_rate.map(|r| r.median),
             train: train_rate,
             peak_memory_bytes: peak,
             flops_per_token,
