@@ -7,7 +7,7 @@
 use std::path::Path;
 
 pub use memlab_zoo::bench::{
-    BenchPlan, Prepared, Shape, TrainPrepared, full_attention, time_calls, tokens,
+    BenchPlan, Generating, Prepared, Shape, TrainPrepared, full_attention, time_calls, tokens,
 };
 
 /// `configs/<name>.toml` of this repository, parsed and checked.

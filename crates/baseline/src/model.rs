@@ -6,8 +6,9 @@ use burn::prelude::*;
 use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     AbsolutePositions, TokenEmbedding, TransformerBlock, absolute_stack, causal_mask,
+    causal_stack_partial,
 };
-use memlab_core::{ModelContext, NoMemory, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, NoMemory, PartialSegment, SegmentModel, SegmentOutput};
 
 use crate::config::BaselineConfig;
 
@@ -67,6 +68,23 @@ impl<B: Backend> SegmentModel<B> for Baseline<B> {
         memory: NoMemory,
     ) -> SegmentOutput<B, NoMemory> {
         SegmentOutput::new(self.embedding.logits(self.hidden(tokens)), memory)
+    }
+
+    /// Each block keeps the keys and values of the segment's tokens read so
+    /// far; the new tokens take the positions after them.
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        _memory: &NoMemory,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let x = self.embedding.embed(tokens);
+        let x = self
+            .dropout
+            .forward(self.positions.forward_at(x, partial.tokens));
+        let (h, partial) = causal_stack_partial(&self.blocks, self.final_norm.as_ref(), x, partial);
+        Some((self.embedding.logits(h), partial))
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

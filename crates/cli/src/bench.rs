@@ -1,4 +1,4 @@
-//! `memlab bench`'s output: the Markdown table, the CSV files and the
+//! `memlab bench`'s output: the Markdown tables, the CSV files and the
 //! scaling plot of a [`BenchReport`]. What is measured, and how, is
 //! [`memlab_zoo::bench`]'s (re-exported here).
 
@@ -59,6 +59,31 @@ pub fn bench_markdown(report: &BenchReport, peak_tflops: Option<f64>) -> String 
                 .map_or("–".into(), |f| tflops(f, peak_tflops)),
         );
     }
+    if !report.generation.is_empty() {
+        out.push_str(
+            "\nGreedy generation, one row from one prompt token, the next token read back \
+             each time (`memlab generate`): tokens/s of the stream, which reads a partial \
+             segment incrementally where the model keeps its keys and values, and of a \
+             stream that re-reads the partial segment for every token.\n\n\
+             | model | backend | segment | tokens | incremental | tokens/s | re-read tokens/s | speed-up | same tokens |\n\
+             | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |\n",
+        );
+        for g in &report.generation {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {:.2}× | {} |",
+                g.model,
+                g.backend,
+                g.segment_len,
+                g.tokens,
+                if g.incremental { "yes" } else { "no" },
+                rate_cell(&g.cached),
+                rate_cell(&g.re_read),
+                g.speedup(),
+                if g.same_tokens { "yes" } else { "no" },
+            );
+        }
+    }
     if !report.scaling.is_empty() {
         out.push_str(
             "\nForward tokens/s of one segment against the sequence length read so far \
@@ -104,6 +129,37 @@ pub fn bench_csv(report: &BenchReport) -> String {
             opt(r.train.map(|t| t.low)),
             opt(r.train.map(|t| t.high)),
             r.train.map_or(String::new(), |t| t.calls.to_string()),
+        );
+    }
+    out
+}
+
+/// The generation rows as CSV.
+pub fn generation_csv(report: &BenchReport) -> String {
+    let mut out = String::from(
+        "model,arch,backend,segment_len,tokens,incremental,tokens_per_s,tokens_per_s_low,tokens_per_s_high,calls,\
+         re_read_tokens_per_s,re_read_tokens_per_s_low,re_read_tokens_per_s_high,re_read_calls,speedup,same_tokens\n",
+    );
+    for g in &report.generation {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            crate::csv_field(&g.model),
+            g.arch,
+            g.backend,
+            g.segment_len,
+            g.tokens,
+            g.incremental,
+            g.cached.median,
+            g.cached.low,
+            g.cached.high,
+            g.cached.calls,
+            g.re_read.median,
+            g.re_read.low,
+            g.re_read.high,
+            g.re_read.calls,
+            g.speedup(),
+            g.same_tokens,
         );
     }
     out
@@ -163,7 +219,8 @@ pub fn scaling_svg(report: &BenchReport, title: &str) -> Result<String> {
     .svg()
 }
 
-/// Writes bench.md, bench.csv, scaling.csv and scaling.svg into `dir`.
+/// Writes bench.md, bench.csv, scaling.csv and scaling.svg into `dir`, and
+/// generation.csv when generation was timed.
 pub fn write_bench_outputs(
     dir: &Path,
     report: &BenchReport,
@@ -178,6 +235,9 @@ pub fn write_bench_outputs(
     ];
     if !report.scaling.is_empty() {
         files.push((dir.join("scaling.svg"), scaling_svg(report, title)?));
+    }
+    if !report.generation.is_empty() {
+        files.push((dir.join("generation.csv"), generation_csv(report)));
     }
     for (path, text) in &files {
         memlab_train::checkpoint::write_atomically(path, text.as_bytes())

@@ -144,13 +144,17 @@ pub struct GenerateReport {
 /// `prompt`, memory carried across segments exactly as in training
 /// ([`memlab_train::runner::SegmentStream`]); once the run is loaded,
 /// `on_token` receives the prompt, then each token's bytes as it is
-/// generated.
+/// generated. The stream reads a partial segment incrementally where the
+/// model keeps per-token state; `re_read` makes it re-read the partial
+/// segment for every token instead (the same tokens, slower: the reference).
+#[allow(clippy::too_many_arguments)]
 pub fn run_generate(
     run: &Path,
     backend: BackendKind,
     prompt: &str,
     tokens: usize,
     sampling: Sampling,
+    re_read: bool,
     progress: bool,
     on_token: &mut dyn FnMut(&[u8]) -> Result<()>,
 ) -> Result<GenerateReport> {
@@ -159,6 +163,7 @@ pub fn run_generate(
         prompt: Vec<i64>,
         tokens: usize,
         sampling: Sampling,
+        re_read: bool,
         progress: bool,
         on_token: &'a mut dyn FnMut(&[u8]) -> Result<()>,
     }
@@ -175,7 +180,11 @@ pub fn run_generate(
             let codec = run.task.codec().expect("checked before");
             let mut rng = rand::rngs::StdRng::seed_from_u64(self.sampling.seed);
             let segment_len = run.config.train.segment_len;
-            let mut stream = SegmentStream::new(model, 1, segment_len, device);
+            let mut stream = if self.re_read {
+                SegmentStream::re_reading(model, 1, segment_len, device)
+            } else {
+                SegmentStream::new(model, 1, segment_len, device)
+            };
             (self.on_token)(self.text.as_bytes())?;
             for &id in &self.prompt {
                 stream.push(&[id]);
@@ -228,6 +237,7 @@ pub fn run_generate(
             prompt,
             tokens,
             sampling,
+            re_read,
             progress,
             on_token,
         },

@@ -123,6 +123,10 @@ enum Command {
         /// Seed of the sampling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Re-read the partial segment for every token instead of keeping
+        /// its keys and values (the same text, slower: for comparison).
+        #[arg(long)]
+        re_read: bool,
     },
     /// Train every model of [compare] under every setting with every seed
     /// (compare.seeds); print mean ± std tables and write compare.md,
@@ -527,6 +531,7 @@ fn run(cli: Cli) -> Result<()> {
             temperature,
             top_k,
             seed,
+            re_read,
         } => {
             let prompt = match (prompt, prompt_file) {
                 (Some(p), _) => p,
@@ -549,6 +554,7 @@ fn run(cli: Cli) -> Result<()> {
                 &prompt,
                 tokens,
                 sampling,
+                re_read,
                 progress,
                 &mut |bytes| write_bytes(&mut stdout, bytes),
             )?;

@@ -547,8 +547,8 @@ mem_len = 8
 
     // Generation from the word-level run: the prompt, then words of the
     // vocabulary, greedy and reproducible.
-    let generate = |seed: &str, temperature: &str| {
-        let out = run(&[
+    let generate_with = |seed: &str, temperature: &str, extra: &[&str]| {
+        let mut args = vec![
             "generate",
             "--run",
             run_dir.to_str().unwrap(),
@@ -560,10 +560,13 @@ mem_len = 8
             temperature,
             "--seed",
             seed,
-        ]);
+        ];
+        args.extend(extra);
+        let out = run(&args);
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
+    let generate = |seed: &str, temperature: &str| generate_with(seed, temperature, &[]);
     let greedy = generate("1", "0");
     assert!(greedy.starts_with("the cat"), "{greedy}");
     let words: Vec<&str> = greedy["the cat".len()..].split_whitespace().collect();
@@ -575,6 +578,12 @@ mem_len = 8
         );
     }
     assert_eq!(greedy, generate("2", "0"), "greedy ignores the seed");
+    // Re-reading the partial segment for every token gives the same text.
+    assert_eq!(
+        generate_with("1", "0", &["--re-read"]),
+        greedy,
+        "--re-read changes the text"
+    );
     assert_eq!(generate("3", "1.0"), generate("3", "1.0"), "a seed repeats");
 }
 
@@ -704,6 +713,7 @@ iters = 2
 min_seconds = 0.0
 carried = [1, 3]
 full_attention = [8, 32]
+generate = 12
 "#,
         dir.display()
     );
@@ -812,6 +822,41 @@ fn bench_measures_every_model_and_writes_tables_and_plot() {
     assert!(svg.starts_with("<svg") && svg.contains("full attention (baseline)"));
     let md = std::fs::read_to_string(run_dir.join("bench.md")).unwrap();
     assert!(md.contains("| infinity-former | flex | 2×8 |"), "{md}");
+
+    // Generation: 12 tokens (across a segment boundary) per call, the same
+    // tokens with and without the incremental stream, which every model
+    // reads incrementally.
+    let generation = std::fs::read_to_string(run_dir.join("generation.csv")).unwrap();
+    let header: Vec<&str> = generation.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = generation
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    let incremental: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[col("arch")], r[col("incremental")]))
+        .collect();
+    assert_eq!(
+        incremental,
+        [
+            ("baseline", "true"),
+            ("transformer-xl", "true"),
+            ("rmt", "true"),
+            ("infinity-former", "true"),
+            ("memformer", "true"),
+        ]
+    );
+    for r in &rows {
+        assert_eq!(r[col("same_tokens")], "true", "{}", r[0]);
+        assert_eq!(r[col("tokens")], "12", "{}", r[0]);
+        for name in ["tokens_per_s", "re_read_tokens_per_s", "speedup"] {
+            let v: f64 = r[col(name)].parse().unwrap();
+            assert!(v.is_finite() && v > 0.0, "{}: {name} = {v}", r[0]);
+        }
+    }
+    assert!(md.contains("| re-read tokens/s |"), "{md}");
 }
 
 #[test]
@@ -990,10 +1035,11 @@ fn every_paper_config_plans_as_written() {
             "{}: {summary}",
             config.display()
         );
-        assert!(
-            body.contains("seeds = [1, 2, 3]"),
-            "{}: fewer than 3 seeds",
-            config.display()
-        );
+        let doc: toml::Table = toml::from_str(&body).unwrap();
+        let seeds = doc["compare"]
+            .get("seeds")
+            .and_then(|s| s.as_array())
+            .map_or(0, |s| s.len());
+        assert!(seeds >= 3, "{}: fewer than 3 seeds", config.display());
     }
 }

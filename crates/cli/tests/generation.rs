@@ -77,6 +77,19 @@ fn memory_settings_generate_what_teacher_forcing_predicts() {
             "rmt",
             "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_at_end = false",
         ),
+        // configs/paper/rmt-reverse-segments.toml's RMT (no cache, memory
+        // tokens over relative positions), with weights large enough that
+        // the read block's dependence on the segment's length shows (the
+        // rel-shifted terms beyond the causal part): a partial segment
+        // must be read as part of a complete one.
+        (
+            "rmt",
+            "backbone = \"transformer-xl\"\nd_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 0\nnum_mem_tokens = 6\nscale_embeddings = true\nread_mem_from_cache = true\ninit_std = 0.3",
+        ),
+        (
+            "rmt",
+            "backbone = \"transformer-xl\"\nd_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 4\nnum_mem_tokens = 3\ninit_std = 0.3",
+        ),
         (
             "infinity-former",
             "d_model = 32\nn_heads = 2\nd_ff = 64\nmem_len = 4\nnum_basis = 8\nsticky = true",

@@ -374,14 +374,18 @@ impl Default for RunConfig {
 
 impl Validate for RunConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.name.is_empty()
-            || self.name.contains(['/', '\\'])
-            || self.name == ".."
-            || self.name == "."
-        {
+        // A plain directory name, or plain names joined by `/`: a cell of a
+        // comparison is `<matrix>/<cell>` (its config.toml says so, and
+        // `memlab eval --run` reads it back).
+        let plain =
+            |part: &str| !part.is_empty() && part != "." && part != ".." && !part.contains('\\');
+        if !self.name.split('/').all(plain) {
             return Err(ConfigError::new(
                 "name",
-                format!("must be a plain directory name, got {:?}", self.name),
+                format!(
+                    "must be a plain directory name (or plain names joined by `/`), got {:?}",
+                    self.name
+                ),
             ));
         }
         if self.out_dir.is_empty() {

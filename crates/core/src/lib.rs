@@ -7,6 +7,7 @@
 //! - [`data`]: the [`Task`] interface tasks implement;
 //! - [`layers`]: attention, positions, feed-forward, blocks, embeddings;
 //! - [`cache`]: Transformer-XL's per-layer cache and its masks;
+//! - [`partial`]: the keys and values of a partly read segment (incremental generation);
 //! - [`seed`]: seeded initialisation and dropout masks;
 //! - [`flops`]: the model FLOPs a description reports;
 //! - [`interop`]: what an architecture declares for external weight formats.
@@ -22,6 +23,7 @@ pub mod flops;
 pub mod interop;
 pub mod layers;
 pub mod model;
+pub mod partial;
 pub mod registry;
 pub mod seed;
 
@@ -37,4 +39,5 @@ pub use model::{
     MemoryError, MemoryLayout, MemoryParts, MemoryState, ModelContext, ModelDescription, NoMemory,
     SegmentModel, SegmentOutput, TensorMemory,
 };
+pub use partial::{KeyValues, PartialSegment};
 pub use registry::{Architecture, ArchitectureVisitor, ModelSpec};

@@ -5,6 +5,8 @@
 use burn::module::Module;
 use burn::prelude::*;
 
+use crate::partial::PartialSegment;
+
 /// Whatever a model carries from one segment to the next (Transformer-XL's
 /// per-layer cache, RMT's memory tokens, Memformer's slots, ...).
 pub trait MemoryState<B: Backend>: Clone + Send + Sized + 'static {
@@ -237,6 +239,31 @@ pub trait SegmentModel<B: Backend>: Module<B> {
         tokens: Tensor<B, 2, Int>,
         memory: Self::Memory,
     ) -> SegmentOutput<B, Self::Memory>;
+
+    /// Reads `tokens` `[batch, n]` that continue the current segment
+    /// incrementally: `memory` is the memory that entered the segment,
+    /// `partial` what the model kept of the tokens read before
+    /// ([`PartialSegment::start`] at the segment's first token), and
+    /// `segment_len` the number of tokens the segment will hold once
+    /// complete (where a model's attention depends on the segment's length,
+    /// as RMT's memory tokens over Transformer-XL's relative positions do).
+    /// Returns the logits `[batch, n, vocab]` of these tokens, which are
+    /// [`Self::forward_segment`]'s at the same positions of the complete
+    /// segment, and the grown `partial` (for inference: dropout is not
+    /// applied the same way). `None` (the default): the model keeps no
+    /// per-token state, and a reader re-reads the segment with
+    /// [`Self::forward_segment`]. The memory for the next segment always
+    /// comes from [`Self::forward_segment`] over the whole segment.
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &Self::Memory,
+        partial: PartialSegment<B>,
+        segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let _ = (tokens, memory, partial, segment_len);
+        None
+    }
 
     /// Floats carried per sequence between segments, in steady state.
     fn memory_floats_per_sequence(&self) -> usize;

@@ -25,7 +25,7 @@ use memlab_core::cache::LayerCache;
 use memlab_core::config::{ConfigError, Validate};
 use memlab_core::layers::causal_mask;
 use memlab_core::model::{MemoryError, MemoryState};
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, PartialSegment, SegmentModel, SegmentOutput};
 use memlab_infinity_former::long_term::{LongTermReads, write_pending};
 use memlab_infinity_former::{
     InfinityMemory, LongTermAttention, LongTermContext, LongTermSettings,
@@ -255,13 +255,7 @@ impl<B: Backend> Gpt2Ltm<B> {
         // a full signal starts again from it alone (`mem_threshold`).
         let pending = memory.pending.iter().flatten().next().map(|x| x.dims()[1]);
         let restart = self.reset_after > 0 && written >= self.reset_after;
-        let coefficients = write_pending(
-            &self.long_term,
-            ctx,
-            &memory.pending,
-            (!restart).then_some(memory.coefficients.as_slice()),
-            &memory.density,
-        );
+        let coefficients = self.written_signals(&memory, written);
         let written = match pending {
             Some(l) if restart => l,
             Some(l) => written + l,
@@ -300,6 +294,25 @@ impl<B: Backend> Gpt2Ltm<B> {
     }
 }
 
+impl<B: Backend> Gpt2Ltm<B> {
+    /// Each signal after the segment's write (or restart): what
+    /// [`Self::hidden`] reads, computed once per segment.
+    fn written_signals(
+        &self,
+        memory: &InfinityMemory<B>,
+        written: usize,
+    ) -> Vec<Option<Tensor<B, 3>>> {
+        let restart = self.reset_after > 0 && written >= self.reset_after;
+        write_pending(
+            &self.long_term,
+            &self.context,
+            &memory.pending,
+            (!restart).then_some(memory.coefficients.as_slice()),
+            &memory.density,
+        )
+    }
+}
+
 impl<B: Backend> SegmentModel<B> for Gpt2Ltm<B> {
     type Memory = Gpt2LtmMemory<B>;
 
@@ -321,6 +334,44 @@ impl<B: Backend> SegmentModel<B> for Gpt2Ltm<B> {
             Some(kl) if self.kl_weight > 0.0 => out.with_aux_loss(kl * self.kl_weight),
             _ => out,
         }
+    }
+
+    /// GPT-2's incremental read (each block keeps its keys and values),
+    /// each block also reading its long-term signal, written at the
+    /// segment's first token and kept for the rest (in `extra`).
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &Gpt2LtmMemory<B>,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let [_, n] = tokens.dims();
+        let ctx = &self.context;
+        let mut partial = partial;
+        if partial.is_start() {
+            partial.extra = self.written_signals(&memory.long_term, memory.written);
+        }
+        let mask = (n > 1).then(|| causal_mask::<B>(n, partial.tokens, &tokens.device()));
+        let mut h = self.gpt2.embed_at(tokens, partial.tokens);
+        let mut reads = LongTermReads::new(self.long_term.len());
+        let mut layers = Vec::with_capacity(self.gpt2.blocks.len());
+        for (i, block) in self.gpt2.blocks.iter().enumerate() {
+            let (out, kv) =
+                block.forward_cached_with(h, partial.layer(i), mask.clone(), |queries| {
+                    reads.read(
+                        i,
+                        &self.long_term[i],
+                        ctx,
+                        queries,
+                        partial.extra[i].clone(),
+                    )
+                });
+            h = out;
+            layers.push(kv);
+        }
+        let logits = self.gpt2.embedding.logits(self.gpt2.final_norm.forward(h));
+        Some((logits, partial.advanced(n, layers)))
     }
 
     /// Per block the signal (N × d), the last segment's inputs (a segment)

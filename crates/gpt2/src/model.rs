@@ -8,9 +8,9 @@ use burn::nn::LayerNorm;
 use burn::prelude::*;
 use memlab_core::layers::{
     AbsolutePositions, Dropout, PositionKind, TokenEmbedding, TokenEmbeddingConfig,
-    TransformerBlock, absolute_stack, causal_mask,
+    TransformerBlock, absolute_stack, causal_mask, causal_stack_partial,
 };
-use memlab_core::{ModelContext, NoMemory, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, NoMemory, PartialSegment, SegmentModel, SegmentOutput};
 
 use crate::config::Gpt2Config;
 
@@ -54,8 +54,15 @@ impl<B: Backend> Gpt2<B> {
     /// The embeddings of a segment: `wte(tokens) + wpe(0..len)`, positions
     /// counted from the segment's start.
     pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.dropout
-            .forward(self.positions.forward(self.embedding.embed(tokens)))
+        self.embed_at(tokens, 0)
+    }
+
+    /// [`Self::embed`] for tokens from position `start` of the segment on.
+    pub fn embed_at(&self, tokens: Tensor<B, 2, Int>, start: usize) -> Tensor<B, 3> {
+        self.dropout.forward(
+            self.positions
+                .forward_at(self.embedding.embed(tokens), start),
+        )
     }
 
     /// The last hidden states `[batch, len, n_embd]` (after `ln_f`).
@@ -101,6 +108,21 @@ impl<B: Backend> SegmentModel<B> for Gpt2<B> {
         memory: NoMemory,
     ) -> SegmentOutput<B, NoMemory> {
         SegmentOutput::new(self.embedding.logits(self.hidden(tokens)), memory)
+    }
+
+    /// Each block keeps the keys and values of the segment's tokens read so
+    /// far (Hugging Face's `past_key_values`); the new tokens take the
+    /// positions after them.
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        _memory: &NoMemory,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let x = self.embed_at(tokens, partial.tokens);
+        let (h, partial) = causal_stack_partial(&self.blocks, Some(&self.final_norm), x, partial);
+        Some((self.embedding.logits(h), partial))
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

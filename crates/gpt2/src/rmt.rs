@@ -21,7 +21,8 @@ use burn::prelude::*;
 use memlab_core::cache::LayerCache;
 use memlab_core::config::{ConfigError, Validate, check};
 use memlab_core::layers::absolute_stack;
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, PartialSegment, SegmentModel, SegmentOutput};
+use memlab_rmt::model::absolute_partial;
 use memlab_rmt::{RmtMemory, rmt_mask};
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +154,28 @@ impl<B: Backend> SegmentModel<B> for Gpt2Rmt<B> {
         };
         let logits = self.gpt2.embedding.logits(h.narrow(1, m, s));
         SegmentOutput::new(logits, next)
+    }
+
+    /// RMT's incremental read over GPT-2's blocks
+    /// ([`memlab_rmt::model::absolute_partial`]).
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &RmtMemory<B>,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let gpt2 = &self.gpt2;
+        let (h, partial) = absolute_partial(
+            &gpt2.blocks,
+            Some(&gpt2.final_norm),
+            &gpt2.positions,
+            &gpt2.dropout,
+            gpt2.embedding.embed(tokens),
+            memory.tokens.clone(),
+            partial,
+        );
+        Some((gpt2.embedding.logits(h), partial))
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

@@ -14,9 +14,9 @@
 
 use burn::prelude::*;
 use memlab_core::layers::Dropout;
-use memlab_core::layers::relative_layers;
 use memlab_core::layers::{RelativeBias, RelativeTransformerBlock, TokenEmbedding, causal_mask};
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::layers::{relative_layers, relative_layers_cached};
+use memlab_core::{ModelContext, PartialSegment, SegmentModel, SegmentOutput};
 
 use crate::config::InfinityFormerConfig;
 use crate::long_term::{LongTermAttention, LongTermContext, LongTermReads, write_pending};
@@ -176,6 +176,56 @@ impl<B: Backend> SegmentModel<B> for InfinityFormer<B> {
             Some(kl) if self.kl_weight > 0.0 => out.with_aux_loss(kl * self.kl_weight),
             _ => out,
         }
+    }
+
+    /// Transformer-XL's incremental read of the short-term part
+    /// (`relative_layers_cached`), each layer also reading its long-term
+    /// signal: the signals after this segment's write are computed at the
+    /// segment's first token and kept for the rest (in `extra`).
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &InfinityMemory<B>,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let [_, n] = tokens.dims();
+        let device = tokens.device();
+        let ctx = &self.context;
+        let mut partial = partial;
+        if partial.is_start() {
+            partial.extra = write_pending(
+                &self.long_term,
+                ctx,
+                &memory.pending,
+                Some(&memory.coefficients),
+                &memory.density,
+            );
+        }
+        let before = if partial.is_start() {
+            memory.cache.len()
+        } else {
+            partial.keys()
+        };
+        let mask = (n > 1).then(|| causal_mask::<B>(n, before, &device));
+        let h = self.dropout.forward(self.embedding.embed(tokens));
+        let mut reads = LongTermReads::new(self.layers.len());
+        let coefficients = &partial.extra;
+        let (h, layers) = relative_layers_cached(
+            &self.layers,
+            &self.biases,
+            h,
+            &memory.cache,
+            &partial.layers,
+            mask,
+            self.clamp_len,
+            |i, queries| {
+                let ltm = self.long_term.get(i)?;
+                reads.read(i, ltm, ctx, queries, coefficients[i].clone())
+            },
+        );
+        let logits = self.embedding.logits(self.dropout.forward(h));
+        Some((logits, partial.advanced(n, layers)))
     }
 
     /// Short-term cache, plus per layer the signal (N × d) and the inputs

@@ -21,7 +21,7 @@ use memlab_core::layers::Dropout;
 use memlab_core::layers::{
     AbsolutePositions, CrossAttentionBlock, TokenEmbedding, causal_mask, normal_init,
 };
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, PartialSegment, SegmentModel, SegmentOutput};
 
 use crate::config::MemformerConfig;
 use crate::memory::MemformerMemory;
@@ -156,6 +156,47 @@ impl<B: Backend> SegmentModel<B> for Memformer<B> {
                 encoded: Some(encoded),
             },
         )
+    }
+
+    /// Only the decoder makes logits: each decoder block keeps its
+    /// self-attention's keys and values of the segment's tokens read so far,
+    /// and its cross-attention's of the context (the previous segment's
+    /// encoding, or the slots), projected at the segment's first token.
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &MemformerMemory<B>,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let [_, n] = tokens.dims();
+        let device = tokens.device();
+        let x = self.dropout.forward(
+            self.positions
+                .forward_at(self.embedding.embed(tokens), partial.tokens),
+        );
+        let context = memory
+            .encoded
+            .clone()
+            .unwrap_or_else(|| memory.slots.clone());
+        let mask = (n > 1).then(|| causal_mask::<B>(n, partial.tokens, &device));
+        let mut h = x;
+        let mut layers = Vec::with_capacity(2 * self.decoder.len());
+        for (i, block) in self.decoder.iter().enumerate() {
+            let cross = match partial.layer(2 * i + 1) {
+                Some(cross) => cross,
+                None => block.cross_attention.key_values(context.clone()),
+            };
+            let (out, kv) = block.forward_cached(h, partial.layer(2 * i), mask.clone(), &cross);
+            h = out;
+            layers.extend([kv, cross]);
+        }
+        let decoded = match &self.decoder_norm {
+            Some(norm) => norm.forward(h),
+            None => h,
+        };
+        let logits = self.embedding.logits(self.dropout.forward(decoded));
+        Some((logits, partial.advanced(n, layers)))
     }
 
     /// The decoder (self-attention, cross-attention to the previous

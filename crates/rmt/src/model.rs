@@ -16,12 +16,12 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use memlab_core::cache::{LayerCache, xl_mask};
 use memlab_core::layers::Dropout;
-use memlab_core::layers::relative_stack;
 use memlab_core::layers::{
     AbsolutePositions, PositionKind, RelativeBias, RelativeTransformerBlock, TokenEmbedding,
-    TransformerBlock, absolute_stack,
+    TransformerBlock, absolute_stack, absolute_stack_cached, causal_mask, relative_layers_cached,
+    relative_stack,
 };
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::{ModelContext, PartialSegment, SegmentModel, SegmentOutput};
 
 use crate::config::{Backbone, MemoryInit, RmtConfig};
 use crate::mask::rmt_mask;
@@ -227,6 +227,96 @@ impl<B: Backend> Rmt<B> {
 }
 
 impl<B: Backend> Rmt<B> {
+    /// [`Self::hidden`] read incrementally: the rows of `tokens` `[batch, n]`,
+    /// the `n` tokens after `partial`'s of a segment that will hold
+    /// `segment_len` tokens. A segment token sees the cache (Tr-XL
+    /// backbone), the read block and the tokens before it, none of which the
+    /// write block (appended only when the segment is complete) changes.
+    ///
+    /// The read block itself depends on the segment's length over
+    /// Transformer-XL's relative positions: it attends to read tokens after
+    /// it, beyond the causal part of the rel-shifted position scores, whose
+    /// entries there are other distances' terms, set by the number of keys
+    /// (Transformer-XL's and LM-RMT's `_rel_shift`). So the first tokens
+    /// are read inside a segment of the complete length, the positions not
+    /// yet read held by zero rows (no segment token sees them, the read
+    /// block reads none), and only the keys read so far are kept.
+    pub fn partial_hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &RmtMemory<B>,
+        partial: PartialSegment<B>,
+        segment_len: usize,
+    ) -> (Tensor<B, 3>, PartialSegment<B>) {
+        let x = self.embedding.embed(tokens);
+        if !self.is_xl() {
+            return absolute_partial(
+                &self.blocks,
+                self.final_norm.as_ref(),
+                &self.positions,
+                &self.dropout,
+                x,
+                memory.tokens.clone(),
+                partial,
+            );
+        }
+        let [batch, n, d] = x.dims();
+        let device = x.device();
+        let first = partial.is_start();
+        let read = if first { memory.tokens.clone() } else { None };
+        let m = read.as_ref().map_or(0, |r| r.dims()[1]);
+        let cache = memory.cache.len();
+        let same_length = self.same_length.then_some(self.mem_len);
+        // The rows read now: at the segment's start with memory tokens, the
+        // whole segment's geometry ([read ; tokens ; zeros (; write)]).
+        let (augmented, mask, rows) = match read {
+            Some(read) => {
+                let s = segment_len.max(n);
+                let write = if self.mem_at_end { m } else { 0 };
+                let rest = Tensor::zeros([batch, s - n + write, d], &device);
+                let q = m + s + write;
+                let mask = if self.same_length {
+                    xl_mask::<B>(q, cache, same_length, &device)
+                } else {
+                    rmt_mask::<B>(
+                        m,
+                        s,
+                        cache,
+                        self.mem_at_end,
+                        self.read_mem_from_cache,
+                        &device,
+                    )
+                };
+                (Tensor::cat(vec![read, x, rest], 1), Some(mask), m + n)
+            }
+            None => {
+                let before = if first { cache } else { partial.keys() };
+                let mask = (n > 1 || self.same_length)
+                    .then(|| xl_mask::<B>(n, before, same_length, &device));
+                (x, mask, n)
+            }
+        };
+        let h = self.dropout.forward(augmented);
+        let (h, layers) = relative_layers_cached(
+            &self.relative_blocks,
+            &self.biases,
+            h,
+            &memory.cache,
+            &partial.layers,
+            mask,
+            self.clamp_len,
+            |_, _| None,
+        );
+        let held = if first {
+            cache + rows
+        } else {
+            partial.keys() + rows
+        };
+        let layers = layers.into_iter().map(|kv| kv.truncated(held)).collect();
+        let h = self.dropout.forward(h);
+        (h.narrow(1, m, n), partial.advanced(n, layers))
+    }
+
     /// The auxiliary memory loss of appendix A.5 ("we set a new fixed special
     /// token to be predicted from memory as target"), already weighted:
     ///
@@ -270,6 +360,26 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
         SegmentOutput::new(logits, next)
     }
 
+    /// Every layer keeps the keys and values of the read memory, the cache
+    /// (Tr-XL backbone) and the segment's tokens read so far
+    /// ([`Rmt::partial_hidden`]).
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &RmtMemory<B>,
+        partial: PartialSegment<B>,
+        segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let (h, partial) = self.partial_hidden(tokens, memory, partial, segment_len);
+        let logits = self.embedding.logits(h);
+        let logits = if self.memory_loss_weight > 0.0 {
+            logits.narrow(2, 0, self.vocab_size)
+        } else {
+            logits
+        };
+        Some((logits, partial))
+    }
+
     fn memory_floats_per_sequence(&self) -> usize {
         let layers = if self.is_xl() {
             self.relative_blocks.len()
@@ -298,4 +408,40 @@ impl<B: Backend> SegmentModel<B> for Rmt<B> {
         let head_rows = segment_len + if self.memory_loss_weight > 0.0 { m } else { 0 };
         blocks + self.embedding.logits_flops(head_rows)
     }
+}
+
+/// RMT's incremental read over a Transformer with absolute positions (RMT's
+/// Transformer backbone, GPT-2 + RMT): `x` `[batch, n, d]` are the embedded
+/// tokens after `partial`'s. At the segment's first tokens the read memory
+/// `read` `[batch, m, d]` goes first (positions `0..m`, under its rows of
+/// [`rmt_mask`]); later tokens take the positions after everything read,
+/// causally. Returns the tokens' rows of the last layer (after the final
+/// LayerNorm when given) and the grown `partial`.
+pub fn absolute_partial<B: Backend>(
+    blocks: &[TransformerBlock<B>],
+    final_norm: Option<&LayerNorm<B>>,
+    positions: &AbsolutePositions<B>,
+    dropout: &Dropout,
+    x: Tensor<B, 3>,
+    read: Option<Tensor<B, 3>>,
+    partial: PartialSegment<B>,
+) -> (Tensor<B, 3>, PartialSegment<B>) {
+    let n = x.dims()[1];
+    let device = x.device();
+    let (h, m, mask) = if partial.is_start() {
+        let m = read.as_ref().map_or(0, |r| r.dims()[1]);
+        let augmented = match read {
+            Some(read) => Tensor::cat(vec![read, x], 1),
+            None => x,
+        };
+        let mask = rmt_mask::<B>(m, n, 0, false, false, &device);
+        (positions.forward_at(augmented, 0), m, Some(mask))
+    } else {
+        let before = partial.keys();
+        let mask = (n > 1).then(|| causal_mask::<B>(n, before, &device));
+        (positions.forward_at(x, before), 0, mask)
+    };
+    let h = dropout.forward(h);
+    let (h, layers) = absolute_stack_cached(blocks, final_norm, h, &partial.layers, mask);
+    (h.narrow(1, m, n), partial.advanced(n, layers))
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use memlab_core::config::BpttDepth;
 use memlab_core::data::{AnswerSpec, SequenceBatch};
 use memlab_core::model::{MemoryState, SegmentModel};
+use memlab_core::partial::PartialSegment;
 
 /// Segment boundaries `[start, end)` of a sequence of `len` tokens; the last
 /// segment may be shorter.
@@ -339,8 +340,24 @@ where
 /// and the memory is updated only when a segment is complete, so the logits
 /// it gives for the next token are exactly the ones a teacher-forced pass
 /// over the same tokens computes at that position. A partial segment is
-/// re-read from the memory that entered it on every call of
-/// [`SegmentStream::next_logits`] (no model keeps a per-token cache).
+/// read as part of a segment of its complete length (`segment_len`, or
+/// what is left of a stream whose length is known,
+/// [`SegmentStream::with_length`]), as LM-RMT re-runs the whole answer
+/// segment for every generated token: where a model's attention depends on
+/// the segment's length (RMT's memory tokens over Transformer-XL's
+/// relative positions) it gives the teacher-forced logits all the same.
+///
+/// Inside a segment the stream reads incrementally where the model keeps
+/// per-token state ([`SegmentModel::forward_partial`]: the keys and values of
+/// the tokens read so far), so a new token costs one token's forward pass;
+/// tokens pushed between two calls of [`SegmentStream::next_logits`] (a
+/// prompt) are read together. A model that keeps none has its partial
+/// segment re-read from the memory that entered it on every call
+/// ([`SegmentStream::re_reading`] does so for every model: the reference
+/// the cache is tested and timed against), the positions not yet pushed
+/// held by token 0, which no earlier position sees. A completed segment is
+/// always read whole by [`SegmentModel::forward_segment`], which gives the
+/// memory handed on.
 pub struct SegmentStream<'a, B: Backend, M: SegmentModel<B>> {
     model: &'a M,
     segment_len: usize,
@@ -350,12 +367,22 @@ pub struct SegmentStream<'a, B: Backend, M: SegmentModel<B>> {
     memory: M::Memory,
     /// Tokens of the current segment, `[position][row]`.
     segment: Vec<Vec<i64>>,
+    /// What the model kept of the segment's tokens read so far; `None` when
+    /// the stream re-reads the partial segment instead.
+    partial: Option<PartialSegment<B>>,
+    /// Tokens at the end of `segment` pushed but not yet read into `partial`.
+    pending: usize,
+    /// Tokens the stream will hold, when known; else unbounded.
+    length: Option<usize>,
+    /// Tokens pushed before the current segment.
+    before: usize,
     /// Logits `[batch, vocab]` after the last token pushed, when known.
     last: Option<Tensor<B, 2>>,
 }
 
 impl<'a, B: Backend, M: SegmentModel<B>> SegmentStream<'a, B, M> {
-    /// A stream of `batch` rows starting from the model's initial memory.
+    /// A stream of `batch` rows starting from the model's initial memory,
+    /// reading incrementally where the model can.
     pub fn new(model: &'a M, batch: usize, segment_len: usize, device: &B::Device) -> Self {
         assert!(segment_len > 0, "segment length must be at least 1");
         Self {
@@ -365,8 +392,46 @@ impl<'a, B: Backend, M: SegmentModel<B>> SegmentStream<'a, B, M> {
             device: device.clone(),
             memory: model.init_memory(batch, device),
             segment: Vec::with_capacity(segment_len),
+            partial: Some(PartialSegment::start()),
+            pending: 0,
+            length: None,
+            before: 0,
             last: None,
         }
+    }
+
+    /// The same stream for a sequence of `length` tokens: its last segment
+    /// is as long as what is left of it (as a teacher-forced pass cuts it).
+    pub fn with_length(mut self, length: usize) -> Self {
+        self.length = Some(length);
+        self
+    }
+
+    /// The length the current segment will have once complete.
+    fn complete_len(&self) -> usize {
+        let pushed = self.segment.len();
+        match self.length {
+            Some(length) => self
+                .segment_len
+                .min(length.saturating_sub(self.before))
+                .max(pushed),
+            None => self.segment_len,
+        }
+    }
+
+    /// [`Self::new`], re-reading the partial segment for every token even
+    /// where the model keeps per-token state.
+    pub fn re_reading(model: &'a M, batch: usize, segment_len: usize, device: &B::Device) -> Self {
+        Self {
+            partial: None,
+            ..Self::new(model, batch, segment_len, device)
+        }
+    }
+
+    /// Whether the stream reads incrementally (as far as it knows: a model
+    /// without per-token state is found out at the first partial read).
+    pub fn is_incremental(&self) -> bool {
+        self.partial.is_some()
     }
 
     /// Appends one token per row; a completed segment is read and its
@@ -374,12 +439,18 @@ impl<'a, B: Backend, M: SegmentModel<B>> SegmentStream<'a, B, M> {
     pub fn push(&mut self, tokens: &[i64]) {
         assert_eq!(tokens.len(), self.batch, "one token per row");
         self.segment.push(tokens.to_vec());
+        self.pending += 1;
         self.last = None;
         if self.segment.len() == self.segment_len {
             let (logits, memory) = self.read(self.memory.clone());
             self.memory = memory;
             self.last = Some(logits);
             self.segment.clear();
+            self.before += self.segment_len;
+            self.pending = 0;
+            if let Some(partial) = &mut self.partial {
+                *partial = PartialSegment::start();
+            }
         }
     }
 
@@ -390,28 +461,66 @@ impl<'a, B: Backend, M: SegmentModel<B>> SegmentStream<'a, B, M> {
             return last.clone();
         }
         assert!(!self.segment.is_empty(), "push a prompt token first");
+        if let Some(partial) = self.partial.take() {
+            let len = self.segment.len();
+            let tokens = self.tokens(len - self.pending..len);
+            let complete = self.complete_len();
+            if let Some((logits, partial)) =
+                self.model
+                    .forward_partial(tokens, &self.memory, partial, complete)
+            {
+                self.partial = Some(partial);
+                self.pending = 0;
+                let logits = last_row(logits);
+                self.last = Some(logits.clone());
+                return logits;
+            }
+        }
         let (logits, _) = self.read(self.memory.clone());
         self.last = Some(logits.clone());
         logits
     }
 
-    /// Runs the current segment from `memory`: the last position's logits
-    /// and the memory after the segment.
+    /// The current segment's tokens at `positions`, `[batch, positions]`,
+    /// padded with token 0 to `width` positions.
+    fn padded_tokens(&self, positions: std::ops::Range<usize>, width: usize) -> Tensor<B, 2, Int> {
+        let len = positions.len();
+        let mut ids = Vec::with_capacity(self.batch * width);
+        for row in 0..self.batch {
+            ids.extend(self.segment[positions.clone()].iter().map(|step| step[row]));
+            ids.extend(std::iter::repeat_n(0, width - len));
+        }
+        Tensor::from_data(TensorData::new(ids, [self.batch, width]), &self.device)
+    }
+
+    /// The current segment's tokens at `positions`, `[batch, positions]`.
+    fn tokens(&self, positions: std::ops::Range<usize>) -> Tensor<B, 2, Int> {
+        let len = positions.len();
+        self.padded_tokens(positions, len)
+    }
+
+    /// Runs the current segment from `memory`, padded to its complete
+    /// length: the logits at its last token pushed and the memory after it
+    /// (the memory handed on when the segment is complete).
     fn read(&self, memory: M::Memory) -> (Tensor<B, 2>, M::Memory) {
         let len = self.segment.len();
-        let mut ids = Vec::with_capacity(self.batch * len);
-        for row in 0..self.batch {
-            ids.extend(self.segment.iter().map(|step| step[row]));
-        }
-        let tokens = Tensor::from_data(TensorData::new(ids, [self.batch, len]), &self.device);
+        let tokens = self.padded_tokens(0..len, self.complete_len());
         let out = self.model.forward_segment(tokens, memory);
-        let vocab = out.logits.dims()[2];
-        let last = out
+        let [batch, _, vocab] = out.logits.dims();
+        let at = out
             .logits
-            .slice([0..self.batch, len - 1..len])
-            .reshape([self.batch, vocab]);
-        (last, out.memory)
+            .slice([0..batch, len - 1..len])
+            .reshape([batch, vocab]);
+        (at, out.memory)
     }
+}
+
+/// The last position's row of `logits` `[batch, len, vocab]`: `[batch, vocab]`.
+fn last_row<B: Backend>(logits: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [batch, len, vocab] = logits.dims();
+    logits
+        .slice([0..batch, len - 1..len])
+        .reshape([batch, vocab])
 }
 
 /// The greedy (arg-max) token of each row of `logits` `[batch, vocab]`,
@@ -442,9 +551,28 @@ pub fn generate_answers<B: Backend, M: SegmentModel<B>>(
     segment_len: usize,
     device: &B::Device,
 ) -> Vec<i64> {
+    generate_answers_from(
+        SegmentStream::new(model, batch, segment_len, device),
+        inputs,
+        start,
+    )
+}
+
+/// [`generate_answers`] through `stream` (fresh: nothing pushed yet), e.g.
+/// [`SegmentStream::re_reading`].
+pub fn generate_answers_from<B: Backend, M: SegmentModel<B>>(
+    stream: SegmentStream<'_, B, M>,
+    inputs: &[i64],
+    start: usize,
+) -> Vec<i64> {
+    let batch = stream.batch;
     let len = inputs.len() / batch;
     assert!(start < len, "the answer starts inside the row");
-    let mut stream = SegmentStream::new(model, batch, segment_len, device);
+    assert!(
+        stream.segment.is_empty() && stream.last.is_none(),
+        "a fresh stream"
+    );
+    let mut stream = stream.with_length(len);
     let column = |t: usize| (0..batch).map(|b| inputs[b * len + t]).collect::<Vec<_>>();
     for t in 0..=start {
         stream.push(&column(t));

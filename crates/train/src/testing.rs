@@ -67,6 +67,9 @@ pub fn segment_logits_with_a_change<B: Backend, M: SegmentModel<B>>(
 /// (up to ties: the generated token's logit is the row's largest within
 /// 1e-5), and a [`crate::runner::SegmentStream`] over the same sequence
 /// must give the teacher-forced logits at every position (within `1e-4`).
+/// The stream reads incrementally where the model can: its logits must be
+/// those of a [`crate::runner::SegmentStream::re_reading`] within 1e-5
+/// (relative), and its generated answers the same tokens (up to ties).
 pub fn assert_generation_matches_teacher_forcing<B: Backend, M: SegmentModel<B>>(
     model: &M,
     inputs: &[i64],
@@ -111,16 +114,56 @@ pub fn assert_generation_matches_teacher_forcing<B: Backend, M: SegmentModel<B>>
             );
         }
     }
-    let mut stream = crate::runner::SegmentStream::new(model, batch, segment_len, &device);
+    // The incremental stream against the re-reading one: the same tokens,
+    // and the same logits at every position up to rounding (each token's
+    // row is one product where the re-read multiplies the whole segment).
+    let re_read = crate::runner::generate_answers_from(
+        crate::runner::SegmentStream::re_reading(model, batch, segment_len, &device),
+        inputs,
+        start,
+    );
+    // Both know the sequence's length: its last segment is as long as the
+    // teacher-forced pass cuts it.
+    let mut stream =
+        crate::runner::SegmentStream::new(model, batch, segment_len, &device).with_length(len);
+    let mut reference =
+        crate::runner::SegmentStream::re_reading(model, batch, segment_len, &device)
+            .with_length(len);
+    let mut diverged = vec![false; batch];
+    let host = |t: Tensor<B, 2>| t.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
     for t in 0..len {
         let column: Vec<i64> = (0..batch).map(|b| fed[b * len + t]).collect();
         stream.push(&column);
-        let streamed = stream
-            .next_logits()
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .expect("f32");
+        reference.push(&column);
+        let streamed = host(stream.next_logits());
+        let re_read_logits = host(reference.next_logits());
+        let worst = streamed
+            .iter()
+            .zip(&re_read_logits)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{name}: incremental and re-read logits at position {t} differ by {worst}"
+        );
+        if (start..len).contains(&t) {
+            for (b, diverged) in diverged.iter_mut().enumerate() {
+                let (ours, theirs) = (
+                    generated[b * answer + t - start],
+                    re_read[b * answer + t - start],
+                );
+                if *diverged || ours == theirs {
+                    continue;
+                }
+                // Only a tie may part them (then the prefixes differ).
+                let r = &re_read_logits[b * vocab..(b + 1) * vocab];
+                assert!(
+                    (r[ours as usize] - r[theirs as usize]).abs() <= 1e-5,
+                    "{name}: row {b}, target {t}: generated {ours} incrementally, {theirs} re-reading"
+                );
+                *diverged = true;
+            }
+        }
         for b in 0..batch {
             let worst = streamed[b * vocab..(b + 1) * vocab]
                 .iter()

@@ -11,9 +11,9 @@
 use burn::prelude::*;
 use memlab_core::cache::xl_mask;
 use memlab_core::layers::Dropout;
-use memlab_core::layers::relative_stack;
 use memlab_core::layers::{RelativeBias, RelativeTransformerBlock, TokenEmbedding};
-use memlab_core::{ModelContext, SegmentModel, SegmentOutput};
+use memlab_core::layers::{relative_layers_cached, relative_stack};
+use memlab_core::{ModelContext, PartialSegment, SegmentModel, SegmentOutput};
 
 use crate::XlMemory;
 use crate::config::XlConfig;
@@ -111,6 +111,42 @@ impl<B: Backend> SegmentModel<B> for TransformerXl<B> {
     ) -> SegmentOutput<B, XlMemory<B>> {
         let (h, next) = self.hidden(tokens, memory);
         SegmentOutput::new(self.embedding.logits(h), next)
+    }
+
+    /// Each layer keeps the keys and values of its cache and of the
+    /// segment's tokens read so far, and `W_R R` for the distances so far;
+    /// a new token attends over them under the mask of its row in
+    /// [`xl_mask`] (the same keys, at the same distances).
+    fn forward_partial(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        memory: &XlMemory<B>,
+        partial: PartialSegment<B>,
+        _segment_len: usize,
+    ) -> Option<(Tensor<B, 3>, PartialSegment<B>)> {
+        let [_, n] = tokens.dims();
+        let device = tokens.device();
+        let mem_len = self.active_mem_len(&device);
+        let before = if partial.is_start() {
+            memory.len()
+        } else {
+            partial.keys()
+        };
+        let mask = (n > 1 || self.same_length)
+            .then(|| xl_mask::<B>(n, before, self.same_length.then_some(mem_len), &device));
+        let h = self.dropout.forward(self.embedding.embed(tokens));
+        let (h, layers) = relative_layers_cached(
+            &self.layers,
+            &self.biases,
+            h,
+            memory,
+            &partial.layers,
+            mask,
+            self.clamp_len,
+            |_, _| None,
+        );
+        let partial = partial.advanced(n, layers);
+        Some((self.embedding.logits(self.dropout.forward(h)), partial))
     }
 
     fn memory_floats_per_sequence(&self) -> usize {

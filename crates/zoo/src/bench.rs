@@ -28,7 +28,7 @@ use memlab_core::flops::TRAIN_STEP_FORWARDS;
 use memlab_core::registry::parse_model_config;
 use memlab_core::seed::init_seeded;
 use memlab_core::{Architecture, MemoryState, ModelContext, ModelSpec, SegmentModel};
-use memlab_train::runner::token_nll_and_correct;
+use memlab_train::runner::{SegmentStream, greedy_tokens, token_nll_and_correct};
 use memlab_train::step::{clip_gradients, optimizer_config};
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +69,20 @@ pub fn context(shape: Shape) -> ModelContext {
     }
 }
 
+/// `A` (forward only) from a `[model]` table's fields (empty: the
+/// defaults) at `shape`, its parameters drawn under seed 0.
+fn seeded_model<B: Backend, A: Architecture>(
+    shape: Shape,
+    fields: &toml::Table,
+    device: &B::Device,
+) -> Result<A::Model<B>, ConfigError> {
+    let ctx = context(shape);
+    let config = parse_model_config::<A>(fields.clone(), &ctx)?;
+    Ok(init_seeded::<B, _>(device, 0, || {
+        A::init::<B>(&config, &ctx, device)
+    }))
+}
+
 /// A model (forward only), its memory after the segments it has read, and
 /// the next segment's tokens.
 pub struct Prepared<B: Backend, A: Architecture> {
@@ -90,9 +104,7 @@ impl<B: Backend, A: Architecture> Prepared<B, A> {
         fields: &toml::Table,
         device: &B::Device,
     ) -> Result<Self, ConfigError> {
-        let ctx = context(shape);
-        let config = parse_model_config::<A>(fields.clone(), &ctx)?;
-        let model = init_seeded::<B, _>(device, 0, || A::init::<B>(&config, &ctx, device));
+        let model = seeded_model::<B, A>(shape, fields, device)?;
         let memory = model.init_memory(shape.batch, device);
         let mut prepared = Self {
             model,
@@ -126,6 +138,61 @@ impl<B: Backend, A: Architecture> Prepared<B, A> {
             .forward_segment(self.next.clone(), self.memory.clone());
         sync::<B>(&self.device);
         drop(out);
+    }
+}
+
+/// A model generating text greedily, one row, as `memlab generate` does:
+/// each call of [`Generating::step`] starts a fresh stream from one prompt
+/// token and generates `tokens` tokens, reading each one back to the host
+/// to choose the next (which synchronises the device), incrementally
+/// ([`SegmentStream::new`]) or re-reading the partial segment for every
+/// token ([`SegmentStream::re_reading`], the reference).
+pub struct Generating<B: Backend, A: Architecture> {
+    pub model: A::Model<B>,
+    segment: usize,
+    vocab: usize,
+    device: B::Device,
+}
+
+impl<B: Backend, A: Architecture> Generating<B, A> {
+    /// Builds `A` from a `[model]` table's fields for `shape`'s segments.
+    pub fn new(
+        shape: Shape,
+        fields: &toml::Table,
+        device: &B::Device,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            model: seeded_model::<B, A>(shape, fields, device)?,
+            segment: shape.segment,
+            vocab: shape.vocab,
+            device: device.clone(),
+        })
+    }
+
+    /// Generates `tokens` tokens; returns them.
+    pub fn step(&self, tokens: usize, incremental: bool) -> Vec<i64> {
+        let mut stream = if incremental {
+            SegmentStream::new(&self.model, 1, self.segment, &self.device)
+        } else {
+            SegmentStream::re_reading(&self.model, 1, self.segment, &self.device)
+        };
+        let mut next = (self.vocab / 2) as i64;
+        let mut out = Vec::with_capacity(tokens);
+        for _ in 0..tokens {
+            stream.push(&[next]);
+            next = greedy_tokens(stream.next_logits())[0];
+            out.push(next);
+        }
+        out
+    }
+
+    /// Whether the model reads a partial segment incrementally (it keeps
+    /// per-token state), found out by reading one token.
+    pub fn is_incremental(&self) -> bool {
+        let mut stream = SegmentStream::new(&self.model, 1, self.segment, &self.device);
+        stream.push(&[0]);
+        drop(stream.next_logits());
+        stream.is_incremental()
     }
 }
 
@@ -301,6 +368,9 @@ pub struct BenchConfig {
     pub carried: Vec<usize>,
     /// Scaling contrast: the baseline over whole sequences of these lengths.
     pub full_attention: Vec<usize>,
+    /// Generation: tokens generated greedily per timed call, one row, with
+    /// the incremental stream and with the re-reading one (0: not timed).
+    pub generate: usize,
     pub models: Vec<toml::Table>,
 }
 
@@ -318,6 +388,7 @@ impl Default for BenchConfig {
             train: true,
             carried: vec![1, 4, 16, 64, 256],
             full_attention: vec![64, 256, 1024],
+            generate: 0,
             models: Vec::new(),
         }
     }
@@ -469,6 +540,34 @@ impl BenchRow {
     }
 }
 
+/// Greedy generation of one model on one backend: tokens/s with the
+/// incremental stream and with the re-reading one.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationRow {
+    pub model: String,
+    pub arch: String,
+    pub backend: BackendKind,
+    pub segment_len: usize,
+    /// Tokens generated per timed call.
+    pub tokens: usize,
+    /// Whether the model reads a partial segment incrementally (else both
+    /// figures re-read it).
+    pub incremental: bool,
+    /// Tokens/s of the stream as `memlab generate` runs it.
+    pub cached: Rate,
+    /// Tokens/s re-reading the partial segment for every token.
+    pub re_read: Rate,
+    /// Whether both generated the same tokens.
+    pub same_tokens: bool,
+}
+
+impl GenerationRow {
+    /// How many times faster the incremental stream is (medians).
+    pub fn speedup(&self) -> f64 {
+        self.cached.median / self.re_read.median
+    }
+}
+
 /// One point of the scaling plot: tokens/s of one segment after `carried`
 /// segments (sequence length `(carried + 1) × segment`), or of the baseline
 /// over the whole sequence (`series` = "full attention").
@@ -485,6 +584,7 @@ pub struct ScalingPoint {
 pub struct BenchReport {
     pub rows: Vec<BenchRow>,
     pub scaling: Vec<ScalingPoint>,
+    pub generation: Vec<GenerationRow>,
 }
 
 pub const FULL_ATTENTION: &str = "full attention (baseline)";
@@ -499,7 +599,7 @@ pub fn run_bench(
     mut after_model: impl FnMut(&BenchReport) -> Result<()>,
 ) -> Result<BenchReport> {
     let mut report = BenchReport::default();
-    let per_model = 1 + plan.config.carried.len();
+    let per_model = 1 + plan.config.carried.len() + usize::from(plan.config.generate > 0);
     let total = backends.len() * (plan.models.len() * per_model + plan.config.full_attention.len());
     let bar = if progress {
         ProgressBar::new(total as u64)
@@ -519,10 +619,11 @@ pub fn run_bench(
                 backend,
                 bar: &bar,
             };
-            let (row, points) = run_job(backend, &spec.arch, job)?
+            let (row, points, generation) = run_job(backend, &spec.arch, job)?
                 .with_context(|| format!("benchmarking `{}` on {backend}", spec.label))?;
             report.rows.push(row);
             report.scaling.extend(points);
+            report.generation.extend(generation);
             after_model(&report)?;
         }
         bar.set_message(format!("full attention on {backend}"));
@@ -549,7 +650,7 @@ struct MeasureModel<'a> {
 }
 
 impl ModelJob for MeasureModel<'_> {
-    type Output = Result<(BenchRow, Vec<ScalingPoint>)>;
+    type Output = Result<(BenchRow, Vec<ScalingPoint>, Option<GenerationRow>)>;
     fn run<A: Architecture, B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let MeasureModel {
             plan,
@@ -610,6 +711,27 @@ impl ModelJob for MeasureModel<'_> {
             bar.inc(1);
         }
 
+        let generation = (c.generate > 0)
+            .then(|| -> Result<GenerationRow> {
+                let g = Generating::<B::InnerBackend, A>::new(shape, &spec.fields, device)?;
+                let tokens = c.generate as f64;
+                let cached = time(&mut || drop(g.step(c.generate, true))).rates(tokens);
+                let re_read = time(&mut || drop(g.step(c.generate, false))).rates(tokens);
+                bar.inc(1);
+                Ok(GenerationRow {
+                    model: spec.label.clone(),
+                    arch: spec.arch.clone(),
+                    backend,
+                    segment_len: shape.segment,
+                    tokens: c.generate,
+                    incremental: g.is_incremental(),
+                    cached,
+                    re_read,
+                    same_tokens: g.step(c.generate, true) == g.step(c.generate, false),
+                })
+            })
+            .transpose()?;
+
         let row = BenchRow {
             model: spec.label.clone(),
             arch: spec.arch.clone(),
@@ -621,7 +743,7 @@ impl ModelJob for MeasureModel<'_> {
             peak_memory_bytes: peak,
             flops_per_token,
         };
-        Ok((row, points))
+        Ok((row, points, generation))
     }
 }
 

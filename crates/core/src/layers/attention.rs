@@ -10,6 +10,7 @@ use burn::module::Initializer;
 use burn::nn::{Linear, LinearConfig};
 
 use super::dropout::Dropout;
+use crate::partial::KeyValues;
 use crate::seed::host_backend;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
@@ -111,6 +112,70 @@ impl<B: Backend> MultiHeadAttention<B> {
         let v = split_heads(rows(&self.value, context), self.n_heads);
         let heads = attend(queries.clone() * scale, k, v, mask, bias, &self.dropout);
         (rows(&self.output, merge_heads(heads)), queries)
+    }
+}
+
+impl<B: Backend> MultiHeadAttention<B> {
+    /// Self-attention of `x` `[batch, q, d]`, the positions that follow
+    /// those whose keys and values `past` holds (`None`: the first), under
+    /// `mask` `[.., q, past + q]`: the same as [`Self::forward_with_query`]
+    /// over all of them at the last `q` rows, with only `x` projected.
+    /// Returns the output, the queries (unscaled) and the keys and values
+    /// with `x`'s appended.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        past: Option<KeyValues<B>>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>, KeyValues<B>) {
+        let queries = split_heads(rows(&self.query, x.clone()), self.n_heads);
+        let new = self.key_values(x);
+        let kv = KeyValues::extended(past, new.keys, new.values);
+        let out = self.attend_projected(queries.clone(), &kv, mask);
+        (out, queries, kv)
+    }
+
+    /// The keys and values of `context` `[batch, k, d]`, `[batch, heads, k,
+    /// d_head]`: what [`Self::forward_over`] reads (e.g. a cross-attention's
+    /// context, projected once for a whole segment).
+    pub fn key_values(&self, context: Tensor<B, 3>) -> KeyValues<B> {
+        KeyValues {
+            keys: split_heads(rows(&self.key, context.clone()), self.n_heads),
+            values: split_heads(rows(&self.value, context), self.n_heads),
+            positions: None,
+        }
+    }
+
+    /// Attention of `x` `[batch, q, d]` over keys and values already
+    /// projected ([`Self::key_values`]), under `mask` `[.., q, keys]`.
+    pub fn forward_over(
+        &self,
+        x: Tensor<B, 3>,
+        kv: &KeyValues<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let queries = split_heads(rows(&self.query, x), self.n_heads);
+        self.attend_projected(queries, kv, mask)
+    }
+
+    /// The attention of `queries` `[batch, heads, q, d_head]` (unscaled)
+    /// over `kv`, projected back to `[batch, q, d]`.
+    fn attend_projected(
+        &self,
+        queries: Tensor<B, 4>,
+        kv: &KeyValues<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let scale = (self.d_head as f64).sqrt().recip();
+        let heads = attend(
+            queries * scale,
+            kv.keys.clone(),
+            kv.values.clone(),
+            mask,
+            None,
+            &self.dropout,
+        );
+        rows(&self.output, merge_heads(heads))
     }
 }
 

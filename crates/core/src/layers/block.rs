@@ -13,6 +13,7 @@ use burn::prelude::*;
 use super::attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use super::feed_forward::{Activation, FeedForward, FeedForwardConfig};
 use super::relative::{RelativeBias, RelativeMultiHeadAttention};
+use crate::partial::KeyValues;
 
 #[derive(Config, Debug)]
 pub struct TransformerBlockConfig {
@@ -60,6 +61,29 @@ impl<B: Backend> BlockBody<B> {
         attend: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> Tensor<B, 3> {
         self.residual(x, &self.norm_attention, attend)
+    }
+
+    /// [`Self::attention_residual`] for an attention that also returns its
+    /// queries and some state (keys and values read so far, or nothing):
+    /// `extra(queries)`, a second attention's output when there is one, is
+    /// added to the attention's before the residual. Returns the sum and
+    /// the state.
+    pub fn attention_residual_with<S>(
+        &self,
+        x: Tensor<B, 3>,
+        attend: impl FnOnce(Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 4>, S),
+        extra: impl FnOnce(Tensor<B, 4>) -> Option<Tensor<B, 3>>,
+    ) -> (Tensor<B, 3>, S) {
+        let mut state = None;
+        let x = self.attention_residual(x, |h| {
+            let (out, queries, s) = attend(h);
+            state = Some(s);
+            match extra(queries) {
+                Some(second) => out + second,
+                None => out,
+            }
+        });
+        (x, state.expect("the attention ran"))
     }
 
     /// The context an attention reads (e.g. `[cache ; x]`), normalised like
@@ -208,6 +232,36 @@ impl<B: Backend> TransformerBlock<B> {
         self.body.feed_forward_residual(x)
     }
 
+    /// [`Self::forward`]'s self-attention for positions that follow those
+    /// whose keys and values `past` holds (incremental reading,
+    /// [`crate::partial`]): `mask` is `[.., q, past + q]`. Returns the
+    /// output and the keys and values with `x`'s appended.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        past: Option<KeyValues<B>>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> (Tensor<B, 3>, KeyValues<B>) {
+        self.forward_cached_with(x, past, mask, |_| None)
+    }
+
+    /// [`Self::forward_cached`] with [`Self::forward_with`]'s second
+    /// attention.
+    pub fn forward_cached_with(
+        &self,
+        x: Tensor<B, 3>,
+        past: Option<KeyValues<B>>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        extra: impl FnOnce(Tensor<B, 4>) -> Option<Tensor<B, 3>>,
+    ) -> (Tensor<B, 3>, KeyValues<B>) {
+        let (x, kv) = self.body.attention_residual_with(
+            x,
+            |h| self.attention.forward_cached(h, past, mask),
+            extra,
+        );
+        (self.body.feed_forward_residual(x), kv)
+    }
+
     /// Causal self-attention of `x` under `mask` with a second attention
     /// over another memory: `extra(queries)` (the queries `W_q x + b_q`
     /// `[batch, heads, q, d_head]`, unscaled) returns `[batch, q, d_model]`,
@@ -220,18 +274,45 @@ impl<B: Backend> TransformerBlock<B> {
         mask: Option<Tensor<B, 4, Bool>>,
         extra: impl FnOnce(Tensor<B, 4>) -> Option<Tensor<B, 3>>,
     ) -> Tensor<B, 3> {
-        let x = self.body.attention_residual(x, |h| {
-            let (out, queries) = self.attention.forward_with_query(h, None, mask, None);
-            match extra(queries) {
-                Some(long_term) => out + long_term,
-                None => out,
-            }
-        });
+        let (x, ()) = self.body.attention_residual_with(
+            x,
+            |h| {
+                let (out, queries) = self.attention.forward_with_query(h, None, mask, None);
+                (out, queries, ())
+            },
+            extra,
+        );
         self.body.feed_forward_residual(x)
     }
 }
 
 impl<B: Backend> CrossAttentionBlock<B> {
+    /// [`Self::forward`] for positions that follow those whose
+    /// self-attention keys and values `past` holds (incremental reading,
+    /// [`crate::partial`]), `mask` `[.., q, past + q]`, with the context's
+    /// keys and values `cross` already projected
+    /// ([`MultiHeadAttention::key_values`] of `cross_attention`). Returns
+    /// the output and the self-attention's grown keys and values.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        past: Option<KeyValues<B>>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        cross: &KeyValues<B>,
+    ) -> (Tensor<B, 3>, KeyValues<B>) {
+        let mut next = None;
+        let x = self.body.attention_residual(x, |h| {
+            let (out, _, kv) = self.self_attention.forward_cached(h, past, mask);
+            next = Some(kv);
+            out
+        });
+        let x = self.body.residual(x, &self.norm_cross, |h| {
+            self.cross_attention.forward_over(h, cross, None)
+        });
+        let kv = next.expect("the attention ran");
+        (self.body.feed_forward_residual(x), kv)
+    }
+
     /// Self-attention of `x` `[batch, len, d]` under `mask`, then attention
     /// from `x` to `context` `[batch, m, d]` (every position sees all of it),
     /// then the feed-forward network.
@@ -286,15 +367,50 @@ impl<B: Backend> RelativeTransformerBlock<B> {
             None => x.clone(),
         };
         let context = self.body.attention_context(context);
-        let x = self.body.attention_residual(x, |h| {
-            let (out, queries) = self
-                .attention
-                .forward_with_query(h, context, pos, bias, mask);
-            match extra(queries) {
-                Some(long_term) => out + long_term,
-                None => out,
-            }
-        });
+        let (x, ()) = self.body.attention_residual_with(
+            x,
+            |h| {
+                let (out, queries) = self
+                    .attention
+                    .forward_with_query(h, context, pos, bias, mask);
+                (out, queries, ())
+            },
+            extra,
+        );
         self.body.feed_forward_residual(x)
+    }
+
+    /// [`Self::forward_with`] for positions that follow those whose keys,
+    /// values and projected sinusoids `past` holds (incremental reading,
+    /// [`crate::partial`]). `memory`, this layer's cached inputs, is given at
+    /// the first call only (`past` is then `None`); `new_pos` are the
+    /// sinusoids of the distances not yet in `past` (`keys − 1 … past` for
+    /// the `keys` held once `x` is read; at the first call all of them);
+    /// `mask` is `[.., q, keys]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        memory: Option<Tensor<B, 3>>,
+        new_pos: Tensor<B, 2>,
+        past: Option<KeyValues<B>>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        extra: impl FnOnce(Tensor<B, 4>) -> Option<Tensor<B, 3>>,
+    ) -> (Tensor<B, 3>, KeyValues<B>) {
+        let new_context = match memory {
+            Some(m) => Tensor::cat(vec![m, x.clone()], 1),
+            None => x.clone(),
+        };
+        let new_context = self.body.attention_context(new_context);
+        let (x, kv) = self.body.attention_residual_with(
+            x,
+            |h| {
+                self.attention
+                    .forward_cached(h, new_context, new_pos, past, bias, mask)
+            },
+            extra,
+        );
+        (self.body.feed_forward_residual(x), kv)
     }
 }

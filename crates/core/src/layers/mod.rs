@@ -22,6 +22,12 @@ pub use dropout::{Dropout, without_dropout};
 pub use embedding::{TokenEmbedding, TokenEmbeddingConfig};
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig};
 pub use positions::{AbsolutePositions, PositionKind, sinusoids};
-pub use relative::{RelativeBias, RelativeMultiHeadAttention, rel_shift, relative_sinusoids};
+pub use relative::{
+    RelativeBias, RelativeMultiHeadAttention, rel_shift, relative_sinusoids,
+    relative_sinusoids_from,
+};
 pub use sizes::TransformerSizes;
-pub use stack::{absolute_stack, relative_layers, relative_stack};
+pub use stack::{
+    absolute_stack, absolute_stack_cached, causal_stack_partial, relative_layers,
+    relative_layers_cached, relative_stack,
+};

@@ -78,17 +78,28 @@ impl<B: Backend> AbsolutePositions<B> {
 
     /// Adds positions `0..len` to `x` `[batch, len, d]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_at(x, 0)
+    }
+
+    /// Adds positions `start..start + len` to `x` `[batch, len, d]` (the
+    /// rows of a segment read from position `start` on).
+    pub fn forward_at(&self, x: Tensor<B, 3>, start: usize) -> Tensor<B, 3> {
         let [_, len, d] = x.dims();
         assert!(
-            len <= self.max_len,
-            "segment of {len} tokens is longer than the {} positions this model was built for",
+            start + len <= self.max_len,
+            "segment of {} tokens is longer than the {} positions this model was built for",
+            start + len,
             self.max_len
         );
         if let Some(learned) = &self.learned {
-            return x + learned.weight.val().narrow(0, 0, len).reshape([1, len, d]);
+            return x + learned
+                .weight
+                .val()
+                .narrow(0, start, len)
+                .reshape([1, len, d]);
         }
         if self.sinusoidal {
-            let positions: Vec<f32> = (0..len).map(|p| p as f32).collect();
+            let positions: Vec<f32> = (start..start + len).map(|p| p as f32).collect();
             return x.clone() + sinusoids(&positions, d, &x.device()).reshape([1, len, d]);
         }
         x

@@ -20,6 +20,7 @@ use super::attention::{
     MultiHeadAttention, MultiHeadAttentionConfig, attend, normal_init, rows, split_heads,
 };
 use super::positions::sinusoids;
+use crate::partial::KeyValues;
 
 /// Multi-head attention with relative positions. The content projections
 /// are a plain [`MultiHeadAttention`] without biases (as in the official
@@ -90,25 +91,83 @@ impl<B: Backend> RelativeMultiHeadAttention<B> {
         mask: Option<Tensor<B, 4, Bool>>,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let p = &self.projections;
-        let (heads, d_head) = (p.n_heads, p.d_head);
-        let [b, q_len, _] = x.dims();
-        let k_len = context.dims()[1];
-        let scale = (d_head as f64).sqrt().recip();
-        // Everything below runs head-major, `[heads, batch, len, d_head]`:
-        // the projections' rows are only viewed in that order (a CPU
-        // backend's matmul reads the strides), the position term is one
-        // product per head over all batch rows, and the scores, their
-        // bias and the rel-shift stay contiguous. 1/√d_head is folded into
-        // the queries (`[b, q, d]`, smaller than the `[b, h, q, k]` scores
-        // it would otherwise scale twice).
-        let q = rows(&p.query, x);
+        let heads = p.n_heads;
+        // The projections' rows are only viewed head-major (a CPU backend's
+        // matmul reads the strides).
         let k = head_major(rows(&p.key, context.clone()), heads);
         let v = head_major(rows(&p.value, context), heads);
-        let r = self
-            .position
+        let r = self.project_positions(pos);
+        self.attend_projected(x, k, v, r, bias, mask)
+    }
+
+    /// `W_R R` for sinusoids `pos` `[n, d]`: `[heads, d_head, n]`.
+    fn project_positions(&self, pos: Tensor<B, 2>) -> Tensor<B, 3> {
+        let p = &self.projections;
+        let n = pos.dims()[0];
+        self.position
             .forward(pos)
-            .reshape([k_len, heads, d_head])
-            .permute([1, 2, 0]); // [heads, d_head, k]
+            .reshape([n, p.n_heads, p.d_head])
+            .permute([1, 2, 0])
+    }
+
+    /// Relative self-attention of `x` `[batch, q, d]`, the positions that
+    /// follow those whose keys, values and projected sinusoids `past` holds
+    /// (`None`: the first): `new_context` are the context rows not yet in
+    /// `past` (at the first call the cache's rows and then `x`'s, normalised
+    /// as the block normalises its context; later `x`'s alone), and
+    /// `new_pos` the sinusoids of the distances not yet in `past` (the
+    /// largest, descending: `keys − 1 … past`). The same as [`Self::forward`]
+    /// over every key at the last `q` rows; returns the output, the content
+    /// queries and the grown keys and values.
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        new_context: Tensor<B, 3>,
+        new_pos: Tensor<B, 2>,
+        past: Option<KeyValues<B>>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>, KeyValues<B>) {
+        let p = &self.projections;
+        let heads = p.n_heads;
+        let k = head_major(rows(&p.key, new_context.clone()), heads);
+        let v = head_major(rows(&p.value, new_context), heads);
+        let r_new = self.project_positions(new_pos);
+        let r = match past.as_ref().and_then(|kv| kv.positions.clone()) {
+            Some(r_past) => Tensor::cat(vec![r_new, r_past], 2),
+            None => r_new,
+        };
+        let mut kv = KeyValues::extended(past, k, v);
+        kv.positions = Some(r.clone());
+        let (out, queries) =
+            self.attend_projected(x, kv.keys.clone(), kv.values.clone(), r, bias, mask);
+        (out, queries, kv)
+    }
+
+    /// The attention of `x` `[batch, q, d]` over keys and values already
+    /// projected (head-major `[heads, batch, k, d_head]`, the last `q` of
+    /// them `x`'s own) and `r` `[heads, d_head, k]`, `W_R R` for distances
+    /// `k−1 … 0`: the output and the content queries.
+    fn attend_projected(
+        &self,
+        x: Tensor<B, 3>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        r: Tensor<B, 3>,
+        bias: &RelativeBias<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+        let p = &self.projections;
+        let (heads, d_head) = (p.n_heads, p.d_head);
+        let [b, q_len, _] = x.dims();
+        let k_len = k.dims()[2];
+        let scale = (d_head as f64).sqrt().recip();
+        // Everything below runs head-major, `[heads, batch, len, d_head]`:
+        // the position term is one product per head over all batch rows,
+        // and the scores, their bias and the rel-shift stay contiguous.
+        // 1/√d_head is folded into the queries (`[b, q, d]`, smaller than
+        // the `[b, h, q, k]` scores it would otherwise scale twice).
+        let q = rows(&p.query, x);
 
         // `u` and `v` added to every row of `[b, q, heads · d_head]`.
         let per_head = |w: &Param<Tensor<B, 2>>| w.val().reshape([1, 1, heads * d_head]) * scale;
@@ -164,7 +223,20 @@ pub fn relative_sinusoids<B: Backend>(
     clamp_len: Option<usize>,
     device: &B::Device,
 ) -> Tensor<B, 2> {
-    let distances: Vec<f32> = (0..k_len)
+    relative_sinusoids_from(k_len, 0, d_model, clamp_len, device)
+}
+
+/// The first rows of [`relative_sinusoids`]: the distances `k_len−1, …,
+/// nearest` (what a segment read incrementally adds to the distances
+/// `nearest−1 … 0` it has already projected).
+pub fn relative_sinusoids_from<B: Backend>(
+    k_len: usize,
+    nearest: usize,
+    d_model: usize,
+    clamp_len: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let distances: Vec<f32> = (nearest..k_len)
         .rev()
         .map(|d| clamp_len.filter(|&c| c > 0).map_or(d, |c| d.min(c)) as f32)
         .collect();
