@@ -8,22 +8,10 @@ use memlab_core::layers::{
     scaled_dot_product_attention, split_heads,
 };
 
-type B = Flex;
+mod common;
+use common::values;
 
-/// Deterministic pseudo-random values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+type B = Flex;
 
 fn tensor(data: &[f32], shape: [usize; 4]) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(data.to_vec(), shape), &Default::default())

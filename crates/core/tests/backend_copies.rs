@@ -83,6 +83,9 @@ fn permuted_copies_match_the_strides() {
     check_every_permutation([4, 2, 8, 3]);
     // A head merge's shape: [heads, batch, len, d_head].
     check_every_permutation([4, 2, 11, 32]);
+    // Above the element-wise threshold (16 Ki), where the runs are split
+    // over rayon's pool, with a run count that leaves a short last piece.
+    check_every_permutation([4, 7, 37, 32]);
 }
 
 #[test]

@@ -577,26 +577,46 @@ fn collapse_for_copy(shape: &[usize], strides: &[isize]) -> CollapsedLayout {
 /// Copy a layout whose innermost axis has stride 1 into `dst`
 /// (row-major), one contiguous run of `shape[last]` elements at a time
 /// (memlab patch, vendor/README.md).
-fn copy_runs<E: Copy>(dst: &mut [E], src: &[E], offset: isize, shape: &[usize], strides: &[isize]) {
+fn copy_runs<E: Copy + Send + Sync>(
+    dst: &mut [E],
+    src: &[E],
+    offset: isize,
+    shape: &[usize],
+    strides: &[isize],
+) {
+    if dst.is_empty() {
+        return;
+    }
     let last = shape.len() - 1;
     let run = shape[last];
     let outer = &shape[..last];
-    let mut index = [0usize; COLLAPSE_MAX_RANK];
-    let mut start = offset;
-    for chunk in dst.chunks_exact_mut(run) {
-        let s = start as usize;
-        chunk.copy_from_slice(&src[s..s + run]);
-        // Advance the outer index (odometer), keeping `start` in step.
+    // Whole runs on both cores from the element-wise threshold (memlab
+    // patch 4, `crate::ops::for_each_rows`): each piece starts its
+    // odometer at its first run.
+    crate::ops::for_each_rows(dst, run, |piece, first_run| {
+        let mut index = [0usize; COLLAPSE_MAX_RANK];
+        let mut start = offset;
+        let mut rest = first_run;
         for axis in (0..outer.len()).rev() {
-            index[axis] += 1;
-            start += strides[axis];
-            if index[axis] < outer[axis] {
-                break;
-            }
-            start -= strides[axis] * outer[axis] as isize;
-            index[axis] = 0;
+            index[axis] = rest % outer[axis];
+            rest /= outer[axis];
+            start += index[axis] as isize * strides[axis];
         }
-    }
+        for chunk in piece.chunks_exact_mut(run) {
+            let s = start as usize;
+            chunk.copy_from_slice(&src[s..s + run]);
+            // Advance the outer index (odometer), keeping `start` in step.
+            for axis in (0..outer.len()).rev() {
+                index[axis] += 1;
+                start += strides[axis];
+                if index[axis] < outer[axis] {
+                    break;
+                }
+                start -= strides[axis] * outer[axis] as isize;
+                index[axis] = 0;
+            }
+        }
+    });
 }
 
 fn copy_2d_tiled<E: Copy>(

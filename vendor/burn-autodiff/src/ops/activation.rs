@@ -14,6 +14,50 @@ use crate::{
 use burn_backend::{Backend, ops::ActivationOps, tensor::FloatTensor};
 
 impl<B: Backend, C: CheckpointStrategy> ActivationOps<Autodiff<B, C>> for Autodiff<B, C> {
+    /// memlab patch (vendor/README.md): softmax as one tracked operation.
+    ///
+    /// The published crate has no `softmax` here, so under autodiff the
+    /// trait's default decomposes it into `max_dim`, `sub`, `exp`,
+    /// `sum_dim` and `div`, each a tracked step over the whole score tensor
+    /// (and `exp` recomputed in the backward pass): the inner backend's
+    /// fused softmax (burn-flex's row kernel, on every core) never ran in
+    /// training. Here the forward pass is the inner backend's `softmax`, the
+    /// output is kept, and the backward pass is the closed form
+    /// `∂L/∂x = y ⊙ (g − Σ_dim g ⊙ y)` (y the output, g its gradient).
+    fn softmax(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Softmax;
+
+        impl<B: Backend> Backward<B, 1> for Softmax {
+            type State = (B::FloatTensorPrimitive, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let (output, dim) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    let dot = B::float_sum_dim(B::float_mul(grad.clone(), output.clone()), dim);
+                    B::float_mul(output, B::float_sub(grad, dot))
+                });
+            }
+        }
+
+        match Softmax
+            .prepare::<C>([tensor.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let output = B::softmax(tensor.primitive, dim);
+                prep.finish((output.clone(), dim), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::softmax(tensor.primitive, dim)),
+        }
+    }
+
     fn gelu(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct Gelu;

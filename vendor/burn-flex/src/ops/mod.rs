@@ -18,6 +18,75 @@ pub(crate) const INDEX_DTYPE: DType = DType::I32;
 #[cfg(feature = "rayon")]
 pub(crate) const PARALLEL_THRESHOLD: usize = 256 * 1024;
 
+// memlab patch (vendor/README.md, item 4): element-wise kernels on both
+// cores. The published crate splits element-wise work over rayon only from
+// 4 Mi elements (`simd::portable`) or not at all (`unary_op`, `scalar_op`,
+// `binary_op`'s general paths), so at the sizes of a small model (a few
+// 10^4 to 10^6 elements per op) the second core idled. An element-wise
+// result does not depend on how it is split, so results stay bit-identical
+// whatever the number of threads.
+
+/// Element count from which an element-wise kernel splits its work over
+/// rayon's pool. Measured on a 2-core machine with memlab's warm workers
+/// (`memlab_zoo::threads`): below this, handing a piece to the other core
+/// costs about what it saves (docs/benchmarks.md, "Both cores").
+pub(crate) const ELEMENTWISE_PARALLEL_THRESHOLD: usize = 16 * 1024;
+
+/// Elements per piece once an element-wise kernel is split.
+pub(crate) const ELEMENTWISE_CHUNK: usize = 8 * 1024;
+
+/// Runs `f(piece, offset)` over consecutive pieces of `dst` (`offset` is the
+/// piece's first index in `dst`): on rayon's pool from
+/// [`ELEMENTWISE_PARALLEL_THRESHOLD`] elements, else once over all of it.
+#[inline]
+pub(crate) fn for_each_piece<E: Send>(dst: &mut [E], f: impl Fn(&mut [E], usize) + Sync + Send) {
+    #[cfg(feature = "rayon")]
+    if dst.len() >= ELEMENTWISE_PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .enumerate()
+            .for_each(|(i, piece)| f(piece, i * ELEMENTWISE_CHUNK));
+        return;
+    }
+    f(dst, 0);
+}
+
+/// Runs `f(rows, first_row)` over consecutive whole rows of `dst` (rows of
+/// `row_len` elements), split as [`for_each_piece`] splits.
+#[inline]
+pub(crate) fn for_each_rows<E: Send>(
+    dst: &mut [E],
+    row_len: usize,
+    f: impl Fn(&mut [E], usize) + Sync + Send,
+) {
+    #[cfg(feature = "rayon")]
+    if row_len > 0 && dst.len() >= ELEMENTWISE_PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        let rows = (ELEMENTWISE_CHUNK / row_len).max(1);
+        dst.par_chunks_mut(rows * row_len)
+            .enumerate()
+            .for_each(|(i, piece)| f(piece, i * rows));
+        return;
+    }
+    let _ = row_len;
+    f(dst, 0);
+}
+
+/// A vector of `n` elements whose pieces `f(piece, offset)` writes, split as
+/// [`for_each_piece`] splits. `f` must write every element of its piece.
+#[inline]
+pub(crate) fn collect_pieces<E: Send + Copy>(
+    n: usize,
+    f: impl Fn(&mut [core::mem::MaybeUninit<E>], usize) + Sync + Send,
+) -> alloc::vec::Vec<E> {
+    let mut out = alloc::vec::Vec::with_capacity(n);
+    for_each_piece(&mut out.spare_capacity_mut()[..n], f);
+    // SAFETY: `f` wrote each of the `n` elements (its contract), and `E` is
+    // `Copy`, so nothing is dropped if `f` panicked before this line.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// Wrapper for raw mutable pointers that can be sent across rayon threads.
 ///
 /// # Safety

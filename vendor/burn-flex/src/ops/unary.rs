@@ -55,8 +55,8 @@ where
 /// Apply a unary operation element-wise to a tensor.
 pub fn unary_op<F32Op, F64Op>(tensor: FlexTensor, f32_op: F32Op, f64_op: F64Op) -> FlexTensor
 where
-    F32Op: Fn(f32) -> f32 + Copy,
-    F64Op: Fn(f64) -> f64 + Copy,
+    F32Op: Fn(f32) -> f32 + Copy + Sync + Send,
+    F64Op: Fn(f64) -> f64 + Copy + Sync + Send,
 {
     let dtype = tensor.dtype();
 
@@ -73,17 +73,21 @@ where
 fn unary_op_typed<E, Op>(mut tensor: FlexTensor, op: Op) -> FlexTensor
 where
     E: burn_backend::Element + bytemuck::Pod,
-    Op: Fn(E) -> E,
+    Op: Fn(E) -> E + Sync + Send,
 {
+    // memlab patch: the contiguous paths run on both cores
+    // (`crate::ops::for_each_piece`).
     let n = tensor.layout().num_elements();
 
     // In-place fast path: unique, contiguous tensor at offset 0
     if tensor.is_unique() && tensor.layout().is_contiguous() && tensor.layout().start_offset() == 0
     {
         let storage: &mut [E] = tensor.storage_mut();
-        for x in storage[..n].iter_mut() {
-            *x = op(*x);
-        }
+        crate::ops::for_each_piece(&mut storage[..n], |piece, _| {
+            for x in piece.iter_mut() {
+                *x = op(*x);
+            }
+        });
         return tensor;
     }
 
@@ -98,7 +102,7 @@ where
     // Iterate in storage order (contiguous) and preserve original layout.
     // Only valid when all strides are positive.
     if !has_negative_strides && layout.start_offset() == 0 && src.len() == n {
-        let result: Vec<E> = src.iter().map(|&x| op(x)).collect();
+        let result: Vec<E> = map_pieces(src, &op);
         let bytes = Bytes::from_elems(result);
         return FlexTensor::new(bytes, layout, E::dtype());
     }
@@ -120,9 +124,7 @@ where
     let blocks = layout.strided_blocks();
     let result = match &blocks {
         // Single contiguous block (with offset)
-        StridedBlocks::Single { start, len } => {
-            src[*start..*start + *len].iter().map(|&x| op(x)).collect()
-        }
+        StridedBlocks::Single { start, len } => map_pieces(&src[*start..*start + *len], &op),
         // Strided: iterate over contiguous blocks
         StridedBlocks::Multiple {
             block_len,
@@ -155,6 +157,20 @@ where
         Layout::contiguous(layout.shape().clone()),
         E::dtype(),
     )
+}
+
+/// `op` of every element of `src`, in order, split as
+/// `crate::ops::for_each_piece` splits (memlab patch).
+fn map_pieces<E, Op>(src: &[E], op: &Op) -> Vec<E>
+where
+    E: bytemuck::Pod + Send + Sync,
+    Op: Fn(E) -> E + Sync + Send,
+{
+    crate::ops::collect_pieces(src.len(), |out, offset| {
+        for (o, &x) in out.iter_mut().zip(&src[offset..]) {
+            o.write(op(x));
+        }
+    })
 }
 
 // ============================================================================

@@ -9,9 +9,12 @@ use macerator::{Scalar, Simd, VBitAnd, VBitOr, VBitXor, vload_unaligned, vstore_
 use rayon::prelude::*;
 
 /// Threshold for parallel execution (elements).
-/// For memory-bound operations, parallelism helps when data exceeds L3 cache.
+/// memlab patch: the published 4 Mi elements ("parallelism helps when data
+/// exceeds L3 cache") left the second core idle at every size a small model
+/// has; the kernels here split from the same size as the other element-wise
+/// kernels (`crate::ops::ELEMENTWISE_PARALLEL_THRESHOLD`).
 #[cfg(feature = "rayon")]
-const PARALLEL_THRESHOLD: usize = 4 * 1024 * 1024;
+const PARALLEL_THRESHOLD: usize = crate::ops::ELEMENTWISE_PARALLEL_THRESHOLD;
 
 #[cfg(feature = "rayon")]
 const CHUNK_SIZE: usize = 4096;
