@@ -161,6 +161,23 @@ fn softmax_of_masked_scores_is_exact() {
 }
 
 #[test]
+fn softmax_of_widely_spread_scores_is_exact() {
+    // Scores in [-120, 120): shifted scores reach far below −104, through
+    // the range where `e^d` is subnormal (−103.97 to −87.3) and down to
+    // where it rounds to 0, so every branch of the kernel's `exp` is taken.
+    let device = Default::default();
+    let (rows, len) = (64, 200);
+    let x: Vec<f32> = values(rows * len, 8).iter().map(|v| v * 40.0).collect();
+    let t = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [rows, len]), &device);
+    let got = to_vec(softmax(t, 1));
+    assert_bits(&got, &naive_softmax(&x, len), "softmax");
+    assert!(
+        got.iter().any(|&p| p > 0.0 && p < f32::MIN_POSITIVE),
+        "a subnormal"
+    );
+}
+
+#[test]
 fn softmax_gradient_is_the_closed_form_and_matches_the_decomposition() {
     let device = Default::default();
     for (rows, len) in [(5, 9), (24, 34)] {
