@@ -8,11 +8,20 @@ the other in one sitting, so that a noisy machine's drift lands on both.
 Every round's figures are kept (JSON lines) and printed as a markdown table
 with the ratio memlab ÷ PyTorch of every round.
 
+Two more peers are timed the same way with `--configs memformer` and
+`--configs infinity-former`: lucidrains' `memformer` package
+(benchmarks/peers/lucidrains_memformer.py against
+benchmarks/peers/memformer.toml) and the official ∞-former code
+(benchmarks/peers/deepspin_infinity_former.py, which needs INFTY_DIR,
+against benchmarks/peers/infinity-former.toml).
+
     LMRMT_DIR=<LM-RMT checkout>/pytorch python3 scripts/peer_rounds.py \
         --rounds 4 --memlab now=target/release/memlab --out /tmp/peers.jsonl
 
 Needs PyTorch (pip install torch numpy) and a booydar/LM-RMT checkout
-outside the repository (never committed).
+outside the repository (never committed); the other two peers need
+`pip install einops memformer==0.3.1 entmax matplotlib` and a
+deep-spin/infinite-former checkout.
 """
 
 import argparse
@@ -25,32 +34,48 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "peers"))
+OURS = os.path.normpath(os.path.join(HERE, "..", "benchmarks", "peers"))
 CONFIGS = ["small", "bench", "mid"]
+# Peers of one model each: (driver, memlab bench config, architecture).
+SINGLE = {
+    "memformer": ("lucidrains_memformer.py", "memformer.toml", "memformer"),
+    "infinity-former": ("deepspin_infinity_former.py", "infinity-former.toml", "infinity-former"),
+}
 
 
 def pytorch(config, python):
-    out = subprocess.run(
-        [python, os.path.join(PEERS, "lmrmt_cpu.py"), config],
-        check=True, capture_output=True, text=True,
-    ).stdout
+    if config in SINGLE:
+        driver, _, arch = SINGLE[config]
+        command = [python, os.path.join(OURS, driver)]
+    else:
+        command = [python, os.path.join(PEERS, "lmrmt_cpu.py"), config]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     rows = {}
     for line in out.splitlines():
         if line.startswith("{"):
             d = json.loads(line)
             # "transformer-xl (cache 24) small" -> the memlab label
-            rows[d["model"].rsplit(" ", 1)[0]] = (d["fwd_tok_s"], d["train_tok_s"])
+            model = arch if config in SINGLE else d["model"].rsplit(" ", 1)[0]
+            rows[model] = (d["fwd_tok_s"], d["train_tok_s"])
     return rows
+
+
+def bench_config(config):
+    if config in SINGLE:
+        return os.path.join(OURS, SINGLE[config][1])
+    return os.path.join(PEERS, f"cpu-{config}.toml")
 
 
 def memlab(binary, config, min_seconds):
     with tempfile.TemporaryDirectory() as out_dir:
         subprocess.run(
-            [binary, "bench", "--config", os.path.join(PEERS, f"cpu-{config}.toml"),
+            [binary, "bench", "--config", bench_config(config),
              "--set", f"bench.out_dir={json.dumps(out_dir)}",
              "--set", f"bench.min_seconds={min_seconds}"],
             check=True, capture_output=True, text=True,
         )
-        with open(os.path.join(out_dir, f"cpu-{config}", "bench.csv")) as f:
+        name = f"peer-{config}" if config in SINGLE else f"cpu-{config}"
+        with open(os.path.join(out_dir, name, "bench.csv")) as f:
             return {r["model"]: (float(r["forward_tokens_per_s"]), float(r["train_tokens_per_s"]))
                     for r in csv.DictReader(f)}
 
