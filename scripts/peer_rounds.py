@@ -74,7 +74,8 @@ def memlab(binary, config, min_seconds):
              "--set", f"bench.min_seconds={min_seconds}"],
             check=True, capture_output=True, text=True,
         )
-        name = f"peer-{config}" if config in SINGLE else f"cpu-{config}"
+        # The bench writes one folder, named by its config's bench.name.
+        (name,) = os.listdir(out_dir)
         with open(os.path.join(out_dir, name, "bench.csv")) as f:
             return {r["model"]: (float(r["forward_tokens_per_s"]), float(r["train_tokens_per_s"]))
                     for r in csv.DictReader(f)}

@@ -3,8 +3,9 @@
 `memlab bench` times memlab's ∞-former: tokens/s of one segment's forward
 pass (no gradients) and of one training step (forward, backward of the loss
 plus the KL term, global-norm clip, Adam), memory carried and detached
-between segments, median of the timed steps, after enough segments that
-every timed one reads and writes the long-term memory. Sizes of
+between segments, median of the timed steps (peer_timing.py: at least 15
+steps and 3 seconds), after enough segments that every timed one reads and
+writes the long-term memory. Sizes of
 benchmarks/peers/infinity-former.toml: batch 4, segments of 64 tokens,
 vocabulary 256, d_model 128, 2 layers, 4 heads of 32, d_inner 512, dropout
 0.1, post-LN; a short-term memory of 64 states, N = 64 basis functions,
@@ -41,12 +42,12 @@ arithmetic:
 """
 import json
 import os
-import statistics
 import sys
-import time
 import types
 
 import torch
+
+from peer_timing import tokens_per_second
 
 SORTING = os.environ["INFTY_DIR"]
 sys.path[:0] = [SORTING, os.path.join(SORTING, "utils")]
@@ -67,8 +68,6 @@ from mem_transformer import MemTransformerLM  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 BATCH, SEG, VOCAB, D, LAYERS, HEADS, FF, MEM, BASIS = 4, 64, 256, 128, 2, 4, 512, 64, 64
-WARM, STEPS = int(os.environ.get("WARM", "3")), int(os.environ.get("STEPS", "15"))
-MIN_SECONDS = float(os.environ.get("MIN_SECONDS", "3"))
 KL_M = 1e-6
 
 torch.manual_seed(0)
@@ -94,32 +93,21 @@ def batch():
     return data, torch.randint(0, VOCAB, (SEG, BATCH))
 
 
+# Segments 1 and 2 fill the short-term memory; from segment 3 every one
+# writes its predecessor's leaving states into the long-term memory and
+# reads it, so those two are not timed either.
 def run(step):
-    # Segments 1 and 2 fill the short-term memory; from segment 3 every one
-    # writes its predecessor's leaving states into the long-term memory and
-    # reads it. Then WARM untimed segments, then at least STEPS timed ones
-    # and MIN_SECONDS of them.
-    mems, times, i = (), [], 0
-    while True:
-        data, target = batch()
-        t = time.perf_counter()
-        mems = step(data, target, mems)
-        elapsed = time.perf_counter() - t
-        if i >= 2 + WARM:
-            times.append(elapsed)
-            if len(times) >= STEPS and sum(times) >= MIN_SECONDS:
-                return BATCH * SEG / statistics.median(times)
-        i += 1
+    return tokens_per_second(step, BATCH * SEG, state=(), fill=2, inputs=batch)
 
 
-def forward(data, target, mems):
+def forward(mems, data, target):
     model.eval()
     with torch.no_grad():
         ret = model(data, target, *mems, doc_final=True)
     return tuple(m.detach() for m in ret[0][1:])
 
 
-def train(data, target, mems):
+def train(mems, data, target):
     model.train()
     ret, _, _, kl = model(data, target, *mems, doc_final=True)
     loss = ret[0]

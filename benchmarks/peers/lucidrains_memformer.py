@@ -2,7 +2,8 @@
 the way `memlab bench` times memlab's Memformer: tokens/s of one segment's
 forward pass (no gradients) and of one training step (forward, backward,
 global-norm clip, Adam), memory carried and detached between segments,
-median of the timed steps. Sizes of configs/bench.toml's memformer entry:
+median of the timed steps (peer_timing.py: at least 15 steps and 3
+seconds). Sizes of configs/bench.toml's memformer entry:
 batch 4, segments of 64 tokens, vocabulary 256, d_model 128, 1 encoder and
 1 decoder layer, 4 heads, d_ff 512 (the package's `mult = 4`), 8 slots.
 
@@ -14,13 +15,16 @@ are printed beside the figures.
     pip install torch einops memformer==0.3.1
     python3 benchmarks/peers/lucidrains_memformer.py
 """
-import os, time, json, statistics
+import json
+import os
+
 import torch
 from memformer import Memformer
 
+from peer_timing import tokens_per_second
+
 torch.set_num_threads(int(os.environ.get("THREADS", "2")))
 BATCH, SEG, VOCAB, DIM, SLOTS, HEADS = 4, 64, 256, 128, 8, 4
-WARM, STEPS = int(os.environ.get("WARM", "3")), int(os.environ.get("STEPS", "15"))
 
 torch.manual_seed(0)
 model = Memformer(dim=DIM, num_memory_slots=SLOTS, mem_update_attn_heads=HEADS,
@@ -31,19 +35,10 @@ params = sum(p.numel() for p in model.parameters())
 src = torch.randint(0, VOCAB, (BATCH, SEG))
 tgt = torch.randint(0, VOCAB, (BATCH, SEG + 1))  # the wrapper shifts it: SEG predictions
 
-def timed(step):
-    mems, times = None, []
-    for i in range(WARM + STEPS):
-        t = time.perf_counter()
-        mems = step(mems).detach()
-        if i >= WARM:
-            times.append(time.perf_counter() - t)
-    return BATCH * SEG / statistics.median(times)
-
 def forward(mems):
     with torch.no_grad():
         model.eval()
-        return model(src, tgt, mems=mems).mem
+        return model(src, tgt, mems=mems).mem.detach()
 
 def train(mems):
     model.train()
@@ -52,8 +47,9 @@ def train(mems):
     out.dec_out.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)
     opt.step()
-    return out.mem
+    return out.mem.detach()
 
 print(json.dumps({"peer": "lucidrains/memformer 0.3.1", "params": params,
                   "threads": torch.get_num_threads(),
-                  "fwd_tok_s": timed(forward), "train_tok_s": timed(train)}))
+                  "fwd_tok_s": tokens_per_second(forward, BATCH * SEG),
+                  "train_tok_s": tokens_per_second(train, BATCH * SEG)}))
